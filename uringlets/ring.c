@@ -1,0 +1,344 @@
+/*
+ * ring.c -- the smallest layer that can drive io_uring from Python, compiled
+ * into the cffi extension uringlets._ring.
+ *
+ * It sets a ring up, copies runs of pre-built SQE images into the SQ ring
+ * (patching the few per-execution fields), enters the kernel, and drains CQEs
+ * into caller-owned arrays.  Python calls it once per batch, never once per
+ * SQE or CQE.  It decides nothing: which flags, which images, what a CQE
+ * means, all of that is Python's.  Errors are returned as -errno.
+ *
+ * Sections: memory ordering, system calls, setup/teardown (cold), the
+ * submit/reap path (hot; it allocates nothing).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring_compat.h"
+#include "ring.h"
+
+/* ------------------------------------------------------------------------
+ * Memory ordering.
+ *
+ * The SQ and CQ rings are shared with the kernel.  Each index has one
+ * writer.  A writer that publishes data (SQEs, or consumed CQE slots) must
+ * make the data visible before the index that announces it: a store-release.
+ * A reader that learns of new data through an index must read the index
+ * before the data: a load-acquire.  These macros are the only atomics in this
+ * file; no other line touches a shared index.
+ * ---------------------------------------------------------------------- */
+#define load_acquire(p) atomic_load_explicit((_Atomic unsigned *)(p), memory_order_acquire)
+#define store_release(p, v) atomic_store_explicit((_Atomic unsigned *)(p), (v), memory_order_release)
+/* Relaxed: for an index only we write (our SQ tail, our CQ head). */
+#define load_relaxed(p) atomic_load_explicit((_Atomic unsigned *)(p), memory_order_relaxed)
+
+/* ------------------------------------------------------------------------
+ * System calls (glibc 2.36 has no wrappers for these).
+ * ---------------------------------------------------------------------- */
+static int sys_setup(unsigned entries, struct io_uring_params *p)
+{
+    long r = syscall(__NR_io_uring_setup, entries, p);
+    return r < 0 ? -errno : (int)r;
+}
+
+static int sys_enter(int fd, unsigned to_submit, unsigned min_complete,
+                     unsigned flags, void *arg, size_t argsz)
+{
+    long r = syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags,
+                     arg, argsz);
+    return r < 0 ? -errno : (int)r;
+}
+
+static int sys_register(int fd, unsigned opcode, const void *arg,
+                        unsigned nr_args)
+{
+    long r = syscall(__NR_io_uring_register, fd, opcode, arg, nr_args);
+    return r < 0 ? -errno : (int)r;
+}
+
+/* ------------------------------------------------------------------------
+ * Setup and teardown (cold).
+ * ---------------------------------------------------------------------- */
+
+/* Create a ring of `entries` SQEs and `cq_entries` CQEs (0: kernel default)
+ * with `flags` (IORING_SETUP_*; CQSIZE is added when cq_entries is given).
+ * Returns 0, or -errno with the ring left empty (fd == -1).  Falling back to
+ * fewer flags on -EINVAL is the caller's decision. */
+int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
+             unsigned flags)
+{
+    struct io_uring_params p;
+    unsigned *array;
+    unsigned i;
+    int err;
+
+    memset(ring, 0, sizeof(*ring));
+    ring->fd = -1;
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    err = sys_setup(entries, &p);
+    if (err < 0)
+        return err;
+    ring->fd = err;
+    ring->features = p.features;
+    ring->setup_flags = p.flags;
+    ring->sq_entries = p.sq_entries;
+    ring->cq_entries = p.cq_entries;
+
+    ring->sq_map_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    ring->cq_map_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if ((p.features & IORING_FEAT_SINGLE_MMAP) && ring->cq_map_size > ring->sq_map_size)
+        ring->sq_map_size = ring->cq_map_size;
+    ring->sq_map = mmap(NULL, ring->sq_map_size, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_SQ_RING);
+    if (ring->sq_map == MAP_FAILED) {
+        ring->sq_map = NULL;
+        err = -errno;
+        goto fail;
+    }
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        ring->cq_map = ring->sq_map;
+    } else {
+        ring->cq_map = mmap(NULL, ring->cq_map_size, PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_CQ_RING);
+        if (ring->cq_map == MAP_FAILED) {
+            ring->cq_map = NULL;
+            err = -errno;
+            goto fail;
+        }
+    }
+    ring->sqe_map_size = p.sq_entries * sizeof(struct io_uring_sqe);
+    ring->sqe_map = mmap(NULL, ring->sqe_map_size, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_SQES);
+    if (ring->sqe_map == MAP_FAILED) {
+        ring->sqe_map = NULL;
+        err = -errno;
+        goto fail;
+    }
+
+    ring->sq_head = (unsigned *)((char *)ring->sq_map + p.sq_off.head);
+    ring->sq_tail = (unsigned *)((char *)ring->sq_map + p.sq_off.tail);
+    ring->sq_mask = (unsigned *)((char *)ring->sq_map + p.sq_off.ring_mask);
+    ring->sq_flags = (unsigned *)((char *)ring->sq_map + p.sq_off.flags);
+    ring->cq_head = (unsigned *)((char *)ring->cq_map + p.cq_off.head);
+    ring->cq_tail = (unsigned *)((char *)ring->cq_map + p.cq_off.tail);
+    ring->cq_mask = (unsigned *)((char *)ring->cq_map + p.cq_off.ring_mask);
+    ring->sqes = ring->sqe_map;
+    ring->cqes = (char *)ring->cq_map + p.cq_off.cqes;
+
+    /* The SQ index array maps ring position i to SQE i, once and for all;
+     * ur_push then only writes SQEs and the tail.  The kernel reads the array
+     * only after the store-release of a tail that follows these stores. */
+    array = (unsigned *)((char *)ring->sq_map + p.sq_off.array);
+    for (i = 0; i < p.sq_entries; i++)
+        array[i] = i;
+    return 0;
+
+fail:
+    ur_teardown(ring);
+    return err;
+}
+
+/* Unmap and close.  Safe on a ring that failed half way, and twice.
+ * Closing the fd makes the kernel cancel whatever is still in flight; the
+ * caller must have reaped every CQE first if buffers are to be freed. */
+void ur_teardown(struct ur_ring *ring)
+{
+    if (ring->sqe_map)
+        munmap(ring->sqe_map, ring->sqe_map_size);
+    if (ring->cq_map && ring->cq_map != ring->sq_map)
+        munmap(ring->cq_map, ring->cq_map_size);
+    if (ring->sq_map)
+        munmap(ring->sq_map, ring->sq_map_size);
+    ring->sqe_map = ring->cq_map = ring->sq_map = NULL;
+    if (ring->fd >= 0)
+        close(ring->fd);
+    ring->fd = -1;
+}
+
+/* Fill supported[op] with 1 for each opcode < n the kernel supports.
+ * Returns the number of opcodes the kernel knows, or -errno. */
+int ur_probe_ops(int ring_fd, uint8_t *supported, unsigned n)
+{
+    struct {
+        struct io_uring_probe probe;
+        struct io_uring_probe_op ops[256];
+    } buf;
+    unsigned i;
+    int err;
+
+    memset(&buf, 0, sizeof(buf));
+    memset(supported, 0, n);
+    err = sys_register(ring_fd, IORING_REGISTER_PROBE, &buf, 256);
+    if (err < 0)
+        return err;
+    for (i = 0; i < buf.probe.ops_len && i < 256; i++) {
+        unsigned op = buf.ops[i].op;
+        if (op < n && (buf.ops[i].flags & IO_URING_OP_SUPPORTED))
+            supported[op] = 1;
+    }
+    return buf.probe.ops_len;
+}
+
+/* Register a sparse fixed-file table of n empty slots.  Returns 0 or -errno. */
+int ur_register_sparse_files(struct ur_ring *ring, unsigned n)
+{
+    struct io_uring_rsrc_register reg;
+
+    memset(&reg, 0, sizeof(reg));
+    reg.nr = n;
+    reg.flags = IORING_RSRC_REGISTER_SPARSE;
+    return sys_register(ring->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
+}
+
+/* Replace slots [offset, offset + n) with fds (-1 empties a slot, closing the
+ * file it held).  Synchronous.  Returns the number updated or -errno. */
+int ur_update_files(struct ur_ring *ring, unsigned offset, const int32_t *fds,
+                    unsigned n)
+{
+    struct io_uring_files_update up;
+
+    memset(&up, 0, sizeof(up));
+    up.offset = offset;
+    up.fds = (uint64_t)(uintptr_t)fds;
+    return sys_register(ring->fd, IORING_REGISTER_FILES_UPDATE, &up, n);
+}
+
+/* ------------------------------------------------------------------------
+ * Submit and reap (hot).
+ * ---------------------------------------------------------------------- */
+
+/* Free SQ entries.  Without SQPOLL the kernel moves the SQ head only inside
+ * io_uring_enter, on this thread, so a relaxed load would do; the acquire
+ * costs nothing on x86 and keeps this right if SQPOLL is ever used. */
+unsigned ur_sq_space(struct ur_ring *ring)
+{
+    unsigned head = load_acquire(ring->sq_head);
+    unsigned tail = load_relaxed(ring->sq_tail);
+    return ring->sq_entries - (tail - head);
+}
+
+/* For each of nexec executions, copy SQE images [first, first + count) into
+ * the SQ ring and apply the patches of that range with the execution's row of
+ * `values` (nvalues per execution).  The flags in `last_flags_clear` are
+ * cleared on the last SQE of each run, so each run is a complete chain.
+ * Only whole runs are queued.  Returns the number of executions queued (fewer
+ * than nexec when the SQ ring is full: enter, then call again), or -EINVAL
+ * for a run that can never fit. */
+int ur_push(struct ur_ring *ring, const void *images, unsigned first,
+            unsigned count, const struct ur_patch *patches, unsigned npatches,
+            const int64_t *values, unsigned nvalues, unsigned nexec,
+            uint8_t last_flags_clear)
+{
+    const struct io_uring_sqe *src = (const struct io_uring_sqe *)images + first;
+    struct io_uring_sqe *sqes = ring->sqes;
+    unsigned mask = *ring->sq_mask;
+    unsigned tail = load_relaxed(ring->sq_tail);
+    unsigned space = ur_sq_space(ring);
+    unsigned e, i, p;
+
+    if (count == 0 || count > ring->sq_entries)
+        return -EINVAL;
+    for (e = 0; e < nexec && space >= count; e++, space -= count) {
+        const int64_t *row = values + (size_t)e * nvalues;
+
+        for (i = 0; i < count; i++)
+            sqes[(tail + i) & mask] = src[i];
+        for (p = 0; p < npatches; p++) {
+            const struct ur_patch *pt = &patches[p];
+            char *field;
+            uint64_t v;
+
+            if (pt->sqe < first || pt->sqe >= first + count)
+                continue;
+            field = (char *)&sqes[(tail + pt->sqe - first) & mask] + pt->offset;
+            v = (uint64_t)(row[pt->value] + pt->addend);
+            if (pt->width == 8) {
+                memcpy(field, &v, 8);
+            } else if (pt->width == 4) {
+                uint32_t u = (uint32_t)v;
+                memcpy(field, &u, 4);
+            } else {
+                uint16_t u = (uint16_t)v;
+                memcpy(field, &u, 2);
+            }
+        }
+        sqes[(tail + count - 1) & mask].flags &= (uint8_t)~last_flags_clear;
+        tail += count;
+    }
+    if (e) {
+        /* Publish: the SQEs written above must be visible before the kernel
+         * can see the new tail (pairs with the kernel's acquire of sq.tail). */
+        store_release(ring->sq_tail, tail);
+        ring->pending += e * count;
+    }
+    return (int)e;
+}
+
+/* Submit every pending SQE and run completions: waits for min_complete CQEs
+ * (0: do not wait) for at most timeout_ns (< 0: no limit).
+ * With DEFER_TASKRUN completions are only posted inside this call, so the
+ * reaper calls it with GETEVENTS even when it does not wait.
+ * Returns the number of SQEs the kernel consumed, or -errno (-ETIME when the
+ * wait timed out, -EINTR on a signal, -EBUSY when the CQ overflowed and must
+ * be reaped first).  `pending` drops by what the kernel consumed. */
+int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns)
+{
+    unsigned flags = IORING_ENTER_GETEVENTS;
+    struct io_uring_getevents_arg arg;
+    struct __kernel_timespec ts;
+    void *argp = NULL;
+    size_t argsz = 0;
+    int r;
+
+    if (min_complete && timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        memset(&arg, 0, sizeof(arg));
+        arg.ts = (uint64_t)(uintptr_t)&ts;
+        flags |= IORING_ENTER_EXT_ARG;
+        argp = &arg;
+        argsz = sizeof(arg);
+    }
+    r = sys_enter(ring->fd, ring->pending, min_complete, flags, argp, argsz);
+    if (r > 0)
+        ring->pending -= (unsigned)r > ring->pending ? ring->pending : (unsigned)r;
+    return r;
+}
+
+/* Copy up to max CQEs into user_data[] and res[], then hand their slots back
+ * to the kernel.  Returns the number copied. */
+int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
+            unsigned max)
+{
+    const struct io_uring_cqe *cqes = ring->cqes;
+    unsigned mask = *ring->cq_mask;
+    unsigned head = load_relaxed(ring->cq_head);
+    /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
+    unsigned tail = load_acquire(ring->cq_tail);
+    unsigned n = 0;
+
+    while (head != tail && n < max) {
+        const struct io_uring_cqe *cqe = &cqes[head & mask];
+        user_data[n] = cqe->user_data;
+        res[n] = cqe->res;
+        n++;
+        head++;
+    }
+    if (n) {
+        /* Release: our reads of the CQEs complete before the kernel may reuse
+         * their slots (pairs with the kernel's acquire of cq.head). */
+        store_release(ring->cq_head, head);
+    }
+    return (int)n;
+}

@@ -1,0 +1,65 @@
+/*
+ * ring.h -- the declarations cffi sees (read by _ring_build.py as the cdef)
+ * and the C source includes.  Mechanism only: every decision is made in
+ * Python.  Every function returns 0 or a count on success and -errno on
+ * failure; none leaves its error in errno, prints, or exits.
+ */
+
+/* One io_uring instance: the fd and the three shared mappings.  The kernel
+ * owns the SQ head and the CQ tail; we own the SQ tail and the CQ head.
+ * `pending` counts SQEs published in the SQ ring but not yet handed to
+ * io_uring_enter. */
+struct ur_ring {
+    int fd;
+    unsigned features;      /* IORING_FEAT_* reported by io_uring_setup */
+    unsigned setup_flags;   /* the flags the ring was created with */
+    unsigned sq_entries;
+    unsigned cq_entries;
+    unsigned pending;
+    /* private: the mappings (ring pointers are not for Python) */
+    void *sq_map;
+    void *cq_map;
+    void *sqe_map;
+    size_t sq_map_size;
+    size_t cq_map_size;
+    size_t sqe_map_size;
+    unsigned *sq_head;
+    unsigned *sq_tail;
+    unsigned *sq_mask;
+    unsigned *sq_flags;
+    unsigned *cq_head;
+    unsigned *cq_tail;
+    unsigned *cq_mask;
+    void *sqes;
+    void *cqes;
+};
+
+/* One patch point: write values[value] + addend, `width` bytes wide
+ * (4 or 8), at byte `offset` of SQE number `sqe` of the run's images. */
+struct ur_patch {
+    uint16_t sqe;
+    uint8_t offset;
+    uint8_t width;
+    uint16_t value;
+    uint16_t reserved;
+    int64_t addend;
+};
+
+/* cold: set up and tear down */
+int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
+             unsigned flags);
+void ur_teardown(struct ur_ring *ring);
+int ur_probe_ops(int ring_fd, uint8_t *supported, unsigned n);
+int ur_register_sparse_files(struct ur_ring *ring, unsigned n);
+int ur_update_files(struct ur_ring *ring, unsigned offset, const int32_t *fds,
+                    unsigned n);
+
+/* hot: submit and reap, once per batch */
+int ur_push(struct ur_ring *ring, const void *images, unsigned first,
+            unsigned count, const struct ur_patch *patches, unsigned npatches,
+            const int64_t *values, unsigned nvalues, unsigned nexec,
+            uint8_t last_flags_clear);
+int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
+int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
+            unsigned max);
+unsigned ur_sq_space(struct ur_ring *ring);
