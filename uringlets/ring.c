@@ -228,6 +228,14 @@ unsigned ur_sq_space(struct ur_ring *ring)
     return ring->sq_entries - (tail - head);
 }
 
+/* The SQ ring flags the kernel sets (IORING_SQ_CQ_OVERFLOW: CQEs wait in the
+ * kernel's overflow list and reach the CQ ring at the next enter with
+ * GETEVENTS).  Acquire pairs with the kernel's update of the flags. */
+unsigned ur_sq_flags(struct ur_ring *ring)
+{
+    return load_acquire(ring->sq_flags);
+}
+
 /* For each of nexec executions, copy SQE images [first, first + count) into
  * the SQ ring and apply the patches of that range with the execution's row of
  * `values` (nvalues per execution).  The flags in `last_flags_clear` are

@@ -63,3 +63,4 @@ int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
 int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
             unsigned max);
 unsigned ur_sq_space(struct ur_ring *ring);
+unsigned ur_sq_flags(struct ur_ring *ring);

@@ -1,0 +1,46 @@
+"""uringlets: syslets for Python on io_uring.
+
+Build a ``Syslet`` (a linear sequence of system calls, each with a stop
+rule), ``compile()`` it once into a ``Program``, and submit it to an
+``Engine`` as often as you like.  See DESIGN.md for the contract.
+"""
+
+from .atoms import MAX_ATOMS
+from .engine import Engine, Handle
+from .errors import EngineClosed, ParamError, RingFull, TranslateError
+from .kernel import KernelFeatures, probe
+from .notify import Completion
+from .program import Program
+from .syslet import (
+    NEVER_STOP,
+    STOP_ON_NEGATIVE,
+    STOP_ON_NON_POSITIVE,
+    STOP_ON_NONZERO,
+    STOP_ON_ZERO,
+    Param,
+    Ref,
+    Syslet,
+)
+
+__all__ = [
+    "MAX_ATOMS",
+    "NEVER_STOP",
+    "STOP_ON_NEGATIVE",
+    "STOP_ON_NONZERO",
+    "STOP_ON_NON_POSITIVE",
+    "STOP_ON_ZERO",
+    "Completion",
+    "Engine",
+    "EngineClosed",
+    "Handle",
+    "KernelFeatures",
+    "Param",
+    "ParamError",
+    "Program",
+    "Ref",
+    "RingFull",
+    "Syslet",
+    "TranslateError",
+    "probe",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,256 @@
+"""``Engine``: submit / wait / run / cancel / close, over a backend.
+
+The Engine owns the notification ring, binds parameters, checks the owner
+thread, and turns "no room" into waiting or ``RingFull``.  The backend (the
+io_uring one in ``uring.py``) starts executions, reaps the kernel's
+completions and posts one ``Completion`` per execution into the ring.  The
+backend is chosen here and only here (``engine="auto"``); nothing else asks
+which one it has.
+
+Room.  An execution needs a place in the notification ring (reserved at
+submit, filled at completion, freed by ``wait``) and, on io_uring, its slots.
+Slots come back by themselves as executions finish, so a blocking submit
+waits for them; a place in the notification ring comes back only when the
+owner drains it with ``wait()``, which a submit blocked on the same thread
+can never do, so a full notification ring raises ``RingFull`` whether or not
+``block`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import kernel
+from .errors import EngineClosed, RingFull
+from .notify import Completion, NotificationRing
+from .program import Program
+
+ENGINE_ENV = "URINGLETS_ENGINE"
+_KINDS = ("auto", "uring", "threads")
+
+
+class Handle:
+    """Names one submitted execution, for ``Engine.cancel``."""
+
+    __slots__ = ("_id", "tag")
+
+    def __init__(self, ident: int, tag: Any) -> None:
+        self._id = ident
+        self.tag = tag
+
+    def __repr__(self) -> str:
+        return f"<Handle tag={self.tag!r}>"
+
+
+class Engine:
+    """Runs programs.  ``engine``: ``"auto"`` (io_uring where the kernel
+    allows it), ``"uring"`` or ``"threads"``; the ``URINGLETS_ENGINE``
+    environment variable overrides ``"auto"``.  ``capacity`` bounds the
+    executions in flight plus the completions not yet drained.  Every method
+    must be called from the thread that made the engine."""
+
+    def __init__(
+        self,
+        engine: str = "auto",
+        capacity: int = 1024,
+        *,
+        sq_entries: int = 256,
+    ) -> None:
+        self._owner = threading.get_ident()
+        self._notify = NotificationRing(capacity)
+        self._closed = False
+        self.fallback_reason: str | None = None
+        choice = engine
+        if choice == "auto":
+            choice = os.environ.get(ENGINE_ENV, "auto") or "auto"
+        if choice not in _KINDS:
+            raise ValueError(f"engine must be one of {_KINDS}, not {choice!r}")
+        features = kernel.probe()
+        if choice == "auto":
+            if not features.available:
+                raise OSError(
+                    f"io_uring is not available here ({features.reason}); "
+                    "the thread engine is not built yet"
+                )
+            choice = "uring"
+        if choice == "threads":
+            raise NotImplementedError("the thread engine is not built yet")
+        if not features.available:
+            raise OSError(f"engine='uring' but io_uring is not available: {features.reason}")
+        from .uring import UringBackend
+
+        if isinstance(sq_entries, bool) or not isinstance(sq_entries, int) or sq_entries < 1:
+            raise ValueError(f"sq_entries must be a positive int, not {sq_entries!r}")
+        self._backend = UringBackend(self._notify.post, capacity, sq_entries, features)
+        self.kind = self._backend.kind
+
+    # -- guards ------------------------------------------------------------------
+    def _check(self) -> None:
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("an Engine may only be used from the thread that created it")
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        if self._backend.broken:
+            raise EngineClosed(f"the engine is broken: {self._backend.broken}")
+
+    @property
+    def capacity(self) -> int:
+        return self._notify.capacity
+
+    @property
+    def in_flight(self) -> int:
+        return self._backend.in_flight
+
+    # -- submit ------------------------------------------------------------------
+    def submit(
+        self, program: Program, *, tag: Any = None, block: bool = True, **params: Any
+    ) -> Handle:
+        """Start one execution (async_exec).  Raises ``ParamError``,
+        ``RingFull`` when the notification ring is full (see the module
+        docstring), ``EngineClosed``."""
+        return self._start(program, [params], [tag], block)[0]
+
+    def submit_many(
+        self,
+        program: Program,
+        count: int | None = None,
+        *,
+        params: Sequence[Mapping[str, Any]] | None = None,
+        tags: Sequence[Any] | None = None,
+        block: bool = True,
+        **common: Any,
+    ) -> list[Handle]:
+        """Start ``count`` executions of one program in one call, all with the
+        ``common`` parameters, or one per mapping in ``params`` (merged over
+        ``common``).  All or none start."""
+        if params is not None:
+            binds = [{**common, **p} for p in params]
+            if count is not None and count != len(binds):
+                raise ValueError("count and len(params) differ")
+        else:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"count must be a non-negative int, not {count!r}")
+            binds = [common] * count
+        if tags is None:
+            tags = [None] * len(binds)
+        elif len(tags) != len(binds):
+            raise ValueError("len(tags) differs from the number of executions")
+        return self._start(program, binds, tags, block)
+
+    def _start(
+        self,
+        program: Program,
+        binds: Sequence[Mapping[str, Any]],
+        tags: Sequence[Any],
+        block: bool,
+        sink: list[Completion] | None = None,
+    ) -> list[Handle]:
+        self._check()
+        if not isinstance(program, Program):
+            raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
+        n = len(binds)
+        if n == 0:
+            return []
+        if program.param_kinds or any(binds):
+            bound = [program.bind(b) for b in binds]
+        else:
+            bound = list(binds)  # type: ignore[arg-type]
+        if n > self._notify.capacity:
+            raise ValueError(f"{n} executions exceed the engine's capacity {self.capacity}")
+        self._notify.reserve(n)
+        backend = self._backend
+        try:
+            while not backend.can_start(program, n):
+                if not block:
+                    raise RingFull("no free slots for these executions; wait() for others")
+                if backend.in_flight == 0:
+                    raise ValueError(
+                        f"{n} executions need {n * program.plan.nslots} slots; "
+                        f"the engine has {backend.nslots}"
+                    )
+                backend.reap(1, -1)
+            ids = backend.start(program, bound, tags, sink)
+        except BaseException:
+            self._notify.release(n)
+            raise
+        return [Handle(i, t) for i, t in zip(ids, tags)]
+
+    # -- wait / run -------------------------------------------------------------
+    def wait(
+        self,
+        min_events: int = 1,
+        timeout: float | None = None,
+        max_events: int | None = None,
+    ) -> list[Completion]:
+        """Drain completions (async_wait): once at least ``min_events`` are
+        ready (or as many as can still come), or ``timeout`` seconds passed,
+        return those ready (at most ``max_events``).  ``min_events=0`` never
+        blocks, for event-loop callbacks."""
+        self._check()
+        notify, backend = self._notify, self._backend
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backend.reap(0, -1)
+        while len(notify.ready) < min_events and backend.in_flight:
+            need = min(min_events - len(notify.ready), backend.in_flight)
+            if deadline is None:
+                backend.reap(need, -1)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            backend.reap(need, int(left * 1e9))
+        return notify.drain(max_events)
+
+    def run(self, program: Program, *, tag: Any = None, **params: Any) -> Completion:
+        """Submit one execution and wait for its completion, which is
+        returned and not queued; other completions stay queued."""
+        sink: list[Completion] = []
+        self._start(program, [params], [tag], True, sink)
+        while not sink:
+            self._backend.reap(1, -1)
+        self._notify.take(sink)
+        return sink[0]
+
+    def cancel(self, handle: Handle) -> bool:
+        """Cancel an execution: the atom in the kernel is interrupted if it
+        blocks, atoms already done keep their results, later ones do not run
+        (atoms hard-linked after the interrupted one still run).  Its
+        completion has ``cancelled=True``.  Returns False if it already
+        ended."""
+        self._check()
+        return self._backend.cancel(handle._id)
+
+    # -- close -------------------------------------------------------------------
+    def close(self) -> list[Completion]:
+        """Cancel what is in flight, wait until the kernel has let go of every
+        buffer, close every slot, and return the completions not yet drained
+        (the cancelled ones included).  Idempotent."""
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("an Engine may only be used from the thread that created it")
+        if self._closed:
+            return []
+        self._closed = True
+        self._backend.close()
+        return self._notify.drain()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and hasattr(self, "_backend"):
+            try:
+                self._backend.close()
+            except Exception:
+                pass
+            self._closed = True
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.in_flight} in flight"
+        return f"<Engine {getattr(self, 'kind', '?')} {state}>"

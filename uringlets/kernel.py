@@ -1,0 +1,114 @@
+"""What the running kernel offers io_uring users, probed once per process.
+
+Only this module and ``engine.py`` import the ``_ring`` extension.  This one
+reads its ABI constants (``lib.IORING_*``) for the translator and owns ring
+setup with fallback: we ask for ``SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL |
+COOP_TASKRUN``, and on ``-EINVAL`` drop the newest flag and retry, recording
+what was dropped so ``explain()`` can say so.  Features are probed
+(``IORING_REGISTER_PROBE``), never assumed from the kernel version.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._ring import ffi, lib
+
+# Flags in the order we give them up on -EINVAL: newest and most optional first.
+# DEFER_TASKRUN needs SINGLE_ISSUER, so it goes before it.
+_SETUP_FLAGS: tuple[tuple[str, int], ...] = (
+    ("DEFER_TASKRUN", lib.IORING_SETUP_DEFER_TASKRUN),
+    ("SINGLE_ISSUER", lib.IORING_SETUP_SINGLE_ISSUER),
+    ("COOP_TASKRUN", lib.IORING_SETUP_COOP_TASKRUN),
+    ("SUBMIT_ALL", lib.IORING_SETUP_SUBMIT_ALL),
+)
+
+
+def opcode(name: str) -> int:
+    """The ABI number of ``IORING_OP_<name>`` (or our name for a newer op)."""
+    value = getattr(lib, f"IORING_OP_{name}", None)
+    if value is None:
+        value = getattr(lib, f"URINGLETS_OP_{name}")
+    return int(value)
+
+
+def constant(name: str) -> int:
+    """An ``IORING_*``/``IOSQE_*`` constant as the kernel header defines it."""
+    return int(getattr(lib, name))
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """The result of one probe.  ``available`` is False with ``reason`` set
+    when io_uring cannot be used at all (blocked by seccomp, disabled by
+    sysctl, missing)."""
+
+    available: bool
+    reason: str | None = None
+    ops: frozenset[int] = frozenset()
+    setup_flags: int = 0
+    dropped_flags: tuple[str, ...] = ()
+    features: int = 0
+    forced_missing: frozenset[str] = field(default=frozenset())
+
+    def has_op(self, name: str) -> bool:
+        return name not in self.forced_missing and opcode(name) in self.ops
+
+    def without_ops(self, names: Iterable[str]) -> KernelFeatures:
+        """A copy that reports ``names`` missing (to test the fallbacks)."""
+        return replace(self, forced_missing=self.forced_missing | frozenset(names))
+
+
+def setup_ring(entries: int, cq_entries: int = 0) -> tuple[Any, int, tuple[str, ...]]:
+    """Create a ring, giving up flags the kernel refuses.
+
+    Returns ``(ring, flags, dropped)``: the ``struct ur_ring *`` (owned by the
+    caller, released with ``lib.ur_teardown``), the setup flags it has, and
+    the names of the flags dropped.  Raises ``OSError`` when no combination
+    works."""
+    ring = ffi.new("struct ur_ring *")
+    wanted = list(_SETUP_FLAGS)
+    dropped: list[str] = []
+    while True:
+        flags = 0
+        for _, bit in wanted:
+            flags |= bit
+        err = lib.ur_setup(ring, entries, cq_entries, flags)
+        if err == 0:
+            return ring, flags, tuple(dropped)
+        if err != -errno.EINVAL or not wanted:
+            raise OSError(-err, f"io_uring_setup: {os.strerror(-err)}")
+        name, _ = wanted.pop(0)
+        dropped.append(name)
+
+
+@functools.cache
+def probe() -> KernelFeatures:
+    """Probe once per process: can we set a ring up, with which flags, and
+    which opcodes does the kernel support."""
+    try:
+        ring, flags, dropped = setup_ring(8)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return KernelFeatures(available=False, reason=f"io_uring_setup failed with {name}")
+    try:
+        supported = ffi.new("uint8_t[256]")
+        n = lib.ur_probe_ops(ring.fd, supported, 256)
+        if n < 0:
+            reason = f"IORING_REGISTER_PROBE failed: {errno.errorcode.get(-n, -n)}"
+            return KernelFeatures(available=False, reason=reason)
+        ops = frozenset(i for i in range(256) if supported[i])
+        return KernelFeatures(
+            available=True,
+            ops=ops,
+            setup_flags=flags,
+            dropped_flags=dropped,
+            features=int(ring.features),
+        )
+    finally:
+        lib.ur_teardown(ring)

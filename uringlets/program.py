@@ -1,0 +1,141 @@
+"""``Program``: a compiled syslet, immutable and reusable, with ``explain()``
+and the parameter binding every engine shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .atoms import MAX_TRANSFER
+from .errors import ParamError
+from .syslet import (
+    STOP_ON_NEGATIVE,
+    STOP_ON_NON_POSITIVE,
+    STOP_ON_NONZERO,
+    STOP_ON_ZERO,
+    Atom,
+    Param,
+    Ref,
+)
+from .translate import LINK_END, Plan
+
+_STOP_NAMES = (
+    (STOP_ON_NEGATIVE, "NEGATIVE"),
+    (STOP_ON_NONZERO, "NONZERO"),
+    (STOP_ON_ZERO, "ZERO"),
+    (STOP_ON_NON_POSITIVE, "NON_POSITIVE"),
+)
+_PARAM_RANGES = {"int": 2**32 - 1, "offset": 2**63 - 1, "fd": 2**31 - 1}
+
+
+def stop_name(rule: int) -> str:
+    names = [name for bit, name in _STOP_NAMES if rule & bit]
+    return "|".join(names) if names else "NEVER"
+
+
+class Program:
+    """A validated, translated syslet.  Holds its plan (and so the constant
+    buffers the SQE images point into) for as long as it lives; every
+    in-flight execution keeps its Program alive."""
+
+    __slots__ = ("atoms", "exports", "param_kinds", "plan")
+
+    def __init__(self, atoms: tuple[Atom, ...], exports: tuple[int, ...], plan: Plan) -> None:
+        self.atoms = atoms
+        self.exports = exports
+        self.plan = plan
+        self.param_kinds: dict[str, str] = {use.name: use.kind for use in plan.params}
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+    def __repr__(self) -> str:
+        ops = "+".join(a.op.name for a in self.atoms)
+        return f"<Program {ops}: {len(self.plan.segments)} segment(s)>"
+
+    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one execution's parameters: every Param bound, nothing
+        else, each of its kind.  Returns name -> value (paths and data as
+        bytes).  Raises ``ParamError``."""
+        kinds = self.param_kinds
+        if params.keys() != kinds.keys():
+            missing = sorted(kinds.keys() - params.keys())
+            unknown = sorted(params.keys() - kinds.keys())
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown {', '.join(unknown)}")
+            raise ParamError(f"parameters: {'; '.join(parts)}")
+        bound: dict[str, Any] = {}
+        for name, value in params.items():
+            kind = kinds[name]
+            if kind == "path":
+                if not isinstance(value, (str, bytes, os.PathLike)):
+                    raise ParamError(f"parameter {name!r}: expected a path, got {value!r}")
+                path = os.fsencode(value)
+                if b"\0" in path:
+                    raise ParamError(f"parameter {name!r}: embedded null byte")
+                bound[name] = path
+            elif kind == "data":
+                if not isinstance(value, (bytes, bytearray, memoryview)):
+                    raise ParamError(f"parameter {name!r}: expected bytes, got {value!r}")
+                if len(value) > MAX_TRANSFER:
+                    raise ParamError(f"parameter {name!r}: more than {MAX_TRANSFER} bytes")
+                bound[name] = bytes(value)
+            else:
+                top = _PARAM_RANGES[kind]
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                    raise ParamError(f"parameter {name!r}: expected an int in 0..{top}, "
+                                     f"got {value!r}")  # fmt: skip
+                bound[name] = value
+        return bound
+
+    def explain(self) -> str:
+        """How the program runs: segments, link flags, slots, userspace steps."""
+        plan = self.plan
+        feats = plan.features
+        lines = [
+            f"program: {len(self.atoms)} atom(s), {len(plan.segments)} segment(s), "
+            f"{plan.nslots} slot(s), {plan.scratch_size} scratch byte(s) per execution"
+        ]
+        if feats.available:
+            lines.append(
+                "kernel: io_uring; dropped setup flags: "
+                + (", ".join(feats.dropped_flags) or "none")
+                + (f"; treated as missing: {', '.join(sorted(feats.forced_missing))}"
+                   if feats.forced_missing else "")  # fmt: skip
+            )
+        else:
+            lines.append(f"kernel: no io_uring ({feats.reason}); every atom runs in userspace")
+        for number, seg in enumerate(plan.segments):
+            where = "kernel link" if seg.in_kernel else "userspace step"
+            lines.append(f"segment {number} ({where}): atoms {seg.first}-{seg.last}")
+            for pa in plan.atoms[seg.first : seg.last + 1]:
+                args = ", ".join(f"{k}={_show(v, plan)}" for k, v in pa.args.items())
+                notes = [f"stop={stop_name(pa.stop)}"]
+                if pa.in_kernel:
+                    notes.append("ends segment" if pa.link == LINK_END else pa.link)
+                    if pa.skip:
+                        notes.append(f"CQE_SKIP_SUCCESS (success={pa.success})")
+                else:
+                    reason = "no such io_uring op" if pa.op.kernel_op is None else "kernel lacks op"
+                    notes.append(f"userspace: {reason}")
+                if pa.slot is not None:
+                    notes.append(f"-> slot {pa.slot}")
+                lines.append(f"  {pa.index:2d} {pa.op.name}({args})  [{'; '.join(notes)}]")
+        if self.exports:
+            lines.append("exports: " + ", ".join(f"atom {i}" for i in self.exports))
+        return "\n".join(lines)
+
+
+def _show(value: Any, plan: Plan) -> str:
+    if isinstance(value, Ref):
+        slot = plan.atoms[value.index].slot
+        return f"slot {slot}" if slot is not None else f"atom {value.index}"
+    if isinstance(value, Param):
+        return f"${value.name}"
+    if isinstance(value, bytes) and len(value) > 24:
+        return repr(value[:24]) + "..."
+    return repr(value)

@@ -1,0 +1,300 @@
+"""The builder: ``Syslet``, ``Ref``, ``Param`` and the stop rules.
+
+Every builder call validates its atom against the catalogue (``atoms.py``) at
+once and raises ``TranslateError`` naming the atom index, the op and the
+argument; ``compile()`` checks what only the whole syslet shows and hands it
+to the translator.  Method signatures follow Python's ``os`` module,
+descriptor first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import atoms
+from .atoms import MAX_ATOMS, MAX_TRANSFER, Op
+from .errors import TranslateError
+
+if TYPE_CHECKING:
+    from .kernel import KernelFeatures
+    from .translate import Program
+
+# Stop rules, as in the 2007 syslet patches; combine with |.
+NEVER_STOP = 0
+STOP_ON_NEGATIVE = 1
+STOP_ON_NONZERO = 2
+STOP_ON_ZERO = 4
+STOP_ON_NON_POSITIVE = 8
+_ALL_STOP_FLAGS = STOP_ON_NEGATIVE | STOP_ON_NONZERO | STOP_ON_ZERO | STOP_ON_NON_POSITIVE
+
+
+def stop_holds(rule: int, result: int) -> bool:
+    """Whether a stop rule holds for a normalised result."""
+    return bool(
+        (rule & STOP_ON_NEGATIVE and result < 0)
+        or (rule & STOP_ON_NONZERO and result != 0)
+        or (rule & STOP_ON_ZERO and result == 0)
+        or (rule & STOP_ON_NON_POSITIVE and result <= 0)
+    )
+
+
+class Param:
+    """A value bound per execution: ``eng.submit(prog, name=value)``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise TypeError(f"Param name must be an identifier, not {name!r}")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r})"
+
+
+class Ref:
+    """The result of atom ``index`` of ``syslet``: a descriptor or the bytes
+    an atom received, usable by later atoms and as ``completion[ref]``."""
+
+    __slots__ = ("index", "op", "syslet")
+
+    def __init__(self, syslet: Syslet, index: int, op: str) -> None:
+        self.syslet = syslet
+        self.index = index
+        self.op = op
+
+    def __repr__(self) -> str:
+        return f"Ref(atom {self.index}: {self.op})"
+
+
+class Atom:
+    """One validated atom: op, normalised arguments (Refs and Params kept as
+    such) and stop rule."""
+
+    __slots__ = ("args", "index", "op", "stop")
+
+    def __init__(self, index: int, op: Op, args: dict[str, Any], stop: int) -> None:
+        self.index = index
+        self.op = op
+        self.args = args
+        self.stop = stop
+
+    def __repr__(self) -> str:
+        return f"Atom({self.index}, {self.op.name}, {self.args}, stop={self.stop})"
+
+
+_PARAM_KINDS = frozenset({"path", "int", "offset", "data", "fd"})
+
+
+class Syslet:
+    """A linear sequence of at most ``MAX_ATOMS`` atoms.  Not thread-safe;
+    compile it once, then submit the ``Program`` as often as you like."""
+
+    def __init__(self) -> None:
+        self._atoms: list[Atom] = []
+        self._exports: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._atoms)
+
+    # -- validation --------------------------------------------------------
+    def _error(self, op: str, arg: str | None, problem: str) -> TranslateError:
+        return TranslateError(len(self._atoms), op, arg, problem)
+
+    def _check_ref(self, op: str, arg: str, ref: Ref) -> Atom:
+        if ref.syslet is not self:
+            raise self._error(op, arg, f"{ref!r} belongs to another syslet")
+        if not 0 <= ref.index < len(self._atoms):
+            raise self._error(op, arg, f"{ref!r} is used before it is defined")
+        return self._atoms[ref.index]
+
+    def _check_arg(self, op: str, spec: atoms.Arg, value: Any) -> Any:
+        kind, name = spec.kind, spec.name
+        if isinstance(value, Param):
+            if kind not in _PARAM_KINDS:
+                raise self._error(op, name, f"a {kind} argument cannot be a Param")
+            return value
+        if kind == "fd":
+            if isinstance(value, Ref):
+                source = self._check_ref(op, name, value)
+                if not source.op.creates_fd:
+                    raise self._error(op, name, f"{value!r} is not a descriptor")
+                return value
+            return self._check_int(op, name, value, 0, 2**31 - 1, "a descriptor")
+        if isinstance(value, Ref):
+            if kind != "data":
+                raise self._error(op, name, f"a Ref cannot be a {kind} argument")
+            source = self._check_ref(op, name, value)
+            if source.op.result != atoms.BYTES:
+                raise self._error(op, name, f"{value!r} does not produce bytes")
+            return value
+        if kind == "dirfd":
+            if value is None or value == atoms.AT_FDCWD:
+                return None
+            return self._check_int(op, name, value, 0, 2**31 - 1, "a directory descriptor")
+        if kind == "path":
+            if not isinstance(value, (str, bytes, os.PathLike)):
+                raise self._error(op, name, f"expected str, bytes or os.PathLike, got {value!r}")
+            path = os.fsencode(value)
+            if b"\0" in path:
+                raise self._error(op, name, "embedded null byte")
+            return path
+        if kind in ("int", "flags"):
+            return self._check_int(op, name, value, 0, 2**32 - 1, "an unsigned 32-bit int")
+        if kind == "size":
+            return self._check_int(op, name, value, 0, MAX_TRANSFER, f"a size up to {MAX_TRANSFER}")
+        if kind == "offset":
+            if value is None:
+                return None
+            return self._check_int(op, name, value, 0, 2**63 - 1, "a non-negative offset")
+        if kind == "data":
+            if not isinstance(value, (bytes, bytearray, memoryview)):
+                raise self._error(op, name, f"expected bytes, a Ref or a Param, got {value!r}")
+            data = bytes(value)
+            if len(data) > MAX_TRANSFER:
+                raise self._error(op, name, f"{len(data)} bytes is more than {MAX_TRANSFER}")
+            return data
+        if kind == "seconds":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self._error(op, name, f"expected seconds as a number, got {value!r}")
+            if not (math.isfinite(value) and 0 <= value <= 10**6):
+                raise self._error(op, name, f"{value!r} is not between 0 and 1e6 seconds")
+            return float(value)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise self._error(op, name, f"expected True or False, got {value!r}")
+            return value
+        raise AssertionError(f"unknown argument kind {kind!r}")
+
+    def _check_int(self, op: str, name: str, value: Any, lo: int, hi: int, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._error(op, name, f"expected {what}, got {value!r}")
+        if not lo <= value <= hi:
+            raise self._error(op, name, f"{value} is out of range: expected {what}")
+        return value
+
+    def _add(self, name: str, stop: int, values: Mapping[str, Any]) -> Ref:
+        op = atoms.CATALOGUE[name]
+        if len(self._atoms) >= MAX_ATOMS:
+            raise self._error(name, None, f"a syslet holds at most {MAX_ATOMS} atoms")
+        if isinstance(stop, bool) or not isinstance(stop, int):
+            raise self._error(name, "stop", f"expected a stop rule, got {stop!r}")
+        if stop & ~_ALL_STOP_FLAGS or stop < 0:
+            raise self._error(name, "stop", f"unknown stop flags {stop:#x}")
+        args = {spec.name: self._check_arg(name, spec, values[spec.name]) for spec in op.args}
+        self._atoms.append(Atom(len(self._atoms), op, args, stop))
+        return Ref(self, len(self._atoms) - 1, name)
+
+    # -- the ops (thin: the catalogue holds the knowledge) -----------------
+    def nop(self, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """Do nothing; result 0."""
+        return self._add("nop", stop, {})
+
+    def openat(
+        self,
+        path: Any,
+        flags: int = os.O_RDONLY,
+        mode: Any = 0o777,
+        *,
+        dir_fd: int | None = None,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:
+        """``os.open(path, flags, mode, dir_fd=dir_fd)``; result 0, the
+        descriptor is the Ref (closed when the execution ends unless exported)."""
+        return self._add("openat", stop, {"path": path, "flags": flags, "mode": mode,
+                                          "dir_fd": dir_fd})  # fmt: skip
+
+    def close(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``os.close(fd)``."""
+        return self._add("close", stop, {"fd": fd})
+
+    def read(
+        self, fd: Any, size: int, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE
+    ) -> Ref:
+        """``os.read(fd, size)``, or ``os.pread`` with an offset; result the
+        byte count, ``completion[ref]`` the bytes."""
+        return self._add("read", stop, {"fd": fd, "size": size, "offset": offset})
+
+    def write(
+        self, fd: Any, data: Any, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE
+    ) -> Ref:
+        """``os.write(fd, data)`` or ``os.pwrite``; ``data`` may be the Ref of
+        a read, which writes exactly the bytes that were read."""
+        return self._add("write", stop, {"fd": fd, "data": data, "offset": offset})
+
+    def fsync(self, fd: Any, *, datasync: bool = False, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``os.fsync(fd)`` (``os.fdatasync`` with ``datasync=True``)."""
+        return self._add("fsync", stop, {"fd": fd, "datasync": datasync})
+
+    def statx(
+        self,
+        path: Any,
+        *,
+        dir_fd: int | None = None,
+        follow_symlinks: bool = True,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:
+        """``os.stat(path, ...)``; ``completion[ref]`` is the os.stat_result."""
+        return self._add("statx", stop, {"path": path, "dir_fd": dir_fd,
+                                         "follow_symlinks": follow_symlinks})  # fmt: skip
+
+    def fstat(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``os.fstat(fd)``; ``completion[ref]`` is the os.stat_result."""
+        return self._add("fstat", stop, {"fd": fd})
+
+    def unlinkat(
+        self, path: Any, *, dir_fd: int | None = None, rmdir: bool = False,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:  # fmt: skip
+        """``os.unlink(path)`` (``os.rmdir`` with ``rmdir=True``)."""
+        return self._add("unlinkat", stop, {"path": path, "dir_fd": dir_fd, "rmdir": rmdir})
+
+    def mkdirat(
+        self, path: Any, mode: Any = 0o777, *, dir_fd: int | None = None,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:  # fmt: skip
+        """``os.mkdir(path, mode)``."""
+        return self._add("mkdirat", stop, {"path": path, "mode": mode, "dir_fd": dir_fd})
+
+    def renameat(
+        self,
+        src: Any,
+        dst: Any,
+        *,
+        src_dir_fd: int | None = None,
+        dst_dir_fd: int | None = None,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:
+        """``os.rename(src, dst)``."""
+        return self._add("renameat", stop, {"src": src, "dst": dst, "src_dir_fd": src_dir_fd,
+                                            "dst_dir_fd": dst_dir_fd})  # fmt: skip
+
+    def timeout(self, seconds: float, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``time.sleep(seconds)``; result 0 after the full sleep."""
+        return self._add("timeout", stop, {"seconds": seconds})
+
+    # -- the whole syslet --------------------------------------------------
+    def export(self, ref: Ref) -> None:
+        """Hand the descriptor of ``ref`` back to the caller as a real fd
+        (``completion[ref]``) instead of closing it when the execution ends.
+        The caller then owns that fd and must close it."""
+        if not isinstance(ref, Ref):
+            raise TranslateError(None, "export", "ref", f"expected a Ref, got {ref!r}")
+        if ref.syslet is not self or ref.index >= len(self._atoms):
+            raise TranslateError(ref.index, "export", "ref", f"{ref!r} is not of this syslet")
+        if not self._atoms[ref.index].op.creates_fd:
+            raise TranslateError(ref.index, ref.op, "export", f"{ref!r} is not a descriptor")
+        if ref.index not in self._exports:
+            self._exports.append(ref.index)
+
+    def compile(self, features: KernelFeatures | None = None) -> Program:
+        """Validate and translate once into an immutable, reusable Program.
+        ``features`` defaults to what this process's kernel offers."""
+        from .translate import translate
+
+        if not self._atoms:
+            raise TranslateError(None, None, None, "a syslet needs at least one atom")
+        return translate(tuple(self._atoms), tuple(self._exports), features)

@@ -1,0 +1,437 @@
+"""Syslet -> Program: the plan of segments, SQE images and patch points.
+
+How the kernel runs a link, and what that forces on the plan
+-------------------------------------------------------------
+io_uring runs the SQEs of a *link* one after another: an SQE flagged
+``IOSQE_IO_LINK`` or ``IOSQE_IO_HARDLINK`` starts only when the one before it
+has completed.  A soft link (``IO_LINK``) is broken when the kernel considers
+a request *failed*: any negative result; for ``read``/``write`` any transfer
+shorter than asked; for ``send``/``recv`` a short transfer only with
+``MSG_WAITALL``.  Every request after the break completes with
+``-ECANCELED``.  A hard link never breaks.  Nothing in the kernel knows our
+stop rules, so the kernel can only be trusted to stop a chain where *every*
+result on which the atom's stop rule holds is also a kernel failure.  Each
+atom's link is therefore chosen from its stop rule and the catalogue's failure
+rule (``atoms.Op.kernel_fails``) over representatives of all its results:
+
+* ``NEVER_STOP`` and no later atom needs its exact length -> ``IO_HARDLINK``;
+* stop rule holds only on kernel failures -> ``IO_LINK``;
+* otherwise the segment ends after the atom and userspace tests the rule.
+
+The reverse case is allowed and common: the kernel breaks a link where the
+stop rule does *not* hold (a short read with ``STOP_ON_NEGATIVE``).  The
+engine then resumes the rest of the segment in userspace, patching lengths
+that depend on the short result: optimistic in the kernel, exact overall.
+
+``IOSQE_CQE_SKIP_SUCCESS`` suppresses the CQE of a request that did not fail.
+We set it only where the catalogue knows the one successful result in
+advance (0 for most ops, the full length for a read) *and* every error is a
+kernel failure (``atoms.Op.skippable``: statx, for one, returns errors without
+failing, and a skipped error would be lost).  A failed request posts its CQE
+even when marked, and then *silences the rest of its chain*
+(``REQ_F_SKIP_LINK_CQES``): the requests after it are cancelled without CQEs.
+A failed request without the flag is followed by one ``-ECANCELED`` CQE per
+cancelled request, in chain order.  The last SQE of every run we submit never
+carries the flag (``ur_push`` clears it with the link flags).  So the engine
+knows from the CQE stream alone that a run is over: at the CQE of its last
+SQE, or at the failure CQE of a soft-linked, skip-flagged SQE before it.  CQEs
+of one chain arrive in chain order, so nothing of the run comes later.  The
+engine never waits for a CQE that will not come.
+
+Descriptors created by atoms live in *slots* of a sparse fixed-file table
+(direct descriptors): the slot number is patched into each SQE per execution,
+so later SQEs of the same link can name a descriptor that does not exist yet.
+Atoms the kernel cannot run (an op it lacks, ``fstat``) become userspace
+steps between segments; a slot they need is installed as a real fd first.
+
+The plan is immutable and owned by its Program.  Constant buffers (paths,
+data, timespecs) are allocated here and kept alive by the plan for as long as
+the Program lives; each in-flight execution holds its Program.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import atoms, kernel
+from .errors import TranslateError
+from .kernel import KernelFeatures, ffi
+from .syslet import NEVER_STOP, Atom, Param, Ref, stop_holds
+
+SQE_SIZE = 64
+# SQE field -> (byte offset, width); see struct io_uring_sqe.
+FIELDS: dict[str, tuple[int, int]] = {
+    "flags": (1, 1),
+    "fd": (4, 4),
+    "off": (8, 8),
+    "addr": (16, 8),
+    "len": (24, 4),
+    "op_flags": (28, 4),
+    "user_data": (32, 8),
+    "file_index": (44, 4),
+}
+_PACK = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}
+
+# user_data = generation << 32 | execution << 12 | aux << 8 | atom.
+UD_EXEC_SHIFT = 12
+UD_EXEC_MASK = (1 << 20) - 1
+UD_GEN_SHIFT = 32
+UD_INSTALL = 64  # atom byte 64 + i: installing the descriptor of atom i
+UD_CANCEL = 0xFF  # atom byte of an ASYNC_CANCEL issued by the engine
+
+# Per-execution value row: [user_data base, scratch address, slot 0..n-1, ...].
+V_USER_DATA = 0
+V_SCRATCH = 1
+V_SLOTS = 2
+
+LINK_SOFT = "IO_LINK"
+LINK_HARD = "IO_HARDLINK"
+LINK_END = "end"
+
+
+@dataclass(frozen=True)
+class ParamUse:
+    """Where a Param goes: ``value`` holds its address (path, data) or value;
+    ``length_value`` the length of a data param."""
+
+    name: str
+    kind: str
+    value: int
+    length_value: int | None
+
+
+@dataclass(frozen=True)
+class PlanAtom:
+    """One atom as the engine runs it.  ``link`` is the link to the next atom
+    (``LINK_END`` closes the segment); ``success`` the normalised result a
+    skipped CQE stands for; ``slot`` the local slot this atom fills;
+    ``fd_slots`` the local slots of the descriptor Refs it takes, by argument;
+    ``out`` (offset, size) of its scratch buffer; ``length_value`` the value
+    index holding the length the kernel must transfer, when variable;
+    ``feeds`` the value indexes to set to its result (data Refs downstream)."""
+
+    index: int
+    op: atoms.Op
+    args: Mapping[str, Any]
+    stop: int
+    in_kernel: bool
+    link: str
+    skip: bool
+    success: int | None
+    slot: int | None
+    fd_slots: Mapping[str, int]
+    out: tuple[int, int] | None
+    length_value: int | None
+    feeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Atoms ``first..last`` run as one io_uring link (``in_kernel``) or as
+    one userspace step."""
+
+    first: int
+    last: int
+    in_kernel: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    atoms: tuple[PlanAtom, ...]
+    segments: tuple[Segment, ...]
+    segment_of: tuple[int, ...]  # atom index -> segment index
+    images: bytes  # SQE_SIZE bytes per atom; zero for userspace atoms
+    images_c: Any  # the same bytes as a C buffer, for ur_push
+    patches: Any  # struct ur_patch[] (cdata), kept by the plan
+    npatches: int
+    value_defaults: tuple[int, ...]
+    nslots: int
+    scratch_size: int
+    params: tuple[ParamUse, ...]
+    keepalive: tuple[Any, ...]  # constant buffers the images point into
+    features: KernelFeatures
+    creators: tuple[int, ...]  # atoms that fill a slot
+    closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
+
+
+class _Writer:
+    """Records one atom's SQE: constants into its image, the rest as patch
+    points (implements ``atoms.SqeWriter``)."""
+
+    def __init__(self, tr: _Translator, atom: Atom) -> None:
+        self.tr = tr
+        self.atom = atom
+        self.image = bytearray(SQE_SIZE)
+        self.flags = 0
+
+    def _const(self, field: str, value: int) -> None:
+        offset, width = FIELDS[field]
+        mask = (1 << (8 * width)) - 1
+        struct.pack_into(_PACK[width], self.image, offset, value & mask)
+
+    def _or(self, field: str, value: int) -> None:
+        offset, width = FIELDS[field]
+        (old,) = struct.unpack_from(_PACK[width], self.image, offset)
+        self._const(field, old | value)
+
+    def _patch(self, field: str, value: int, addend: int = 0) -> None:
+        offset, width = FIELDS[field]
+        self.tr.patches.append((self.atom.index, offset, width, value, addend))
+
+    def int(self, field: str, value: Any) -> None:
+        if isinstance(value, Param):
+            self._patch(field, self.tr.param_value(value))
+        else:
+            self._const(field, value)
+
+    def fd(self, value: Any) -> None:
+        if isinstance(value, Ref):
+            self._patch("fd", V_SLOTS + self.tr.slot_of[value.index])
+            self.flags |= kernel.constant("IOSQE_FIXED_FILE")
+        else:
+            self.int("fd", value)
+
+    def close_target(self, value: Any) -> None:
+        if isinstance(value, Ref):
+            self._patch("file_index", V_SLOTS + self.tr.slot_of[value.index], addend=1)
+        else:
+            self.int("fd", value)
+
+    def new_descriptor(self) -> None:
+        self._patch("file_index", V_SLOTS + self.tr.slot_of[self.atom.index], addend=1)
+
+    def path(self, field: str, value: Any) -> None:
+        if isinstance(value, Param):
+            self._patch(field, self.tr.param_value(value))
+        else:
+            self._const(field, self.tr.const_buffer(value + b"\0"))
+
+    def out_buffer(self, field: str, size: int) -> None:
+        offset = self.tr.scratch(self.atom.index, size)
+        self._patch(field, V_SCRATCH, addend=offset)
+
+    def const_buffer(self, field: str, data: bytes) -> None:
+        self._const(field, self.tr.const_buffer(data))
+
+    def data(self, addr_field: str, len_field: str, value: Any) -> None:
+        if isinstance(value, Param):
+            use = self.tr.param_use(value)
+            assert use.length_value is not None
+            self._patch(addr_field, use.value)
+            self._patch(len_field, use.length_value)
+            self.tr.length_value[self.atom.index] = use.length_value
+        elif isinstance(value, Ref):
+            offset, size = self.tr.out[value.index]
+            self._patch(addr_field, V_SCRATCH, addend=offset)
+            length = self.tr.new_value(size)
+            self._patch(len_field, length)
+            self.tr.feeds.setdefault(value.index, []).append(length)
+            self.tr.length_value[self.atom.index] = length
+        else:
+            self._const(addr_field, self.tr.const_buffer(value or b"\0"))
+            self._const(len_field, len(value))
+
+    def kernel_flag(self, field: str, name: str) -> None:
+        self._or(field, kernel.constant(name))
+
+
+class _Translator:
+    def __init__(self, program_atoms: tuple[Atom, ...], features: KernelFeatures) -> None:
+        self.atoms = program_atoms
+        self.features = features
+        self.patches: list[tuple[int, int, int, int, int]] = []
+        self.keepalive: list[Any] = []
+        self.slot_of: dict[int, int] = {}
+        self.out: dict[int, tuple[int, int]] = {}
+        self.scratch_size = 0
+        self.values: list[int] = [0, 0]
+        self.params: dict[str, ParamUse] = {}
+        self.length_value: dict[int, int] = {}
+        self.feeds: dict[int, list[int]] = {}
+        for atom in program_atoms:
+            if atom.op.creates_fd:
+                self.slot_of[atom.index] = len(self.slot_of)
+        self.values += [0] * len(self.slot_of)
+        for atom in program_atoms:
+            for spec in atom.op.args:
+                value = atom.args[spec.name]
+                if isinstance(value, Param):
+                    self._declare_param(atom, spec.name, spec.kind, value)
+
+    # -- values, buffers, params -------------------------------------------
+    def new_value(self, default: int = 0) -> int:
+        self.values.append(default)
+        return len(self.values) - 1
+
+    def _declare_param(self, atom: Atom, arg: str, kind: str, param: Param) -> None:
+        known = self.params.get(param.name)
+        if known is not None:
+            if known.kind != kind:
+                raise TranslateError(atom.index, atom.op.name, arg,
+                                     f"{param!r} is used as {known.kind} elsewhere")  # fmt: skip
+            return
+        value = self.new_value()
+        length = self.new_value() if kind == "data" else None
+        self.params[param.name] = ParamUse(param.name, kind, value, length)
+
+    def param_use(self, param: Param) -> ParamUse:
+        return self.params[param.name]
+
+    def param_value(self, param: Param) -> int:
+        return self.params[param.name].value
+
+    def const_buffer(self, data: bytes) -> int:
+        buf = ffi.new("char[]", data)
+        self.keepalive.append(buf)
+        return int(ffi.cast("uintptr_t", buf))
+
+    def scratch(self, index: int, size: int) -> int:
+        offset = (self.scratch_size + 63) & ~63
+        self.scratch_size = offset + max(size, 1)
+        self.out[index] = (offset, size)
+        return offset
+
+    # -- links ----------------------------------------------------------------
+    def in_kernel(self, atom: Atom) -> bool:
+        op = atom.op
+        return op.kernel_op is not None and self.features.has_op(op.kernel_op)
+
+    def link(self, atom: Atom) -> str:
+        """The link from ``atom`` to the next one, if both run in the kernel."""
+        nxt = atom.index + 1
+        if nxt >= len(self.atoms) or not self.in_kernel(self.atoms[nxt]):
+            return LINK_END
+        op, args = atom.op, atom.args
+        fed = any(
+            isinstance(v, Ref) and v.index == atom.index and spec.kind == "data"
+            for later in self.atoms[nxt:]
+            for spec in later.op.args
+            for v in (later.args[spec.name],)
+        )
+        if fed and op.success_result(args) is None:
+            return LINK_END  # the next atoms need a length only userspace learns
+        if atom.stop == NEVER_STOP and not fed:
+            return LINK_HARD
+        stops = [r for r in op.sample_results(args) if stop_holds(atom.stop, r)]
+        if all(op.kernel_fails(r, args) for r in stops):
+            return LINK_SOFT
+        return LINK_END
+
+    # -- the plan -------------------------------------------------------------
+    def translate(self) -> tuple[list[PlanAtom], list[Segment], bytes]:
+        plan_atoms: list[PlanAtom] = []
+        images = bytearray()
+        can_skip = bool(self.features.features & kernel.constant("IORING_FEAT_CQE_SKIP"))
+        for atom in self.atoms:
+            op = atom.op
+            writer = _Writer(self, atom)
+            in_kernel = self.in_kernel(atom)
+            if in_kernel:
+                assert op.prep is not None and op.kernel_op is not None
+                writer.image[0] = kernel.opcode(op.kernel_op)
+                op.prep(writer, atom.args)
+                self.patches.append((atom.index, *FIELDS["user_data"], V_USER_DATA, atom.index))
+                link = self.link(atom)
+            else:
+                link = LINK_END
+            success = op.success_result(atom.args)
+            skip = in_kernel and can_skip and link != LINK_END and op.skippable(atom.args)
+            if in_kernel:
+                writer.flags |= {
+                    LINK_SOFT: kernel.constant("IOSQE_IO_LINK"),
+                    LINK_HARD: kernel.constant("IOSQE_IO_HARDLINK"),
+                    LINK_END: 0,
+                }[link]
+                if skip:
+                    writer.flags |= kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
+                writer.image[1] = writer.flags
+            images += writer.image
+            fd_slots = {
+                spec.name: self.slot_of[v.index]
+                for spec in op.args
+                if spec.kind == "fd"
+                for v in (atom.args[spec.name],)
+                if isinstance(v, Ref)
+            }
+            plan_atoms.append(
+                PlanAtom(
+                    index=atom.index,
+                    op=op,
+                    args=atom.args,
+                    stop=atom.stop,
+                    in_kernel=in_kernel,
+                    link=link,
+                    skip=skip,
+                    success=success,
+                    slot=self.slot_of.get(atom.index),
+                    fd_slots=fd_slots,
+                    out=self.out.get(atom.index),
+                    length_value=self.length_value.get(atom.index),
+                    feeds=(),
+                )
+            )
+        # feeds are known only once every consumer has been written.
+        plan_atoms = [
+            _replace_feeds(pa, tuple(self.feeds.get(pa.index, ()))) for pa in plan_atoms
+        ]
+        segments: list[Segment] = []
+        first = 0
+        for pa in plan_atoms:
+            if not pa.in_kernel or pa.link == LINK_END:
+                segments.append(Segment(first, pa.index, pa.in_kernel))
+                first = pa.index + 1
+        return plan_atoms, segments, bytes(images)
+
+
+def _replace_feeds(pa: PlanAtom, feeds: tuple[int, ...]) -> PlanAtom:
+    return replace(pa, feeds=feeds) if feeds else pa
+
+
+def translate(
+    program_atoms: tuple[Atom, ...],
+    exports: tuple[int, ...],
+    features: KernelFeatures | None = None,
+) -> Program:
+    """Translate validated atoms into a Program (see the module docstring)."""
+    from .program import Program
+
+    if features is None:
+        features = kernel.probe()
+    tr = _Translator(program_atoms, features)
+    plan_atoms, segments, images = tr.translate()
+    segment_of: list[int] = []
+    for number, seg in enumerate(segments):
+        segment_of += [number] * (seg.last - seg.first + 1)
+    patches = ffi.new("struct ur_patch[]", max(len(tr.patches), 1))
+    for i, (sqe, offset, width, value, addend) in enumerate(tr.patches):
+        p = patches[i]
+        p.sqe, p.offset, p.width, p.value, p.addend = sqe, offset, width, value, addend
+    for index, lengths in tr.feeds.items():
+        size = tr.out[index][1]
+        for v in lengths:
+            tr.values[v] = size
+    plan = Plan(
+        atoms=tuple(plan_atoms),
+        segments=tuple(segments),
+        segment_of=tuple(segment_of),
+        images=images,
+        images_c=ffi.new("char[]", images),
+        patches=patches,
+        npatches=len(tr.patches),
+        value_defaults=tuple(tr.values),
+        nslots=len(tr.slot_of),
+        scratch_size=max(tr.scratch_size, 1),
+        params=tuple(tr.params.values()),
+        keepalive=tuple(tr.keepalive),
+        features=features,
+        creators=tuple(tr.slot_of),
+        closers=tuple(
+            (a.index, a.args["fd"].index)
+            for a in program_atoms
+            if a.op.closes_fd and isinstance(a.args["fd"], Ref)
+        ),
+    )
+    return Program(program_atoms, exports, plan)
