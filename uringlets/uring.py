@@ -349,8 +349,10 @@ class UringBackend:
                 r = pa.success
             r = pa.op.normalise(r)
             results[i] = r
-            if r > 0 and (pa.out is not None or pa.feeds):
+            if r >= 0 and pa.out is not None:
                 self._collect(ex, pa, r)
+            for v in pa.feeds:  # later lengths follow what was really received
+                ex.row[v] = r if r > 0 else 0
             if stop_holds(pa.stop, r):
                 ex.stopped_at = i
                 self._finish(ex)
@@ -370,19 +372,17 @@ class UringBackend:
             self._advance(ex, i)
 
     def _collect(self, ex: Execution, pa: PlanAtom, r: int) -> None:
-        """Copy a successful atom's output out of the scratch buffer (the
-        completion owns its bytes) and feed its length to later atoms."""
-        if pa.out is not None:
-            offset, size = pa.out
-            data = ffi.buffer(ex.scratch[0] + offset, size)
-            if ex.values is None:
-                ex.values = {}
-            if pa.op.result == atoms.STAT:
-                ex.values[pa.index] = atoms.decode_statx(data[:])
-            else:
-                ex.values[pa.index] = data[:r]
-        for v in pa.feeds:
-            ex.row[v] = r
+        """Copy a successful atom's output out of the scratch buffer: the
+        completion owns its bytes, and the buffer goes back to the pool."""
+        assert pa.out is not None
+        offset, size = pa.out
+        data = ffi.buffer(ex.scratch[0] + offset, size)
+        if ex.values is None:
+            ex.values = {}
+        if pa.op.result == atoms.STAT:
+            ex.values[pa.index] = atoms.decode_statx(data[:])
+        else:
+            ex.values[pa.index] = data[:r]
 
     # -- the plan, step by step --------------------------------------------------
     def _advance(self, ex: Execution, i: int) -> None:
