@@ -5,9 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from uringlets._ring import ffi, lib
 
 from uringlets import _ring_build, kernel
-from uringlets._ring import ffi, lib
 
 
 def test_one_constant_and_one_call():

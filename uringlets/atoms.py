@@ -117,9 +117,7 @@ class Op:
             return 0
         return raw
 
-    def kernel_fails(
-        self, result: int, args: Mapping[str, Any], full: int | None = None
-    ) -> bool:
+    def kernel_fails(self, result: int, args: Mapping[str, Any], full: int | None = None) -> bool:
         """Whether the kernel certainly breaks a soft link after this
         (normalised) result.  ``full`` overrides the length for transfers
         whose length is known only per execution."""
@@ -195,10 +193,23 @@ def decode_statx(buf: bytes) -> os.stat_result:
     rdev = os.makedev(rdev_major, rdev_minor)
     times_ns = (a_s * 10**9 + a_ns, m_s * 10**9 + m_ns, c_s * 10**9 + c_ns)
     return os.stat_result(
-        (mode, ino, dev, nlink, uid, gid, size, a_s, m_s, c_s)
-        + tuple(t / 1e9 for t in times_ns)
-        + times_ns
-        + (blksize, blocks, rdev)
+        (
+            mode,
+            ino,
+            dev,
+            nlink,
+            uid,
+            gid,
+            size,
+            a_s,
+            m_s,
+            c_s,
+            *(t / 1e9 for t in times_ns),
+            *times_ns,
+            blksize,
+            blocks,
+            rdev,
+        )
     )
 
 
@@ -352,8 +363,15 @@ CATALOGUE: dict[str, Op] = {
             "OPENAT",
             _prep_openat,
         ),
-        Op("close", (Arg("fd", "fd"),), ZERO, lambda a: os.close(a["fd"]), "CLOSE",
-           _prep_close, closes_fd=True),  # fmt: skip
+        Op(
+            "close",
+            (Arg("fd", "fd"),),
+            ZERO,
+            lambda a: os.close(a["fd"]),
+            "CLOSE",
+            _prep_close,
+            closes_fd=True,
+        ),
         Op(
             "read",
             (Arg("fd", "fd"), Arg("size", "size"), Arg("offset", "offset", None)),
@@ -372,8 +390,15 @@ CATALOGUE: dict[str, Op] = {
             _prep_write,
             full_length=_data_length,
         ),
-        Op("fsync", (Arg("fd", "fd"), Arg("datasync", "bool", False)), ZERO, _call_fsync,
-           "FSYNC", _prep_fsync, error_breaks_link=False),  # fmt: skip
+        Op(
+            "fsync",
+            (Arg("fd", "fd"), Arg("datasync", "bool", False)),
+            ZERO,
+            _call_fsync,
+            "FSYNC",
+            _prep_fsync,
+            error_breaks_link=False,
+        ),
         Op(
             "statx",
             (Arg("path", "path"), _DIR_FD, Arg("follow_symlinks", "bool", True)),
@@ -386,10 +411,24 @@ CATALOGUE: dict[str, Op] = {
         # The kernel cannot stat a direct descriptor: fstat runs in userspace
         # on a real fd (a slot is first installed as one, then closed).
         Op("fstat", (Arg("fd", "fd"),), STAT, _call_fstat),
-        Op("unlinkat", (Arg("path", "path"), _DIR_FD, Arg("rmdir", "bool", False)), ZERO,
-           _call_unlinkat, "UNLINKAT", _prep_unlinkat, error_breaks_link=False),  # fmt: skip
-        Op("mkdirat", (Arg("path", "path"), Arg("mode", "int", 0o777), _DIR_FD), ZERO,
-           _call_mkdirat, "MKDIRAT", _prep_mkdirat, error_breaks_link=False),  # fmt: skip
+        Op(
+            "unlinkat",
+            (Arg("path", "path"), _DIR_FD, Arg("rmdir", "bool", False)),
+            ZERO,
+            _call_unlinkat,
+            "UNLINKAT",
+            _prep_unlinkat,
+            error_breaks_link=False,
+        ),
+        Op(
+            "mkdirat",
+            (Arg("path", "path"), Arg("mode", "int", 0o777), _DIR_FD),
+            ZERO,
+            _call_mkdirat,
+            "MKDIRAT",
+            _prep_mkdirat,
+            error_breaks_link=False,
+        ),
         Op(
             "renameat",
             (
@@ -404,8 +443,7 @@ CATALOGUE: dict[str, Op] = {
             _prep_renameat,
             error_breaks_link=False,
         ),
-        Op("timeout", (Arg("seconds", "seconds"),), SLEEP, _call_timeout, "TIMEOUT",
-           _prep_timeout),  # fmt: skip
+        Op("timeout", (Arg("seconds", "seconds"),), SLEEP, _call_timeout, "TIMEOUT", _prep_timeout),
     )
 }
 

@@ -18,6 +18,7 @@ can never do, so a full notification ring raises ``RingFull`` whether or not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -177,7 +178,7 @@ class Engine:
         except BaseException:
             self._notify.release(n)
             raise
-        return [Handle(i, t) for i, t in zip(ids, tags)]
+        return [Handle(i, t) for i, t in zip(ids, tags, strict=True)]
 
     # -- wait / run -------------------------------------------------------------
     def wait(
@@ -245,11 +246,9 @@ class Engine:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True) and hasattr(self, "_backend"):
-            try:
-                self._backend.close()
-            except Exception:
-                pass
             self._closed = True
+            with contextlib.suppress(Exception):
+                self._backend.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.in_flight} in flight"

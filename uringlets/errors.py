@@ -8,7 +8,9 @@ class TranslateError(ValueError):
     the bad atom or, at the latest, by ``compile()``; the message names the
     atom index, the op and the argument."""
 
-    def __init__(self, index: int | None, op: str | None, argument: str | None, problem: str):
+    def __init__(
+        self, index: int | None, op: str | None, argument: str | None, problem: str
+    ) -> None:
         self.index = index
         self.op = op
         self.argument = argument

@@ -56,8 +56,10 @@ class Completion:
     def _index(self, ref: Any) -> int:
         index = getattr(ref, "index", None)
         atoms = getattr(self.program, "atoms", ())
-        if index is None or not 0 <= index < len(atoms) or getattr(ref, "op", None) != (
-            atoms[index].op.name
+        if (
+            index is None
+            or not 0 <= index < len(atoms)
+            or getattr(ref, "op", None) != (atoms[index].op.name)
         ):
             raise KeyError(f"{ref!r} is not a Ref of this completion's program")
         return int(index)
@@ -82,7 +84,8 @@ class Completion:
         return OSError(code, os.strerror(code) if code in errno.errorcode else "unknown error")
 
     def __repr__(self) -> str:
-        state = "cancelled" if self.cancelled else ("ok" if self.ok else f"stopped@{self.stopped_at}")
+        ended = "ok" if self.ok else f"stopped@{self.stopped_at}"
+        state = "cancelled" if self.cancelled else ended
         return f"<Completion tag={self.tag!r} {state} results={self.results}>"
 
 

@@ -87,8 +87,9 @@ class Program:
             else:
                 top = _PARAM_RANGES[kind]
                 if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
-                    raise ParamError(f"parameter {name!r}: expected an int in 0..{top}, "
-                                     f"got {value!r}")  # fmt: skip
+                    raise ParamError(
+                        f"parameter {name!r}: expected an int in 0..{top}, got {value!r}"
+                    )
                 bound[name] = value
         return bound
 
@@ -104,8 +105,11 @@ class Program:
             lines.append(
                 "kernel: io_uring; dropped setup flags: "
                 + (", ".join(feats.dropped_flags) or "none")
-                + (f"; treated as missing: {', '.join(sorted(feats.forced_missing))}"
-                   if feats.forced_missing else "")  # fmt: skip
+                + (
+                    f"; treated as missing: {', '.join(sorted(feats.forced_missing))}"
+                    if feats.forced_missing
+                    else ""
+                )
             )
         else:
             lines.append(f"kernel: no io_uring ({feats.reason}); every atom runs in userspace")

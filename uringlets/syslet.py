@@ -204,23 +204,20 @@ class Syslet:
     ) -> Ref:
         """``os.open(path, flags, mode, dir_fd=dir_fd)``; result 0, the
         descriptor is the Ref (closed when the execution ends unless exported)."""
-        return self._add("openat", stop, {"path": path, "flags": flags, "mode": mode,
-                                          "dir_fd": dir_fd})  # fmt: skip
+        return self._add(
+            "openat", stop, {"path": path, "flags": flags, "mode": mode, "dir_fd": dir_fd}
+        )
 
     def close(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.close(fd)``."""
         return self._add("close", stop, {"fd": fd})
 
-    def read(
-        self, fd: Any, size: int, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE
-    ) -> Ref:
+    def read(self, fd: Any, size: int, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.read(fd, size)``, or ``os.pread`` with an offset; result the
         byte count, ``completion[ref]`` the bytes."""
         return self._add("read", stop, {"fd": fd, "size": size, "offset": offset})
 
-    def write(
-        self, fd: Any, data: Any, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE
-    ) -> Ref:
+    def write(self, fd: Any, data: Any, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.write(fd, data)`` or ``os.pwrite``; ``data`` may be the Ref of
         a read, which writes exactly the bytes that were read."""
         return self._add("write", stop, {"fd": fd, "data": data, "offset": offset})
@@ -238,24 +235,33 @@ class Syslet:
         stop: int = STOP_ON_NEGATIVE,
     ) -> Ref:
         """``os.stat(path, ...)``; ``completion[ref]`` is the os.stat_result."""
-        return self._add("statx", stop, {"path": path, "dir_fd": dir_fd,
-                                         "follow_symlinks": follow_symlinks})  # fmt: skip
+        return self._add(
+            "statx", stop, {"path": path, "dir_fd": dir_fd, "follow_symlinks": follow_symlinks}
+        )
 
     def fstat(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.fstat(fd)``; ``completion[ref]`` is the os.stat_result."""
         return self._add("fstat", stop, {"fd": fd})
 
     def unlinkat(
-        self, path: Any, *, dir_fd: int | None = None, rmdir: bool = False,
+        self,
+        path: Any,
+        *,
+        dir_fd: int | None = None,
+        rmdir: bool = False,
         stop: int = STOP_ON_NEGATIVE,
-    ) -> Ref:  # fmt: skip
+    ) -> Ref:
         """``os.unlink(path)`` (``os.rmdir`` with ``rmdir=True``)."""
         return self._add("unlinkat", stop, {"path": path, "dir_fd": dir_fd, "rmdir": rmdir})
 
     def mkdirat(
-        self, path: Any, mode: Any = 0o777, *, dir_fd: int | None = None,
+        self,
+        path: Any,
+        mode: Any = 0o777,
+        *,
+        dir_fd: int | None = None,
         stop: int = STOP_ON_NEGATIVE,
-    ) -> Ref:  # fmt: skip
+    ) -> Ref:
         """``os.mkdir(path, mode)``."""
         return self._add("mkdirat", stop, {"path": path, "mode": mode, "dir_fd": dir_fd})
 
@@ -269,8 +275,11 @@ class Syslet:
         stop: int = STOP_ON_NEGATIVE,
     ) -> Ref:
         """``os.rename(src, dst)``."""
-        return self._add("renameat", stop, {"src": src, "dst": dst, "src_dir_fd": src_dir_fd,
-                                            "dst_dir_fd": dst_dir_fd})  # fmt: skip
+        return self._add(
+            "renameat",
+            stop,
+            {"src": src, "dst": dst, "src_dir_fd": src_dir_fd, "dst_dir_fd": dst_dir_fd},
+        )
 
     def timeout(self, seconds: float, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``time.sleep(seconds)``; result 0 after the full sleep."""

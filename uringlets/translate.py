@@ -54,12 +54,15 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import atoms, kernel
 from .errors import TranslateError
 from .kernel import KernelFeatures, ffi
 from .syslet import NEVER_STOP, Atom, Param, Ref, stop_holds
+
+if TYPE_CHECKING:
+    from .program import Program
 
 SQE_SIZE = 64
 # SQE field -> (byte offset, width); see struct io_uring_sqe.
@@ -270,8 +273,9 @@ class _Translator:
         known = self.params.get(param.name)
         if known is not None:
             if known.kind != kind:
-                raise TranslateError(atom.index, atom.op.name, arg,
-                                     f"{param!r} is used as {known.kind} elsewhere")  # fmt: skip
+                raise TranslateError(
+                    atom.index, atom.op.name, arg, f"{param!r} is used as {known.kind} elsewhere"
+                )
             return
         value = self.new_value()
         length = self.new_value() if kind == "data" else None
@@ -374,9 +378,7 @@ class _Translator:
                 )
             )
         # feeds are known only once every consumer has been written.
-        plan_atoms = [
-            _replace_feeds(pa, tuple(self.feeds.get(pa.index, ()))) for pa in plan_atoms
-        ]
+        plan_atoms = [_replace_feeds(pa, tuple(self.feeds.get(pa.index, ()))) for pa in plan_atoms]
         segments: list[Segment] = []
         first = 0
         for pa in plan_atoms:

@@ -177,7 +177,7 @@ class UringBackend:
         free, gens, execs, free_slots = self._free, self._gens, self._execs, self._free_slots
         started: list[Execution] = []
         rows: list[int] = []
-        for bind, tag in zip(binds, tags):
+        for bind, tag in zip(binds, tags, strict=True):
             e = free.pop()
             gen = gens[e] = (gens[e] + 1) & 0x7FFFFFFF
             ud = gen << UD_GEN_SHIFT | e << UD_EXEC_SHIFT
@@ -240,9 +240,18 @@ class UringBackend:
         kernel whenever the SQ ring is full."""
         done = 0
         while done < n:
-            k = lib.ur_push(self._ring, images, first, count, plan.patches if plan else ffi.NULL,
-                            plan.npatches if plan else 0, values + done * nvalues, nvalues,
-                            n - done, _LAST_CLEAR)  # fmt: skip
+            k = lib.ur_push(
+                self._ring,
+                images,
+                first,
+                count,
+                plan.patches if plan else ffi.NULL,
+                plan.npatches if plan else 0,
+                values + done * nvalues,
+                nvalues,
+                n - done,
+                _LAST_CLEAR,
+            )
             _check(k, "push")
             done += k
             if done < n:
@@ -302,7 +311,7 @@ class UringBackend:
     # -- routing CQEs ------------------------------------------------------------
     def _route(self, uds: list[int], ress: list[int]) -> None:
         execs = self._execs
-        for ud, res in zip(uds, ress):
+        for ud, res in zip(uds, ress, strict=True):
             atom = ud & 0xFF
             ex = execs[(ud >> UD_EXEC_SHIFT) & UD_EXEC_MASK]
             if ex is None or ex.ud != ud & ~0xFFF:
@@ -556,4 +565,3 @@ class UringBackend:
                             break
         finally:
             lib.ur_teardown(self._ring)
-

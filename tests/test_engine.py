@@ -1,0 +1,221 @@
+"""Engine behaviour: the notification ring (rules 5-7), backpressure, ring
+wrap, cancel, close, leaks, ownership."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import threading
+
+import pytest
+
+import uringlets as ul
+
+from .conftest import open_fds
+
+
+def nop_chain(n: int = 4) -> ul.Program:
+    s = ul.Syslet()
+    for _ in range(n):
+        s.nop()
+    return s.compile()
+
+
+def file3(path=None) -> tuple[ul.Program, ul.Ref]:
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path") if path is None else path)
+    data = s.read(fd, 4096, stop=ul.STOP_ON_NON_POSITIVE)
+    s.close(fd)
+    return s.compile(), data
+
+
+def pipe_reader(rfd: int) -> tuple[ul.Program, ul.Ref]:
+    s = ul.Syslet()
+    s.nop()
+    data = s.read(rfd, 64)
+    s.nop()
+    return s.compile(), data
+
+
+def test_ring_wrap_100k_executions_through_a_small_ring(sandbox):
+    prog, data = file3(sandbox / "ten")
+    total, seen = 100_000, 0
+    with ul.Engine("uring", capacity=16, sq_entries=8) as eng:
+        assert eng._backend.sq_entries == 8
+        while seen < total:
+            room = min(eng._notify.room(), total - seen - eng.in_flight)
+            if room > 0:
+                eng.submit_many(prog, room)
+            for c in eng.wait(1):
+                assert c.ok and c.results == [0, 10, 0] and c[data] == b"0123456789"
+                seen += 1
+        assert eng.in_flight == 0
+    assert seen == total
+
+
+def test_backpressure_ring_full_and_exactly_once():
+    prog = nop_chain(2)
+    with ul.Engine("uring", capacity=8) as eng:
+        hs = eng.submit_many(prog, 8, tags=list(range(8)))
+        with pytest.raises(ul.RingFull):
+            eng.submit(prog, block=False, tag="x")
+        with pytest.raises(ul.RingFull):
+            eng.submit(prog, tag="y")  # only wait() makes room: never deadlock
+        assert isinstance(ul.RingFull(), BlockingIOError)
+        got = eng.wait(8)
+        assert sorted(c.tag for c in got) == list(range(8)) == [h.tag for h in hs]
+        eng.submit_many(prog, 8)
+        assert len(eng.wait(8)) == 8
+        assert eng.wait(0) == []
+
+
+def test_wait_min_events_zero_never_blocks_and_timeout_returns():
+    s = ul.Syslet()
+    s.timeout(5)
+    prog = s.compile()
+    with ul.Engine("uring", capacity=4) as eng:
+        h = eng.submit(prog)
+        assert eng.wait(0) == []
+        assert eng.wait(1, timeout=0.05) == []
+        assert eng.cancel(h)
+        (c,) = eng.wait(1, timeout=5)
+        assert c.cancelled and c.results == [-125] and not c.ok  # -ECANCELED
+        assert not eng.cancel(h)
+
+
+def test_cancel_a_blocked_read_mid_chain():
+    r, w = os.pipe()
+    try:
+        prog, data = pipe_reader(r)
+        with ul.Engine("uring", capacity=4) as eng:
+            h = eng.submit(prog, tag="blocked")
+            assert eng.wait(0) == [] and eng.in_flight == 1
+            assert eng.cancel(h)
+            (c,) = eng.wait(1)
+            assert c.tag == "blocked" and c.cancelled
+            assert c.results == [0, -125, None] and c[data] is None
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_close_with_executions_in_flight_delivers_cancelled_completions(sandbox):
+    fds_before = open_fds()
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "ten")
+    s.timeout(30)
+    s.close(fd)
+    prog = s.compile()
+    eng = ul.Engine("uring", capacity=16)
+    eng.submit_many(prog, 10, tags=list(range(10)))
+    done = eng.close()
+    assert sorted(c.tag for c in done) == list(range(10))
+    for c in done:
+        assert c.cancelled and c.results == [0, -125, None]
+    assert open_fds() == fds_before
+    with pytest.raises(ul.EngineClosed):
+        eng.submit(prog)
+    with pytest.raises(ul.EngineClosed):
+        eng.wait()
+    assert eng.close() == []
+
+
+def test_the_buffer_of_an_in_flight_read_survives_del_and_gc():
+    r, w = os.pipe()
+    try:
+        with ul.Engine("uring", capacity=4) as eng:
+            prog, data = pipe_reader(r)
+            eng.submit(prog, tag="t")
+            index = data.index
+            del prog, data
+            gc.collect()
+            os.write(w, b"still here")
+            (c,) = eng.wait(1)
+            assert c.results == [0, 10, 0]
+            assert c.program.plan.atoms[index].op.name == "read"
+            assert c._values[index] == b"still here"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(sandbox):
+    rng = random.Random(1234)
+    fds_before = open_fds()
+    progs = []
+    for rule in (ul.STOP_ON_NEGATIVE, ul.NEVER_STOP, ul.STOP_ON_ZERO):
+        s = ul.Syslet()
+        a = s.openat(ul.Param("path"), stop=rule)
+        b = s.openat(sandbox / "page")
+        s.read(a, 4096, stop=rule)
+        s.fstat(b, stop=rule)
+        s.close(a, stop=ul.NEVER_STOP)  # b is left to the engine to close
+        progs.append(s.compile())
+    paths = [sandbox / "ten", sandbox / "missing", sandbox / "dir", sandbox / "empty"]
+    eng = ul.Engine("uring", capacity=64)
+    nslots = eng._backend.nslots
+    submitted = completed = 0
+    while submitted < 10_000:
+        n = min(eng._notify.room(), 10_000 - submitted, 32)
+        if n:
+            prog = rng.choice(progs)
+            hs = eng.submit_many(prog, params=[{"path": rng.choice(paths)} for _ in range(n)])
+            submitted += n
+            for h in rng.sample(hs, k=min(2, len(hs))):
+                eng.cancel(h)
+        completed += len(eng.wait(rng.randint(0, 8)))
+    s = ul.Syslet()
+    s.openat(sandbox / "ten")
+    s.timeout(30)
+    extra = min(eng._notify.room(), 8)
+    eng.submit_many(s.compile(), extra)
+    leftover = eng.close()
+    assert extra > 0 and sum(c.cancelled for c in leftover) >= extra
+    assert completed + len(leftover) == submitted + extra
+    assert len(eng._backend._free_slots) == nslots
+    assert open_fds() == fds_before
+
+
+def test_exported_fd_is_owned_by_the_caller(sandbox):
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "ten")
+    s.export(fd)
+    prog = s.compile()
+    before = open_fds()
+    with ul.Engine("uring", capacity=4) as eng:
+        c = eng.run(prog)
+    assert open_fds() == before | {c[fd]}
+    os.close(c[fd])
+
+
+def test_the_engine_belongs_to_its_thread():
+    errors = []
+    with ul.Engine("uring", capacity=4) as eng:
+
+        def other() -> None:
+            try:
+                eng.submit(nop_chain())
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert errors and "thread" in str(errors[0])
+
+
+def test_run_leaves_other_completions_queued():
+    prog = nop_chain(1)
+    with ul.Engine("uring", capacity=4) as eng:
+        eng.submit(prog, tag="queued")
+        c = eng.run(prog, tag="mine")
+        assert c.tag == "mine"
+        assert [c.tag for c in eng.wait(1)] == ["queued"]
+
+
+def test_kind_and_explain():
+    with ul.Engine() as eng:
+        assert eng.kind == "uring" and eng.fallback_reason is None
+    text = file3()[0].explain()
+    assert "IO_LINK" in text and "CQE_SKIP_SUCCESS" in text and "slot 0" in text

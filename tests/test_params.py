@@ -1,0 +1,93 @@
+"""Params bound per execution; missing, unknown or ill-typed ones raise
+ParamError before anything is submitted."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import uringlets as ul
+
+
+def reader() -> tuple[ul.Program, ul.Ref]:
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    data = s.read(fd, 100, ul.Param("offset"))
+    s.close(fd)
+    return s.compile(), data
+
+
+def test_params_are_bound_per_execution(run, sandbox):
+    prog, data = reader()
+    assert run(prog, path=sandbox / "ten", offset=2)[data] == b"23456789"
+    assert run(prog, path=str(sandbox / "page"), offset=255)[data][:2] == b"\xff\x00"
+    assert run(prog, path=os.fsencode(sandbox / "ten"), offset=9)[data] == b"9"
+
+
+def test_submit_many_binds_each_execution(uring_engine, sandbox):
+    prog, data = reader()
+    paths = [sandbox / "ten", sandbox / "page", sandbox / "missing"]
+    hs = uring_engine.submit_many(
+        prog, params=[{"path": p} for p in paths], offset=1, tags=["a", "b", "c"]
+    )
+    assert [h.tag for h in hs] == ["a", "b", "c"]
+    cs = {c.tag: c for c in uring_engine.wait(3)}
+    assert cs["a"][data] == b"123456789"
+    assert cs["b"][data] == bytes(range(1, 101))
+    assert cs["c"].results == [-2, None, None]
+
+
+def test_data_and_int_params(run, sandbox):
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "w", os.O_RDWR | os.O_CREAT, ul.Param("mode"))
+    s.write(fd, ul.Param("data"))
+    s.close(fd)
+    prog = s.compile()
+    c = run(prog, mode=0o600, data=b"payload")
+    assert c.results == [0, 7, 0] and (sandbox / "w").read_bytes() == b"payload"
+    c = run(prog, mode=0o600, data=bytearray(b"xy"))
+    assert c.results == [0, 2, 0] and (sandbox / "w").read_bytes() == b"xyyload"
+
+
+def test_a_param_used_twice_is_bound_once(run, sandbox):
+    s = ul.Syslet()
+    p = ul.Param("p")
+    s.mkdirat(p)
+    s.unlinkat(p, rmdir=True)
+    assert run(s.compile(), p=sandbox / "tmpdir").results == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"offset": 0}, "missing path"),
+        ({"path": "/x"}, "missing offset"),
+        ({"path": "/x", "offset": 0, "extra": 1}, "unknown extra"),
+        ({"path": 3, "offset": 0}, "'path': expected a path"),
+        ({"path": "/x\0y", "offset": 0}, "null byte"),
+        ({"path": "/x", "offset": -1}, "'offset': expected an int"),
+        ({"path": "/x", "offset": "0"}, "'offset': expected an int"),
+        ({"path": "/x", "offset": True}, "'offset': expected an int"),
+        ({"path": "/x", "offset": 2**63}, "'offset': expected an int"),
+    ],
+)
+def test_bad_params_raise_param_error(run, params, message):
+    prog, _ = reader()
+    with pytest.raises(ul.ParamError, match=message):
+        run(prog, **params)
+
+
+def test_param_error_leaves_the_engine_clean(uring_engine):
+    prog, _ = reader()
+    before = uring_engine._notify.room()
+    with pytest.raises(ul.ParamError):
+        uring_engine.submit_many(prog, params=[{"path": "/a", "offset": 0}, {"path": 1}])
+    assert uring_engine._notify.room() == before and uring_engine.in_flight == 0
+
+
+def test_a_data_param_must_be_bytes(run):
+    s = ul.Syslet()
+    s.write(1, ul.Param("data"))
+    with pytest.raises(ul.ParamError, match="expected bytes"):
+        run(s.compile(), data="text")
