@@ -84,41 +84,38 @@ static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 }
 
 /*
- * Submit everything queued and wait until `tails` chain-tail CQEs (user_data
- * with bit 0 set) have been reaped.  Failed non-tail SQEs also post CQEs
- * (CQE_SKIP_SUCCESS only skips successes), so count tails, not CQEs.
- * Returns the number of CQEs with res < 0.
+ * Submit everything queued and reap exactly `chains` CQEs.  Every SQE but a
+ * chain's tail carries CQE_SKIP_SUCCESS, so each chain posts exactly one CQE:
+ * the tail's on success, or the first failing SQE's (the kernel then also
+ * suppresses the CQEs of the cancelled rest of the link).
+ * Returns the number of CQEs with res != 0 (all ops used here return 0).
  */
-static long submit_and_reap(struct io_uring *ring, unsigned tails)
+static long submit_and_reap(struct io_uring *ring, unsigned chains)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, seen;
 	long errors = 0;
 	int ret;
 
-	ret = io_uring_submit_and_wait(ring, tails);
+	ret = io_uring_submit_and_wait(ring, chains);
 	if (ret < 0)
 		die("io_uring_submit_and_wait", ret);
-	for (;;) {
+	while (chains) {
 		seen = 0;
 		io_uring_for_each_cqe(ring, head, cqe) {
-			if (cqe->res < 0) {
-				if (errors++ < 10)
-					fprintf(stderr, "uring_ref: cqe user_data=%llu res=%d (%s)\n",
-						(unsigned long long)cqe->user_data, cqe->res,
-						strerror(-cqe->res));
-			}
-			if (cqe->user_data & 1)
-				tails--;
-			seen++;
+			if (cqe->res != 0 && errors++ < 10)
+				fprintf(stderr, "uring_ref: chain %llu failed: res=%d (%s)\n",
+					(unsigned long long)cqe->user_data, cqe->res,
+					cqe->res < 0 ? strerror(-cqe->res) : "unexpected");
+			if (++seen == chains)
+				break;
 		}
 		io_uring_cq_advance(ring, seen);
-		if (tails == 0)
-			return errors;
-		ret = io_uring_wait_cqe(ring, &cqe);	/* rare: error CQEs came first */
-		if (ret < 0)
+		chains -= seen;
+		if (chains && (ret = io_uring_wait_cqe(ring, &cqe)) < 0)
 			die("io_uring_wait_cqe", ret);
 	}
+	return errors;
 }
 
 /* nop4: per loop BATCH chains of 4 linked NOPs, only the tail posts a CQE. */
@@ -141,7 +138,7 @@ static void run_nop4(long loops, long batch)
 			for (int k = 0; k < 4; k++) {
 				sqe = get_sqe(&ring);
 				io_uring_prep_nop(sqe);
-				io_uring_sqe_set_data64(sqe, (uint64_t)c << 1 | (k == 3));
+				io_uring_sqe_set_data64(sqe, (uint64_t)c);
 				if (k < 3)
 					io_uring_sqe_set_flags(sqe, LINK_SKIP);
 			}
@@ -195,7 +192,7 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 
 			for (long c = 0; c < n; c++) {
 				unsigned slot = (unsigned)c;
-				uint64_t ud = (uint64_t)(first + c) << 1;
+				uint64_t ud = (uint64_t)(first + c);	/* file index */
 
 				sqe = get_sqe(&ring);
 				io_uring_prep_openat_direct(sqe, AT_FDCWD, paths[first + c],
@@ -211,7 +208,7 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 
 				sqe = get_sqe(&ring);
 				io_uring_prep_close_direct(sqe, slot);
-				io_uring_sqe_set_data64(sqe, ud | 1);	/* tail: posts the CQE */
+				io_uring_sqe_set_data64(sqe, ud);	/* tail: posts the CQE */
 			}
 			errors += submit_and_reap(&ring, (unsigned)n);
 		}
