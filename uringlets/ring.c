@@ -237,15 +237,16 @@ unsigned ur_sq_flags(struct ur_ring *ring)
 }
 
 /* For each of nexec executions, copy SQE images [first, first + count) into
- * the SQ ring and apply the patches of that range with the execution's row of
- * `values` (nvalues per execution).  The flags in `last_flags_clear` are
- * cleared on the last SQE of each run, so each run is a complete chain.
- * Only whole runs are queued.  Returns the number of executions queued (fewer
- * than nexec when the SQ ring is full: enter, then call again), or -EINVAL
- * for a run that can never fit. */
+ * the SQ ring and apply the patches of that range.  The values are stored by
+ * column: value v of execution e is values[v * vstride + e].  The flags in
+ * `last_flags_clear` are cleared on the last SQE of each run, so each run is
+ * a complete chain.  Only whole runs are queued.  Returns the number of
+ * executions queued (fewer than nexec when the SQ ring is full: enter, then
+ * call again from the next execution), or -EINVAL for a run that can never
+ * fit. */
 int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             unsigned count, const struct ur_patch *patches, unsigned npatches,
-            const int64_t *values, unsigned nvalues, unsigned nexec,
+            const int64_t *values, unsigned vstride, unsigned nexec,
             uint8_t last_flags_clear)
 {
     const struct io_uring_sqe *src = (const struct io_uring_sqe *)images + first;
@@ -258,7 +259,6 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
     if (count == 0 || count > ring->sq_entries)
         return -EINVAL;
     for (e = 0; e < nexec && space >= count; e++, space -= count) {
-        const int64_t *row = values + (size_t)e * nvalues;
 
         for (i = 0; i < count; i++)
             sqes[(tail + i) & mask] = src[i];
@@ -270,7 +270,7 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             if (pt->sqe < first || pt->sqe >= first + count)
                 continue;
             field = (char *)&sqes[(tail + pt->sqe - first) & mask] + pt->offset;
-            v = (uint64_t)(row[pt->value] + pt->addend);
+            v = (uint64_t)(values[(size_t)pt->value * vstride + e] + pt->addend);
             if (pt->width == 8) {
                 memcpy(field, &v, 8);
             } else if (pt->width == 4) {

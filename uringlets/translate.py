@@ -142,6 +142,21 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class CleanPath:
+    """What a clean execution looks like, when the whole program is one
+    kernel link whose atoms before the last are all skip-flagged, nothing is
+    exported and a clean run leaves no slot open: then a lone CQE of the last
+    atom means every earlier atom returned its one success result (``results``,
+    the last entry a placeholder), and the engine finishes the execution
+    without walking the plan.  ``outs``: (atom, offset, size) of the skipped
+    atoms' scratch buffers, each filled completely."""
+
+    results: tuple[int, ...]
+    outs: tuple[tuple[int, int, int], ...]
+    last: PlanAtom
+
+
+@dataclass(frozen=True)
 class Plan:
     atoms: tuple[PlanAtom, ...]
     segments: tuple[Segment, ...]
@@ -152,12 +167,33 @@ class Plan:
     npatches: int
     value_defaults: tuple[int, ...]
     nslots: int
-    scratch_size: int
+    scratch_size: int  # bytes of the per-execution scratch buffer (at least 1)
+    out_size: int  # 0 when no atom writes into scratch: no buffer needed
     params: tuple[ParamUse, ...]
     keepalive: tuple[Any, ...]  # constant buffers the images point into
     features: KernelFeatures
     creators: tuple[int, ...]  # atoms that fill a slot
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
+    clean: CleanPath | None
+
+
+def _clean_path(
+    plan_atoms: list[PlanAtom],
+    segments: list[Segment],
+    exports: tuple[int, ...],
+    closers: tuple[tuple[int, int], ...],
+) -> CleanPath | None:
+    if len(segments) != 1 or not segments[0].in_kernel or exports:
+        return None
+    *before, last = plan_atoms
+    if not all(pa.skip and pa.success is not None for pa in before):
+        return None
+    closed = {creator for _, creator in closers}
+    if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
+        return None
+    results = (*(pa.success for pa in before if pa.success is not None), 0)
+    outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
+    return CleanPath(results, outs, last)
 
 
 class _Writer:
@@ -415,6 +451,11 @@ def translate(
         size = tr.out[index][1]
         for v in lengths:
             tr.values[v] = size
+    closers = tuple(
+        (a.index, a.args["fd"].index)
+        for a in program_atoms
+        if a.op.closes_fd and isinstance(a.args["fd"], Ref)
+    )
     plan = Plan(
         atoms=tuple(plan_atoms),
         segments=tuple(segments),
@@ -426,14 +467,12 @@ def translate(
         value_defaults=tuple(tr.values),
         nslots=len(tr.slot_of),
         scratch_size=max(tr.scratch_size, 1),
+        out_size=tr.scratch_size,
         params=tuple(tr.params.values()),
         keepalive=tuple(tr.keepalive),
         features=features,
         creators=tuple(tr.slot_of),
-        closers=tuple(
-            (a.index, a.args["fd"].index)
-            for a in program_atoms
-            if a.op.closes_fd and isinstance(a.args["fd"], Ref)
-        ),
+        closers=closers,
+        clean=_clean_path(plan_atoms, segments, exports, closers),
     )
     return Program(program_atoms, exports, plan)

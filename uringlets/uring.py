@@ -27,7 +27,7 @@ import errno
 import os
 import resource
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import atoms, kernel
@@ -43,7 +43,7 @@ from .translate import (
     UD_EXEC_SHIFT,
     UD_GEN_SHIFT,
     UD_INSTALL,
-    V_SLOTS,
+    Plan,
     PlanAtom,
 )
 
@@ -67,51 +67,63 @@ def _single_sqe(opcode: int, fd: int, addr: int, op_flags: int, flags: int, ud: 
 
 
 class Execution:
-    """One submission of a program.  ``row`` is its value row (user_data
-    base, scratch address, slots, params, variable lengths) and is patched in
-    place when a short result changes a later length.  ``run_first..run_last``
-    is the run in the kernel (or the userspace step waiting for installs)."""
+    """One submission of a program, from ``start`` to ``_finish``.
+
+    Hot state lives in slots.  Its value row (user_data base, scratch
+    address, slots, params, variable lengths) stays in the batch's column
+    array until a resume needs it (``row``).  Cold state (results, values,
+    installs, cancel) is created on the slow path only; the class attributes
+    below are its defaults."""
 
     __slots__ = (
-        "cancelled",
-        "exports",
-        "index",
-        "installed",
+        "__dict__",
+        "fast",
         "keep",
-        "pending",
-        "plan",
         "program",
         "raw",
-        "results",
-        "row",
+        "row_source",
         "run_first",
         "run_last",
         "scratch",
         "sink",
         "slots",
-        "stopped_at",
         "tag",
         "ud",
-        "values",
     )
+    results: list[int | None] | None = None
+    values: dict[int, Any] | None = None
+    row: list[int] | None = None
+    installed: dict[int, int] | None = None  # aux (argument number or creator) -> fd or -errno
+    pending = 0  # install CQEs still to come
+    exports: dict[int, int] | None = None  # creator atom -> exported fd
+    stopped_at: int | None = None
+    cancelled = False
 
-    def __init__(self, program: Program, tag: Any, index: int, ud: int) -> None:
+    def __init__(
+        self,
+        program: Program,
+        tag: Any,
+        ud: int,
+        scratch: tuple[Any, int] | None,
+        slots: list[int],
+        keep: Any,
+        row_source: tuple[Any, int, int],
+        run_last: int,
+        fast: bool,
+        sink: list[Completion] | None,
+    ) -> None:
         self.program = program
-        self.plan = program.plan
         self.tag = tag
-        self.index = index
         self.ud = ud
-        self.results: list[int | None] = [None] * len(program.atoms)
-        self.values: dict[int, Any] | None = None
+        self.scratch = scratch
+        self.slots = slots
+        self.keep = keep  # parameter buffers the SQEs point into
+        self.row_source = row_source  # (column array, position, stride)
+        self.run_first = 0
+        self.run_last = run_last
+        self.fast = fast
+        self.sink = sink
         self.raw: dict[int, int] | None = None
-        self.installed: dict[int, int] | None = None  # aux -> fd or -errno
-        self.pending = 0  # install CQEs still to come
-        self.exports: dict[int, int] | None = None  # creator atom -> fd
-        self.stopped_at: int | None = None
-        self.cancelled = False
-        self.sink: list[Completion] | None = None
-        self.keep: list[Any] | None = None
-        self.run_first = self.run_last = -1
 
 
 class UringBackend:
@@ -147,13 +159,12 @@ class UringBackend:
         self.nslots = nslots
         self._free_slots = list(range(nslots - 1, -1, -1))
         self._execs: list[Execution | None] = [None] * capacity
-        self._gens = [0] * capacity
         self._free = list(range(capacity - 1, -1, -1))
         self._scratch: dict[int, list[tuple[Any, int]]] = {}
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)
-        self._single: list[Any] = []  # one-off SQE images until they are pushed
+        self._seq = 0  # execution sequence number, the generation in user_data
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -164,94 +175,113 @@ class UringBackend:
     def start(
         self,
         program: Program,
-        binds: Sequence[dict[str, Any]],
+        binds: Sequence[Mapping[str, Any]],
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
     ) -> list[int]:
-        """Start one execution per bind (the caller checked ``can_start``).
-        Returns their user_data bases, the handles' identities."""
+        """Start one execution per bind (the caller checked ``can_start``):
+        build the batch's value columns, push the first runs in one call, and
+        enter the kernel once.  Returns the executions' user_data bases."""
         plan = program.plan
+        n = len(binds)
         nslots = plan.nslots
-        defaults = plan.value_defaults
-        pool = self._scratch.setdefault(plan.scratch_size, [])
-        free, gens, execs, free_slots = self._free, self._gens, self._execs, self._free_slots
-        started: list[Execution] = []
-        rows: list[int] = []
-        for bind, tag in zip(binds, tags, strict=True):
-            e = free.pop()
-            gen = gens[e] = (gens[e] + 1) & 0x7FFFFFFF
-            ud = gen << UD_GEN_SHIFT | e << UD_EXEC_SHIFT
-            ex = Execution(program, tag, e, ud)
-            ex.sink = sink
-            if pool:
-                ex.scratch = pool.pop()
-            else:
+        free = self._free
+        idx = free[-n:]
+        del free[-n:]
+        seq = self._seq
+        self._seq = (seq + n) & 0x7FFFFFFF
+        uds = [((seq + k) & 0x7FFFFFFF) << UD_GEN_SHIFT | e << UD_EXEC_SHIFT
+               for k, e in enumerate(idx)]
+        # {value index: column of n values}; value v of execution k is
+        # flat[v * n + k] (see ur_push).
+        columns: list[list[int]] = [uds]
+        scratch: list[Any]
+        if plan.out_size:
+            pool = self._scratch.setdefault(plan.scratch_size, [])
+            while len(pool) < n:
                 buf = ffi.new("char[]", plan.scratch_size)
-                ex.scratch = (buf, int(ffi.cast("uintptr_t", buf)))
-            row = list(defaults)
-            row[0] = ud
-            row[1] = ex.scratch[1]
-            if nslots:
-                ex.slots = [free_slots.pop() for _ in range(nslots)]
-                row[V_SLOTS : V_SLOTS + nslots] = ex.slots
-            else:
-                ex.slots = ()
-            if plan.params:
-                self._bind(ex, row, bind)
-            ex.row = row
-            execs[e] = ex
-            started.append(ex)
-            rows += row
-        self.in_flight += len(started)
+                pool.append((buf, int(ffi.cast("uintptr_t", buf))))
+            scratch = pool[-n:]
+            del pool[-n:]
+            columns.append([address for _, address in scratch])
+        else:
+            scratch = [None] * n
+            columns.append([0] * n)
+        slots: list[int] = []
+        if nslots:
+            free_slots = self._free_slots
+            slots = free_slots[-n * nslots :]
+            del free_slots[-n * nslots :]
+            columns += [slots[k::nslots] for k in range(nslots)]
+        defaults = plan.value_defaults
+        columns += [[defaults[v]] * n for v in range(len(columns), len(defaults))]
+        keep = self._bind(plan, binds, columns) if plan.params else None
+        flat = ffi.new("int64_t[]", [v for column in columns for v in column])
         first = plan.segments[0]
-        if first.in_kernel and first.last - first.first < self.sq_entries:
-            count = first.last + 1
-            for ex in started:
-                ex.run_first, ex.run_last = 0, first.last
-            values = ffi.new("int64_t[]", rows)
-            self._push(plan.images_c, 0, count, plan, values, len(defaults), len(started))
+        whole = first.in_kernel and first.last < self.sq_entries
+        run_last = first.last if whole else -1
+        fast = whole and plan.clean is not None
+        execs = self._execs
+        started = [
+            Execution(program, tags[k], uds[k], scratch[k], slots[k * nslots : (k + 1) * nslots],
+                      keep, (flat, k, n), run_last, fast, sink)
+            for k in range(n)
+        ]
+        for e, ex in zip(idx, started, strict=True):
+            execs[e] = ex
+        self.in_flight += n
+        if whole:
+            self._push(plan.images_c, 0, first.last + 1, plan, flat, n, n)
         else:
             for ex in started:
                 self._advance(ex, 0)
         self._enter(0)
-        return [ex.ud for ex in started]
+        return uds
 
-    def _bind(self, ex: Execution, row: list[int], bind: dict[str, Any]) -> None:
-        keep = ex.keep = []
-        for use in ex.plan.params:
-            value = bind[use.name]
-            if use.kind == "path":
-                buf = ffi.new("char[]", value)
-                keep.append(buf)
-                row[use.value] = int(ffi.cast("uintptr_t", buf))
-            elif use.kind == "data":
-                buf = ffi.from_buffer(value or b"\0")
-                keep.append(buf)
-                row[use.value] = int(ffi.cast("uintptr_t", buf))
-                assert use.length_value is not None
-                row[use.length_value] = len(value)
+    @staticmethod
+    def _bind(plan: Plan, binds: Sequence[Mapping[str, Any]], columns: list[list[int]]) -> Any:
+        """Fill the parameter columns.  Paths and data of the whole batch go
+        into one buffer each (a path NUL-terminated), which every execution of
+        the batch keeps alive.  Returns what must be kept."""
+        keep = []
+        for use in plan.params:
+            items = [b[use.name] for b in binds]
+            if use.kind in ("path", "data"):
+                sep = b"\0" if use.kind == "path" else b""
+                blob = sep.join(items) + b"\0"
+                buf = ffi.from_buffer(blob)
+                keep.append((blob, buf))
+                address = int(ffi.cast("uintptr_t", buf))
+                starts = [address]
+                for item in items[:-1]:
+                    starts.append(starts[-1] + len(item) + len(sep))
+                columns[use.value] = starts
+                if use.length_value is not None:
+                    columns[use.length_value] = [len(item) for item in items]
             else:
-                row[use.value] = value
+                columns[use.value] = items
+        return keep
+
+    def _row(self, ex: Execution) -> list[int]:
+        """The execution's value row, copied out of its batch's columns the
+        first time a resume needs to patch it."""
+        if ex.row is None:
+            flat, k, n = ex.row_source
+            ex.row = [flat[v * n + k] for v in range(len(ex.program.plan.value_defaults))]
+        return ex.row
 
     def _push(
-        self, images: Any, first: int, count: int, plan: Any, values: Any, nvalues: int, n: int
+        self, images: Any, first: int, count: int, plan: Plan | None, values: Any, stride: int,
+        n: int,
     ) -> None:
-        """Queue ``n`` runs of images ``first..first+count-1``; enter the
-        kernel whenever the SQ ring is full."""
+        """Queue ``n`` runs of images ``first..first+count-1`` with their value
+        columns; enter the kernel whenever the SQ ring is full."""
         done = 0
+        patches = plan.patches if plan is not None else ffi.NULL
+        npatches = plan.npatches if plan is not None else 0
         while done < n:
-            k = lib.ur_push(
-                self._ring,
-                images,
-                first,
-                count,
-                plan.patches if plan else ffi.NULL,
-                plan.npatches if plan else 0,
-                values + done * nvalues,
-                nvalues,
-                n - done,
-                _LAST_CLEAR,
-            )
+            k = lib.ur_push(self._ring, images, first, count, patches, npatches, values + done,
+                            stride, n - done, _LAST_CLEAR)
             _check(k, "push")
             done += k
             if done < n:
@@ -260,12 +290,11 @@ class UringBackend:
     def _push_run(self, ex: Execution, first: int, last: int) -> None:
         count = min(last - first + 1, self.sq_entries)
         ex.run_first, ex.run_last = first, first + count - 1
-        values = ffi.new("int64_t[]", ex.row)
-        self._push(ex.plan.images_c, first, count, ex.plan, values, len(ex.row), 1)
+        plan = ex.program.plan
+        self._push(plan.images_c, first, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
 
     def _push_single(self, sqe: bytes) -> None:
-        buf = ffi.from_buffer(sqe)
-        self._push(buf, 0, 1, None, ffi.new("int64_t[1]"), 1, 1)
+        self._push(ffi.from_buffer(sqe), 0, 1, None, ffi.new("int64_t[1]"), 1, 1)
 
     # -- entering the kernel ------------------------------------------------
     def _enter(self, min_complete: int, timeout_ns: int = -1) -> bool:
@@ -319,33 +348,58 @@ class UringBackend:
                     continue  # the cancel outlived its execution: harmless
                 self._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
                 return
-            if atom == UD_CANCEL:
+            if atom == ex.run_last:
+                if ex.fast and ex.raw is None:
+                    self._clean(ex, res)
+                else:
+                    self._run_over(ex, atom, res)
+            elif atom == UD_CANCEL:
                 continue
-            if atom >= UD_INSTALL:
+            elif atom >= UD_INSTALL:
                 self._installed(ex, atom - UD_INSTALL, (ud >> 8) & 0xF, res)
-            elif atom == ex.run_last:
-                self._run_over(ex, atom, res)
             else:
                 if ex.raw is None:
                     ex.raw = {}
                 ex.raw[atom] = res
-                pa = ex.plan.atoms[atom]
+                pa = ex.program.plan.atoms[atom]
                 if pa.skip and pa.link == LINK_SOFT:
                     # A skip-flagged request posts only when it failed, and then
                     # the kernel silences the rest of its chain.
                     self._run_over(ex, atom, res)
 
+    def _clean(self, ex: Execution, res: int) -> None:
+        """The fast path: the lone CQE of the last atom of a program whose
+        ``plan.clean`` holds; every earlier atom returned its success."""
+        program = ex.program
+        clean = program.plan.clean
+        assert clean is not None
+        results: list[int | None] = list(clean.results)
+        last = clean.last
+        r = results[-1] = last.op.normalise(res)
+        if clean.outs:
+            base = ex.scratch[0]
+            ex.values = {i: ffi.buffer(base + offset, size)[:] for i, offset, size in clean.outs}
+        if last.out is not None and r >= 0:
+            self._collect(ex, last, r)
+        ex.results = results
+        if last.stop and stop_holds(last.stop, r):
+            ex.stopped_at = last.index
+        self._release(ex)
+
     def _broke(self, ex: Execution, pa: PlanAtom, r: int) -> bool:
-        full = ex.row[pa.length_value] if pa.length_value is not None else None
+        full = self._row(ex)[pa.length_value] if pa.length_value is not None else None
         return pa.op.kernel_fails(r, pa.args, full)
 
     def _run_over(self, ex: Execution, posted: int, res: int) -> None:
         """The run ``run_first..run_last`` is over; ``posted`` is the atom whose
         CQE ended it.  Record results, test stop rules, go on."""
-        patoms = ex.plan.atoms
+        patoms = ex.program.plan.atoms
         raw = ex.raw
         ex.raw = None
+        ex.fast = False  # later runs are resumes: never the clean path
         results = ex.results
+        if results is None:
+            results = ex.results = [None] * len(patoms)
         last = ex.run_last
         for i in range(ex.run_first, posted + 1):
             pa = patoms[i]
@@ -360,8 +414,10 @@ class UringBackend:
             results[i] = r
             if r >= 0 and pa.out is not None:
                 self._collect(ex, pa, r)
-            for v in pa.feeds:  # later lengths follow what was really received
-                ex.row[v] = r if r > 0 else 0
+            if pa.feeds:  # later lengths follow what was really received
+                row = self._row(ex)
+                for v in pa.feeds:
+                    row[v] = r if r > 0 else 0
             if stop_holds(pa.stop, r):
                 ex.stopped_at = i
                 self._finish(ex)
@@ -397,8 +453,10 @@ class UringBackend:
     def _advance(self, ex: Execution, i: int) -> None:
         """Run the program from atom ``i``: userspace steps here and now,
         the next kernel segment pushed (entered by the caller), or finish."""
-        plan = ex.plan
+        plan = ex.program.plan
         n = len(plan.atoms)
+        if ex.results is None:
+            ex.results = [None] * n
         while i < n:
             seg = plan.segments[plan.segment_of[i]]
             if seg.in_kernel:
@@ -476,7 +534,8 @@ class UringBackend:
     # -- endings ------------------------------------------------------------------
     def _live_slots(self, ex: Execution) -> list[int]:
         """Local slots filled by the execution's atoms and not closed by them."""
-        plan, results = ex.plan, ex.results
+        plan, results = ex.program.plan, ex.results
+        assert results is not None
         live = {c for c in plan.creators if results[c] == 0}
         for closer, creator in plan.closers:
             if results[closer] == 0:
@@ -484,15 +543,19 @@ class UringBackend:
         return sorted(live)
 
     def _finish(self, ex: Execution) -> None:
-        plan = ex.plan
+        """The execution is over: install its exported descriptors (one more
+        trip through the ring), empty the slots its atoms left filled, then
+        release it."""
+        plan = ex.program.plan
         live = self._live_slots(ex) if plan.nslots else []
+        slot_of = {c: k for k, c in enumerate(plan.creators)}
         if ex.exports is None and ex.program.exports:
             wanted = [i for i in ex.program.exports if i in live]
             ex.exports = {}
             if wanted:
-                slot_of = {c: k for k, c in enumerate(plan.creators)}
                 ex.installed = {}
                 ex.pending = len(wanted)
+                ex.run_first = ex.run_last = -1
                 op = kernel.opcode("FIXED_FD_INSTALL")
                 for creator in wanted:
                     ud = ex.ud | _AUX_EXPORT << 8 | (UD_INSTALL + creator)
@@ -500,27 +563,28 @@ class UringBackend:
                     self._push_single(_single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
                 return
         if ex.installed and ex.exports is not None:
-            for creator, fd in ex.installed.items():
-                if fd >= 0:
-                    ex.exports[creator] = fd
+            ex.exports.update((c, fd) for c, fd in ex.installed.items() if fd >= 0)
             ex.installed = None
-        # Empty the slots the atoms left filled; each slot is released once.
-        if live:
-            slot_of = {c: k for k, c in enumerate(plan.creators)}
-            for creator in live:
-                slot = ex.slots[slot_of[creator]]
-                _check(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
-        assert self._execs[ex.index] is ex, "an execution finished twice"
-        self._execs[ex.index] = None
-        self._free.append(ex.index)
-        self._free_slots += ex.slots
-        self._scratch[plan.scratch_size].append(ex.scratch)
-        self.in_flight -= 1
-        values = ex.values
+        for creator in live:  # exported ones too: the caller has its own fd now
+            slot = ex.slots[slot_of[creator]]
+            _check(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
         if ex.exports:
-            values = dict(values or {})
-            values.update(ex.exports)
-        c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, values)
+            ex.values = {**(ex.values or {}), **ex.exports}
+        self._release(ex)
+
+    def _release(self, ex: Execution) -> None:
+        """Give back the execution's table entry, slots and scratch buffer
+        (its slots are empty by now), and post its one completion."""
+        index = (ex.ud >> UD_EXEC_SHIFT) & UD_EXEC_MASK
+        assert self._execs[index] is ex, "an execution finished twice"
+        self._execs[index] = None
+        self._free.append(index)
+        if ex.slots:
+            self._free_slots += ex.slots
+        if ex.scratch is not None:
+            self._scratch[ex.program.plan.scratch_size].append(ex.scratch)
+        self.in_flight -= 1
+        c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
         if ex.sink is not None:
             ex.sink.append(c)
         self._post(c)
