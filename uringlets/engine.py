@@ -86,7 +86,7 @@ class Engine:
 
         if isinstance(sq_entries, bool) or not isinstance(sq_entries, int) or sq_entries < 1:
             raise ValueError(f"sq_entries must be a positive int, not {sq_entries!r}")
-        self._backend = UringBackend(self._notify.post, capacity, sq_entries, features)
+        self._backend = UringBackend(self._notify, capacity, sq_entries, features)
         self.kind = self._backend.kind
 
     # -- guards ------------------------------------------------------------------

@@ -52,7 +52,7 @@ the Program lives; each in-flight execution holds its Program.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +154,9 @@ class CleanPath:
     results: tuple[int, ...]
     outs: tuple[tuple[int, int, int], ...]
     last: PlanAtom
+    last_out: tuple[int, int, int] | None  # the last atom's scratch buffer
+    normalise: Callable[[int], int] | None  # the last atom's; None: identity
+    stop: int  # the last atom's stop rule
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,15 @@ def _clean_path(
         return None
     results = (*(pa.success for pa in before if pa.success is not None), 0)
     outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
-    return CleanPath(results, outs, last)
+    identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT)
+    return CleanPath(
+        results,
+        outs,
+        last,
+        (last.index, *last.out) if last.out is not None else None,
+        None if identity else last.op.normalise,
+        last.stop,
+    )
 
 
 class _Writer:
