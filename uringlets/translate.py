@@ -191,6 +191,8 @@ def _clean_path(
     *before, last = plan_atoms
     if not all(pa.skip and pa.success is not None for pa in before):
         return None
+    if last.op.result == atoms.STAT:
+        return None  # its buffer needs decoding: the general path does it
     closed = {creator for _, creator in closers}
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None
