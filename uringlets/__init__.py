@@ -6,7 +6,7 @@ rule), ``compile()`` it once into a ``Program``, and submit it to an
 """
 
 from .atoms import MAX_ATOMS
-from .engine import Engine, Handle
+from .engine import Engine, Handle, Handles
 from .errors import EngineClosed, ParamError, RingFull, TranslateError
 from .kernel import KernelFeatures, probe
 from .notify import Completion
@@ -33,6 +33,7 @@ __all__ = [
     "Engine",
     "EngineClosed",
     "Handle",
+    "Handles",
     "KernelFeatures",
     "Param",
     "ParamError",

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 from . import kernel
 from .errors import EngineClosed, RingFull
@@ -45,6 +45,31 @@ class Handle:
 
     def __repr__(self) -> str:
         return f"<Handle tag={self.tag!r}>"
+
+
+class Handles(Sequence[Handle]):
+    """The handles of one ``submit_many`` call, made on demand."""
+
+    __slots__ = ("_ids", "_tags")
+
+    def __init__(self, ids: Sequence[int], tags: Sequence[Any]) -> None:
+        self._ids = ids
+        self._tags = tags
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Handle: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Handle]: ...
+    def __getitem__(self, i: int | slice) -> Handle | list[Handle]:
+        if isinstance(i, slice):
+            return [Handle(d, t) for d, t in zip(self._ids[i], self._tags[i], strict=True)]
+        return Handle(self._ids[i], self._tags[i])
+
+    def __repr__(self) -> str:
+        return f"<Handles of {len(self)} executions>"
 
 
 class Engine:
@@ -124,7 +149,7 @@ class Engine:
         tags: Sequence[Any] | None = None,
         block: bool = True,
         **common: Any,
-    ) -> list[Handle]:
+    ) -> Handles:
         """Start ``count`` executions of one program in one call, all with the
         ``common`` parameters, or one per mapping in ``params`` (merged over
         ``common``).  All or none start."""
@@ -149,13 +174,13 @@ class Engine:
         tags: Sequence[Any],
         block: bool,
         sink: list[Completion] | None = None,
-    ) -> list[Handle]:
+    ) -> Handles:
         self._check()
         if not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         n = len(binds)
         if n == 0:
-            return []
+            return Handles([], [])
         if program.param_kinds or any(binds):
             bound = [program.bind(b) for b in binds]
         else:
@@ -178,7 +203,7 @@ class Engine:
         except BaseException:
             self._notify.release(n)
             raise
-        return [Handle(i, t) for i, t in zip(ids, tags, strict=True)]
+        return Handles(ids, tags)
 
     # -- wait / run -------------------------------------------------------------
     def wait(

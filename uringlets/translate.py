@@ -157,6 +157,8 @@ class CleanPath:
     last_out: tuple[int, int, int] | None  # the last atom's scratch buffer
     normalise: Callable[[int], int] | None  # the last atom's; None: identity
     stop: int  # the last atom's stop rule
+    buffers: bool  # whether any atom returns data through scratch
+    scratch_size: int
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ def _clean_path(
     segments: list[Segment],
     exports: tuple[int, ...],
     closers: tuple[tuple[int, int], ...],
+    scratch_size: int,
 ) -> CleanPath | None:
     if len(segments) != 1 or not segments[0].in_kernel or exports:
         return None
@@ -206,6 +209,8 @@ def _clean_path(
         (last.index, *last.out) if last.out is not None else None,
         None if identity else last.op.normalise,
         last.stop,
+        any(pa.out is not None for pa in plan_atoms),
+        scratch_size,
     )
 
 
@@ -486,6 +491,6 @@ def translate(
         features=features,
         creators=tuple(tr.slot_of),
         closers=closers,
-        clean=_clean_path(plan_atoms, segments, exports, closers),
+        clean=_clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
     )
     return Program(program_atoms, exports, plan)

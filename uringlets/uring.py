@@ -77,6 +77,7 @@ class Execution:
 
     __slots__ = (
         "__dict__",
+        "clean",
         "fast_ud",
         "keep",
         "program",
@@ -124,6 +125,7 @@ class Execution:
         # The user_data of the CQE that ends this execution on the clean
         # path, or -1 when that path cannot apply.
         self.fast_ud = fast_ud
+        self.clean = program.plan.clean
         self.sink = sink
         self.raw: dict[int, int] | None = None
 
@@ -192,8 +194,9 @@ class UringBackend:
         del free[-n:]
         seq = self._seq
         self._seq = (seq + n) & 0x7FFFFFFF
-        uds = [((seq + k) & 0x7FFFFFFF) << UD_GEN_SHIFT | e << UD_EXEC_SHIFT
-               for k, e in enumerate(idx)]
+        uds = [
+            ((seq + k) & 0x7FFFFFFF) << UD_GEN_SHIFT | e << UD_EXEC_SHIFT for k, e in enumerate(idx)
+        ]
         # {value index: column of n values}; value v of execution k is
         # flat[v * n + k] (see ur_push).
         columns: list[list[int]] = [uds]
@@ -225,8 +228,18 @@ class UringBackend:
         fast = run_last if whole and plan.clean is not None else -1
         execs = self._execs
         started = [
-            Execution(program, tags[k], uds[k], scratch[k], slots[k * nslots : (k + 1) * nslots],
-                      keep, (flat, k, n), run_last, uds[k] | fast if fast >= 0 else -1, sink)
+            Execution(
+                program,
+                tags[k],
+                uds[k],
+                scratch[k],
+                slots[k * nslots : (k + 1) * nslots],
+                keep,
+                (flat, k, n),
+                run_last,
+                uds[k] | fast if fast >= 0 else -1,
+                sink,
+            )
             for k in range(n)
         ]
         for e, ex in zip(idx, started, strict=True):
@@ -273,7 +286,13 @@ class UringBackend:
         return ex.row
 
     def _push(
-        self, images: Any, first: int, count: int, plan: Plan | None, values: Any, stride: int,
+        self,
+        images: Any,
+        first: int,
+        count: int,
+        plan: Plan | None,
+        values: Any,
+        stride: int,
         n: int,
     ) -> None:
         """Queue ``n`` runs of images ``first..first+count-1`` with their value
@@ -282,8 +301,18 @@ class UringBackend:
         patches = plan.patches if plan is not None else ffi.NULL
         npatches = plan.npatches if plan is not None else 0
         while done < n:
-            k = lib.ur_push(self._ring, images, first, count, patches, npatches, values + done,
-                            stride, n - done, _LAST_CLEAR)
+            k = lib.ur_push(
+                self._ring,
+                images,
+                first,
+                count,
+                patches,
+                npatches,
+                values + done,
+                stride,
+                n - done,
+                _LAST_CLEAR,
+            )
             _check(k, "push")
             done += k
             if done < n:
@@ -344,9 +373,11 @@ class UringBackend:
         """Route a batch of CQEs.  The clean path (``plan.clean``: the lone
         CQE of a program's last atom, ``ex.fast_ud``) is handled inline, as
         it is most of the traffic; everything else goes to ``_route_one``."""
-        execs, free, free_slots = self._execs, self._free, self._free_slots
+        execs, free_slots = self._execs, self._free_slots
+        free_append = self._free.append
         notify, pools = self._notify, self._scratch
-        ready = notify.ready
+        ready_append = notify.ready.append
+        buffer = ffi.buffer
         finished = 0
         try:
             for ud, res in zip(uds, ress, strict=True):
@@ -355,31 +386,29 @@ class UringBackend:
                 if ex is None or ud != ex.fast_ud:
                     self._route_one(ex, ud, res)
                     continue
-                program = ex.program
-                clean = program.plan.clean
+                clean = ex.clean
                 results: list[int | None] = list(clean.results)
                 r = results[-1] = res if clean.normalise is None else clean.normalise(res)
                 values = None
-                if clean.outs:
+                if clean.buffers:
                     base = ex.scratch[0]
-                    values = {i: ffi.buffer(base + off, size)[:] for i, off, size in clean.outs}
-                if clean.last_out is not None and r >= 0:
-                    i, off, size = clean.last_out
-                    values = values or {}
-                    values[i] = ffi.buffer(ex.scratch[0] + off, size)[:r]
+                    values = {i: buffer(base + off, size)[:] for i, off, size in clean.outs}
+                    if clean.last_out is not None and r >= 0:
+                        i, off, size = clean.last_out
+                        values[i] = buffer(base + off, size)[:r]
                 stopped = clean.last.index if clean.stop and stop_holds(clean.stop, r) else None
                 # release: table entry, slots (all closed by the program's own
                 # atoms on this path), scratch buffer; then the one completion.
                 execs[e] = None
-                free.append(e)
+                free_append(e)
+                if clean.buffers:
+                    pools[clean.scratch_size].append(ex.scratch)
                 if ex.slots:
                     free_slots += ex.slots
-                if ex.scratch is not None:
-                    pools[program.plan.scratch_size].append(ex.scratch)
-                c = Completion(ex.tag, program, results, stopped, False, values)
+                c = Completion(ex.tag, ex.program, results, stopped, False, values)
                 if ex.sink is not None:
                     ex.sink.append(c)
-                ready.append(c)
+                ready_append(c)
                 finished += 1
         finally:
             self.in_flight -= finished
