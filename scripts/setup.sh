@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for uringlets: system packages (when
+# root), a virtualenv in .venv, and the package with the extras named in $1
+# (e.g. "test").  Idempotent.  Sourced by tour.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-}"
+packages=(gcc python3-dev python3-venv linux-libc-dev)
+if [[ "$extras" == *test* ]]; then
+    # real peers for the network tests
+    packages+=(redis-server redis-tools memcached curl)
+fi
+
+if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# Editable: the extension is built beside the sources, so the tests import
+# the very tree they sit in.
+if [[ -n "$extras" ]]; then
+    .venv/bin/python -m pip install -q -e ".[$extras]"
+else
+    .venv/bin/python -m pip install -q -e .
+fi
