@@ -68,7 +68,7 @@ def main() -> None:
             paths.append(os.fsencode(p))
         done = 0
         start = time.perf_counter()
-        for rounds in range(5):
+        for _ in range(5):
             for k in range(0, len(paths), 64):
                 eng.submit_many(cat, params=[{"path": p} for p in paths[k : k + 64]])
                 for c in eng.wait(len(paths[k : k + 64])):
