@@ -1,6 +1,6 @@
 """Shared fixtures: every semantics test runs on each way of executing a
-program (the io_uring engine and the reference interpreter; the thread
-engine joins when it exists)."""
+program: the io_uring engine, the thread engine and the reference
+interpreter."""
 
 from __future__ import annotations
 
@@ -15,18 +15,41 @@ from uringlets.threads import run_reference
 
 Runner = Callable[..., ul.Completion]
 
-RUNNERS = ["uring", "reference"]
+ENGINES = ["uring", "threads"]
+RUNNERS = [*ENGINES, "reference"]
 
 
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
-@pytest.fixture(scope="module")
-def uring_engine() -> Iterator[ul.Engine]:
-    eng = ul.Engine("uring", capacity=256)
+@pytest.fixture(scope="module", params=ENGINES)
+def shared_engine(request: pytest.FixtureRequest) -> Iterator[ul.Engine]:
+    """One engine of each kind per test module."""
+    eng = ul.Engine(request.param, capacity=256)
     yield eng
     eng.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_engine(engine_kind: str) -> Iterator[Callable[..., ul.Engine]]:
+    """``make_engine(**kwargs)``: a fresh engine of the kind under test,
+    closed after the test if it is still open."""
+    made: list[ul.Engine] = []
+
+    def make(**kwargs: Any) -> ul.Engine:
+        eng = ul.Engine(engine_kind, **kwargs)
+        made.append(eng)
+        return eng
+
+    yield make
+    for eng in made:
+        eng.close()
 
 
 @pytest.fixture(params=RUNNERS)
@@ -34,7 +57,7 @@ def run(request: pytest.FixtureRequest) -> Runner:
     """``run(program, **params) -> Completion`` on one engine."""
     if request.param == "reference":
         return run_reference
-    eng: ul.Engine = request.getfixturevalue("uring_engine")
+    eng: ul.Engine = _engine_of_kind(request, request.param)
 
     def run_on_engine(program: ul.Program, **params: Any) -> ul.Completion:
         c = eng.run(program, **params)
@@ -42,6 +65,22 @@ def run(request: pytest.FixtureRequest) -> Runner:
         return c
 
     return run_on_engine
+
+
+_ENGINES: dict[str, ul.Engine] = {}
+
+
+def _engine_of_kind(request: pytest.FixtureRequest, kind: str) -> ul.Engine:
+    """A process-wide engine of each kind for the ``run`` fixture."""
+    eng = _ENGINES.get(kind)
+    if eng is None:
+        eng = _ENGINES[kind] = ul.Engine(kind, capacity=256)
+    return eng
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for eng in _ENGINES.values():
+        eng.close()
 
 
 @pytest.fixture

@@ -99,8 +99,8 @@ def test_a_param_used_as_two_kinds():
         s.compile()
 
 
-def test_wrong_program_type_and_bad_engine_arguments():
-    with ul.Engine("uring", capacity=2) as eng:
+def test_wrong_program_type_and_bad_engine_arguments(make_engine):
+    with make_engine(capacity=2) as eng:
         with pytest.raises(TypeError, match="expected a Program"):
             eng.submit("not a program")
         with pytest.raises(ValueError, match="count"):

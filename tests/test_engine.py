@@ -38,11 +38,12 @@ def pipe_reader(rfd: int) -> tuple[ul.Program, ul.Ref]:
     return s.compile(), data
 
 
-def test_ring_wrap_100k_executions_through_a_small_ring(sandbox):
+def test_ring_wrap_100k_executions_through_a_small_ring(make_engine, sandbox):
     prog, data = file3(sandbox / "ten")
     total, seen = 100_000, 0
-    with ul.Engine("uring", capacity=16, sq_entries=8) as eng:
-        assert eng._backend.sq_entries == 8
+    with make_engine(capacity=16, sq_entries=8) as eng:
+        if eng.kind == "uring":
+            assert eng._backend.sq_entries == 8
         while seen < total:
             room = min(eng._notify.room(), total - seen - eng.in_flight)
             if room > 0:
@@ -54,9 +55,9 @@ def test_ring_wrap_100k_executions_through_a_small_ring(sandbox):
     assert seen == total
 
 
-def test_backpressure_ring_full_and_exactly_once():
+def test_backpressure_ring_full_and_exactly_once(make_engine):
     prog = nop_chain(2)
-    with ul.Engine("uring", capacity=8) as eng:
+    with make_engine(capacity=8) as eng:
         hs = eng.submit_many(prog, 8, tags=list(range(8)))
         with pytest.raises(ul.RingFull):
             eng.submit(prog, block=False, tag="x")
@@ -70,27 +71,28 @@ def test_backpressure_ring_full_and_exactly_once():
         assert eng.wait(0) == []
 
 
-def test_wait_min_events_zero_never_blocks_and_timeout_returns():
+def test_wait_min_events_zero_never_blocks_and_timeout_returns(make_engine):
     s = ul.Syslet()
     s.timeout(5)
     prog = s.compile()
-    with ul.Engine("uring", capacity=4) as eng:
+    with make_engine(capacity=4) as eng:
         h = eng.submit(prog)
         assert eng.wait(0) == []
-        assert eng.wait(1, timeout=0.05) == []
+        assert eng.wait(1, timeout=0.1) == []
         assert eng.cancel(h)
         (c,) = eng.wait(1, timeout=5)
         assert c.cancelled and c.results == [-125] and not c.ok  # -ECANCELED
         assert not eng.cancel(h)
 
 
-def test_cancel_a_blocked_read_mid_chain():
+def test_cancel_a_blocked_read_mid_chain(make_engine):
     r, w = os.pipe()
     try:
         prog, data = pipe_reader(r)
-        with ul.Engine("uring", capacity=4) as eng:
+        with make_engine(capacity=4) as eng:
             h = eng.submit(prog, tag="blocked")
-            assert eng.wait(0) == [] and eng.in_flight == 1
+            # give a thread-engine worker time to reach the blocked read
+            assert eng.wait(1, timeout=0.1) == [] and eng.in_flight == 1
             assert eng.cancel(h)
             (c,) = eng.wait(1)
             assert c.tag == "blocked" and c.cancelled
@@ -100,19 +102,22 @@ def test_cancel_a_blocked_read_mid_chain():
         os.close(w)
 
 
-def test_close_with_executions_in_flight_delivers_cancelled_completions(sandbox):
+def test_close_with_executions_in_flight_delivers_cancelled_completions(make_engine, sandbox):
     fds_before = open_fds()
     s = ul.Syslet()
     fd = s.openat(sandbox / "ten")
     s.timeout(30)
     s.close(fd)
     prog = s.compile()
-    eng = ul.Engine("uring", capacity=16)
+    eng = make_engine(capacity=16)
     eng.submit_many(prog, 10, tags=list(range(10)))
     done = eng.close()
     assert sorted(c.tag for c in done) == list(range(10))
+    # Acceptable: the sleep was interrupted; on the thread engine also an
+    # execution still queued for a worker, which then never ran at all.
+    acceptable = [[0, -125, None]] + ([[None, None, None]] if eng.kind == "threads" else [])
     for c in done:
-        assert c.cancelled and c.results == [0, -125, None]
+        assert c.cancelled and c.results in acceptable
     assert open_fds() == fds_before
     with pytest.raises(ul.EngineClosed):
         eng.submit(prog)
@@ -121,10 +126,10 @@ def test_close_with_executions_in_flight_delivers_cancelled_completions(sandbox)
     assert eng.close() == []
 
 
-def test_the_buffer_of_an_in_flight_read_survives_del_and_gc():
+def test_the_buffer_of_an_in_flight_read_survives_del_and_gc(make_engine):
     r, w = os.pipe()
     try:
-        with ul.Engine("uring", capacity=4) as eng:
+        with make_engine(capacity=4) as eng:
             prog, data = pipe_reader(r)
             eng.submit(prog, tag="t")
             index = data.index
@@ -140,7 +145,7 @@ def test_the_buffer_of_an_in_flight_read_survives_del_and_gc():
         os.close(w)
 
 
-def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(sandbox):
+def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(make_engine, sandbox):
     rng = random.Random(1234)
     fds_before = open_fds()
     progs = []
@@ -153,8 +158,8 @@ def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(sandbox):
         s.close(a, stop=ul.NEVER_STOP)  # b is left to the engine to close
         progs.append(s.compile())
     paths = [sandbox / "ten", sandbox / "missing", sandbox / "dir", sandbox / "empty"]
-    eng = ul.Engine("uring", capacity=64)
-    nslots = eng._backend.nslots
+    eng = make_engine(capacity=64)
+    nslots = eng._backend.nslots  # 0 on the thread engine
     submitted = completed = 0
     while submitted < 10_000:
         n = min(eng._notify.room(), 10_000 - submitted, 32)
@@ -173,25 +178,26 @@ def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(sandbox):
     leftover = eng.close()
     assert extra > 0 and sum(c.cancelled for c in leftover) >= extra
     assert completed + len(leftover) == submitted + extra
-    assert len(eng._backend._free_slots) == nslots
+    if eng.kind == "uring":
+        assert len(eng._backend._free_slots) == nslots
     assert open_fds() == fds_before
 
 
-def test_exported_fd_is_owned_by_the_caller(sandbox):
+def test_exported_fd_is_owned_by_the_caller(make_engine, sandbox):
     s = ul.Syslet()
     fd = s.openat(sandbox / "ten")
     s.export(fd)
     prog = s.compile()
     before = open_fds()
-    with ul.Engine("uring", capacity=4) as eng:
+    with make_engine(capacity=4) as eng:
         c = eng.run(prog)
     assert open_fds() == before | {c[fd]}
     os.close(c[fd])
 
 
-def test_the_engine_belongs_to_its_thread():
+def test_the_engine_belongs_to_its_thread(make_engine):
     errors = []
-    with ul.Engine("uring", capacity=4) as eng:
+    with make_engine(capacity=4) as eng:
 
         def other() -> None:
             try:
@@ -205,9 +211,9 @@ def test_the_engine_belongs_to_its_thread():
     assert errors and "thread" in str(errors[0])
 
 
-def test_run_leaves_other_completions_queued():
+def test_run_leaves_other_completions_queued(make_engine):
     prog = nop_chain(1)
-    with ul.Engine("uring", capacity=4) as eng:
+    with make_engine(capacity=4) as eng:
         eng.submit(prog, tag="queued")
         c = eng.run(prog, tag="mine")
         assert c.tag == "mine"

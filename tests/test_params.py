@@ -25,14 +25,14 @@ def test_params_are_bound_per_execution(run, sandbox):
     assert run(prog, path=os.fsencode(sandbox / "ten"), offset=9)[data] == b"9"
 
 
-def test_submit_many_binds_each_execution(uring_engine, sandbox):
+def test_submit_many_binds_each_execution(shared_engine, sandbox):
     prog, data = reader()
     paths = [sandbox / "ten", sandbox / "page", sandbox / "missing"]
-    hs = uring_engine.submit_many(
+    hs = shared_engine.submit_many(
         prog, params=[{"path": p} for p in paths], offset=1, tags=["a", "b", "c"]
     )
     assert [h.tag for h in hs] == ["a", "b", "c"]
-    cs = {c.tag: c for c in uring_engine.wait(3)}
+    cs = {c.tag: c for c in shared_engine.wait(3)}
     assert cs["a"][data] == b"123456789"
     assert cs["b"][data] == bytes(range(1, 101))
     assert cs["c"].results == [-2, None, None]
@@ -78,12 +78,12 @@ def test_bad_params_raise_param_error(run, params, message):
         run(prog, **params)
 
 
-def test_param_error_leaves_the_engine_clean(uring_engine):
+def test_param_error_leaves_the_engine_clean(shared_engine):
     prog, _ = reader()
-    before = uring_engine._notify.room()
+    before = shared_engine._notify.room()
     with pytest.raises(ul.ParamError):
-        uring_engine.submit_many(prog, params=[{"path": "/a", "offset": 0}, {"path": 1}])
-    assert uring_engine._notify.room() == before and uring_engine.in_flight == 0
+        shared_engine.submit_many(prog, params=[{"path": "/a", "offset": 0}, {"path": 1}])
+    assert shared_engine._notify.room() == before and shared_engine.in_flight == 0
 
 
 def test_a_data_param_must_be_bytes(run):

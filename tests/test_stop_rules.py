@@ -125,14 +125,14 @@ def test_a_64_atom_chain_runs(run):
     assert c.ok and c.results == [0] * 64
 
 
-def test_a_64_atom_chain_through_a_ring_of_8_entries(sandbox):
+def test_a_64_atom_chain_through_a_ring_of_8_entries(make_engine, sandbox):
     s = ul.Syslet()
     fd = s.openat(sandbox / "page")
     for _ in range(62):
         s.read(fd, 64)
     s.close(fd)
     prog = s.compile()
-    with ul.Engine("uring", capacity=4, sq_entries=8) as eng:
+    with make_engine(capacity=4, sq_entries=8) as eng:
         c = eng.run(prog)
     assert c.ok and c.results == [0] + [64] * 62 + [0]
 

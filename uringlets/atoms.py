@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import select
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -104,6 +105,9 @@ class Op:
     full_length: Callable[[Mapping[str, Any]], int | None] = lambda a: None
     closes_fd: bool = False
     error_breaks_link: bool = True
+    # poll() events the blocking call may wait for on its ``fd`` argument
+    # (0: it never waits on a descriptor); lets the thread engine interrupt it.
+    waits_for: int = 0
 
     @property
     def creates_fd(self) -> bool:
@@ -380,6 +384,7 @@ CATALOGUE: dict[str, Op] = {
             "READ",
             _prep_read,
             full_length=lambda a: a["size"],
+            waits_for=select.POLLIN,
         ),
         Op(
             "write",
@@ -389,6 +394,7 @@ CATALOGUE: dict[str, Op] = {
             "WRITE",
             _prep_write,
             full_length=_data_length,
+            waits_for=select.POLLOUT,
         ),
         Op(
             "fsync",

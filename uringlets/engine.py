@@ -19,6 +19,7 @@ can never do, so a full notification ring raises ``RingFull`` whether or not
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -29,6 +30,8 @@ from . import kernel
 from .errors import EngineClosed, RingFull
 from .notify import Completion, NotificationRing
 from .program import Program
+from .threads import ThreadsBackend
+from .uring import UringBackend
 
 ENGINE_ENV = "URINGLETS_ENGINE"
 _KINDS = ("auto", "uring", "threads")
@@ -74,10 +77,13 @@ class Handles(Sequence[Handle]):
 
 class Engine:
     """Runs programs.  ``engine``: ``"auto"`` (io_uring where the kernel
-    allows it), ``"uring"`` or ``"threads"``; the ``URINGLETS_ENGINE``
-    environment variable overrides ``"auto"``.  ``capacity`` bounds the
-    executions in flight plus the completions not yet drained.  Every method
-    must be called from the thread that made the engine."""
+    allows it, else the cachemiss threads, with the reason in
+    ``fallback_reason``), ``"uring"`` or ``"threads"``; the
+    ``URINGLETS_ENGINE`` environment variable overrides ``"auto"``.
+    ``capacity`` bounds the executions in flight plus the completions not yet
+    drained.  ``sq_entries`` sizes the io_uring submission ring, ``workers``
+    the thread pool.  Every method must be called from the thread that made
+    the engine."""
 
     def __init__(
         self,
@@ -85,34 +91,48 @@ class Engine:
         capacity: int = 1024,
         *,
         sq_entries: int = 256,
+        workers: int | None = None,
     ) -> None:
         self._owner = threading.get_ident()
         self._notify = NotificationRing(capacity)
         self._closed = False
         self.fallback_reason: str | None = None
-        choice = engine
-        if choice == "auto":
-            choice = os.environ.get(ENGINE_ENV, "auto") or "auto"
-        if choice not in _KINDS:
-            raise ValueError(f"engine must be one of {_KINDS}, not {choice!r}")
-        features = kernel.probe()
-        if choice == "auto":
-            if not features.available:
-                raise OSError(
-                    f"io_uring is not available here ({features.reason}); "
-                    "the thread engine is not built yet"
-                )
-            choice = "uring"
-        if choice == "threads":
-            raise NotImplementedError("the thread engine is not built yet")
-        if not features.available:
-            raise OSError(f"engine='uring' but io_uring is not available: {features.reason}")
-        from .uring import UringBackend
+        self._backend = self._choose(engine, capacity, sq_entries, workers)
+        self.kind: str = self._backend.kind
 
+    def _choose(
+        self, engine: str, capacity: int, sq_entries: int, workers: int | None
+    ) -> UringBackend | ThreadsBackend:
+        """Pick the backend: the only place that knows there are two."""
+        if engine not in _KINDS:
+            raise ValueError(f"engine must be one of {_KINDS}, not {engine!r}")
         if isinstance(sq_entries, bool) or not isinstance(sq_entries, int) or sq_entries < 1:
             raise ValueError(f"sq_entries must be a positive int, not {sq_entries!r}")
-        self._backend = UringBackend(self._notify, capacity, sq_entries, features)
-        self.kind = self._backend.kind
+        choice = engine
+        if choice == "auto":
+            forced = os.environ.get(ENGINE_ENV, "")
+            if forced:
+                if forced not in _KINDS:
+                    raise ValueError(f"{ENGINE_ENV} must be one of {_KINDS}, not {forced!r}")
+                choice = forced
+                if forced == "threads":
+                    self.fallback_reason = f"{ENGINE_ENV}=threads"
+        if choice in ("auto", "uring"):
+            features = kernel.probe()
+            if features.available:
+                try:
+                    return UringBackend(self._notify, capacity, sq_entries, features)
+                except OSError as exc:
+                    if choice == "uring" or exc.errno not in kernel.UNAVAILABLE_ERRNOS:
+                        raise
+                    self.fallback_reason = f"io_uring ring setup failed: {exc}"
+            elif choice == "uring":
+                raise OSError(
+                    errno.ENOSYS, f"engine='uring' but io_uring is not available: {features.reason}"
+                )
+            else:
+                self.fallback_reason = features.reason
+        return ThreadsBackend(self._notify, workers)
 
     # -- guards ------------------------------------------------------------------
     def _check(self) -> None:

@@ -19,6 +19,10 @@ from typing import Any
 
 from ._ring import ffi, lib
 
+# io_uring_setup errors that mean "io_uring is not for this process": blocked
+# by seccomp (EPERM), not built in (ENOSYS), refused (EINVAL), no memory.
+UNAVAILABLE_ERRNOS = frozenset({errno.EPERM, errno.ENOSYS, errno.EINVAL, errno.ENOMEM})
+
 # Flags in the order we give them up on -EINVAL: newest and most optional first.
 # DEFER_TASKRUN needs SINGLE_ISSUER, so it goes before it.
 _SETUP_FLAGS: tuple[tuple[str, int], ...] = (
