@@ -1,0 +1,206 @@
+"""Differential conformance: random programs over a sandbox give the same
+per-atom results, stop point, data and sandbox afterwards on the io_uring
+engine, the thread engine and the reference interpreter.
+
+CI runs the ``ci`` hypothesis profile (2,000 programs); the deep profile runs
+100,000: ``HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest
+tests/test_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import uringlets as ul
+from uringlets.threads import run_reference
+
+from .conftest import open_fds
+
+PATHS = ["ten", "empty", "page", "dir", "dir/inner", "emptydir", "missing", "new1", "new2",
+         "ten/x", "dir/new"]  # fmt: skip
+FLAGS = [
+    os.O_RDONLY,
+    os.O_WRONLY | os.O_CREAT,
+    os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+    os.O_RDONLY | os.O_DIRECTORY,
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    os.O_RDWR | os.O_APPEND,
+]
+RULES = [
+    ul.NEVER_STOP,
+    ul.STOP_ON_NEGATIVE,
+    ul.STOP_ON_NONZERO,
+    ul.STOP_ON_ZERO,
+    ul.STOP_ON_NON_POSITIVE,
+    ul.STOP_ON_NEGATIVE | ul.STOP_ON_ZERO,
+]
+SIZES = [0, 1, 5, 10, 100, 4096]
+DATA = [b"", b"x", b"hello", b"0123456789abcdef"]
+BAD_FD = 1 << 20
+
+settings.register_profile(
+    "ci", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "deep", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "dev", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# An atom spec: (op, args) with paths as indexes into PATHS, descriptors as
+# "ref k" (the k-th openat so far) or BAD_FD, data as bytes or "read k".
+AtomSpec = tuple[str, dict[str, Any], int]
+
+
+@st.composite
+def programs(draw: st.DrawFn) -> list[AtomSpec]:
+    n = draw(st.integers(1, 12))
+    specs: list[AtomSpec] = []
+    opens: list[int] = []  # atom indexes of openat atoms
+    reads: list[int] = []
+    for i in range(n):
+        rule = draw(st.sampled_from(RULES))
+        choices = ["openat", "statx", "unlinkat", "mkdirat", "renameat", "nop", "timeout"]
+        if opens:
+            choices += ["close", "read", "read", "write", "fsync", "fstat"]
+        op = draw(st.sampled_from(choices))
+
+        def fd() -> Any:
+            if opens and draw(st.integers(0, 9)):
+                return ("ref", draw(st.sampled_from(opens)))
+            return BAD_FD
+
+        path = draw(st.integers(0, len(PATHS) - 1))
+        if op == "openat":
+            args = {"path": path, "flags": draw(st.sampled_from(FLAGS)),
+                    "mode": draw(st.sampled_from([0o600, 0o644, 0o755]))}  # fmt: skip
+            opens.append(i)
+        elif op in ("close", "fsync", "fstat"):
+            args = {"fd": fd()}
+        elif op == "read":
+            args = {"fd": fd(), "size": draw(st.sampled_from(SIZES)),
+                    "offset": draw(st.sampled_from([None, None, 0, 3]))}  # fmt: skip
+            reads.append(i)
+        elif op == "write":
+            data: Any = draw(st.sampled_from(DATA))
+            if reads and draw(st.booleans()):
+                data = ("read", draw(st.sampled_from(reads)))
+            args = {"fd": fd(), "data": data, "offset": draw(st.sampled_from([None, 0, 2]))}
+        elif op == "statx":
+            args = {"path": path, "follow_symlinks": draw(st.booleans())}
+        elif op == "unlinkat":
+            args = {"path": path, "rmdir": draw(st.booleans())}
+        elif op == "mkdirat":
+            args = {"path": path}
+        elif op == "renameat":
+            args = {"src": path, "dst": draw(st.integers(0, len(PATHS) - 1))}
+        elif op == "timeout":
+            args = {"seconds": draw(st.sampled_from([0, 0.001]))}
+        else:
+            args = {}
+        specs.append((op, args, rule))
+    return specs
+
+
+def build(specs: list[AtomSpec]) -> tuple[ul.Program, list[ul.Ref]]:
+    s = ul.Syslet()
+    refs: list[ul.Ref] = []
+
+    def value(v: Any, kind: str) -> Any:
+        if isinstance(v, tuple):
+            return refs[v[1]]
+        if kind == "path":
+            return ul.Param(f"p{v}")
+        return v
+
+    for op, args, rule in specs:
+        call = {
+            name: value(v, "path" if name in ("path", "src", "dst") else "")
+            for name, v in args.items()
+        }
+        refs.append(getattr(s, op)(**call, stop=rule))
+    return s.compile(), refs
+
+
+def make_sandbox(root: Path) -> Path:
+    root.mkdir()
+    (root / "ten").write_bytes(b"0123456789")
+    (root / "empty").write_bytes(b"")
+    (root / "page").write_bytes(bytes(range(256)) * 16)
+    (root / "dir").mkdir()
+    (root / "dir" / "inner").write_bytes(b"x")
+    (root / "emptydir").mkdir()
+    return root
+
+
+def snapshot(root: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st_ = p.lstat()
+            rel = str(p.relative_to(root))
+            if stat.S_ISDIR(st_.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st_.st_mode))
+            else:
+                out[rel] = ("file", stat.S_IMODE(st_.st_mode), p.read_bytes())
+    return out
+
+
+def observe(c: ul.Completion, specs: list[AtomSpec], refs: list[ul.Ref]) -> Any:
+    values = []
+    for (op, _, _), ref in zip(specs, refs, strict=True):
+        v = c[ref]
+        if op in ("statx", "fstat") and v is not None:
+            v = (stat.S_IFMT(v.st_mode), v.st_size, v.st_nlink)
+        elif op == "openat":
+            v = None  # descriptors are normalised away
+        values.append(v)
+    return c.results, c.stopped_at, c.ok, values
+
+
+@pytest.fixture(scope="module")
+def engines() -> Iterator[dict[str, ul.Engine]]:
+    made = {kind: ul.Engine(kind, capacity=8) for kind in ("uring", "threads")}
+    yield made
+    for eng in made.values():
+        eng.close()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("conformance")
+
+
+@given(specs=programs())
+def test_uring_threads_and_reference_agree(engines, workdir, specs):
+    prog, refs = build(specs)
+    fds_before = open_fds()
+    outcomes = {}
+    for kind in ("reference", "uring", "threads"):
+        root = workdir / kind
+        if root.exists():
+            shutil.rmtree(root)
+        make_sandbox(root)
+        params = {f"p{i}": str(root / p) for i, p in enumerate(PATHS)}
+        params = {k: v for k, v in params.items() if k in prog.param_kinds}
+        if kind == "reference":
+            c = run_reference(prog, **params)
+        else:
+            c = engines[kind].run(prog, **params)
+        outcomes[kind] = (observe(c, specs, refs), snapshot(root))
+    assert outcomes["uring"] == outcomes["reference"], prog.explain()
+    assert outcomes["threads"] == outcomes["reference"], prog.explain()
+    assert open_fds() == fds_before
