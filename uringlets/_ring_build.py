@@ -45,12 +45,14 @@ CONSTANTS: tuple[str, ...] = (
     "IORING_OP_SENDMSG",
     "IORING_OP_RECVMSG",
     "IORING_OP_SHUTDOWN",
+    "IORING_OP_URING_CMD",
     "IORING_OP_LAST",
     # opcodes newer than the 6.1 header (ring_compat.h)
     "URINGLETS_OP_FIXED_FD_INSTALL",
     "URINGLETS_OP_FTRUNCATE",
     "URINGLETS_OP_BIND",
     "URINGLETS_OP_LISTEN",
+    "URINGLETS_SOCKET_URING_OP_SETSOCKOPT",
     # SQE flags
     "IOSQE_FIXED_FILE",
     "IOSQE_IO_LINK",

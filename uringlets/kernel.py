@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,8 +35,14 @@ _SETUP_FLAGS: tuple[tuple[str, int], ...] = (
 )
 
 
+# Catalogue kernel ops that are a sub-command of an opcode (probed by trying):
+# {name: the opcode}.
+EXTRA_OPS = {"URING_CMD_SETSOCKOPT": "URING_CMD"}
+
+
 def opcode(name: str) -> int:
     """The ABI number of ``IORING_OP_<name>`` (or our name for a newer op)."""
+    name = EXTRA_OPS.get(name, name)
     value = getattr(lib, f"IORING_OP_{name}", None)
     if value is None:
         value = getattr(lib, f"URINGLETS_OP_{name}")
@@ -60,8 +68,15 @@ class KernelFeatures:
     features: int = 0
     forced_missing: frozenset[str] = field(default=frozenset())
 
+    # Capabilities that are not opcodes of their own, each probed for real.
+    extras: frozenset[str] = field(default=frozenset())
+
     def has_op(self, name: str) -> bool:
-        return name not in self.forced_missing and opcode(name) in self.ops
+        if name in self.forced_missing:
+            return False
+        if name in EXTRA_OPS:
+            return name in self.extras
+        return opcode(name) in self.ops
 
     def without_ops(self, names: Iterable[str]) -> KernelFeatures:
         """A copy that reports ``names`` missing (to test the fallbacks)."""
@@ -107,12 +122,40 @@ def probe() -> KernelFeatures:
             reason = f"IORING_REGISTER_PROBE failed: {errno.errorcode.get(-n, -n)}"
             return KernelFeatures(available=False, reason=reason)
         ops = frozenset(i for i in range(256) if supported[i])
+        extras = set()
+        if opcode("URING_CMD") in ops and _try_setsockopt(ring):
+            extras.add("URING_CMD_SETSOCKOPT")
         return KernelFeatures(
             available=True,
             ops=ops,
             setup_flags=flags,
             dropped_flags=dropped,
             features=int(ring.features),
+            extras=frozenset(extras),
         )
     finally:
         lib.ur_teardown(ring)
+
+
+def _try_setsockopt(ring: Any) -> bool:
+    """Whether ``IORING_OP_URING_CMD`` does ``SOCKET_URING_OP_SETSOCKOPT``
+    (6.7): try SO_REUSEADDR on a throwaway socket."""
+    sqe = bytearray(64)
+    value = ffi.new("int *", 1)
+    with socket.socket() as sock:
+        struct.pack_into("=BBHi", sqe, 0, lib.IORING_OP_URING_CMD, 0, 0, sock.fileno())
+        struct.pack_into("=I", sqe, 8, lib.URINGLETS_SOCKET_URING_OP_SETSOCKOPT)
+        struct.pack_into("=II", sqe, 16, socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        struct.pack_into("=Q", sqe, 32, 1)  # user_data
+        struct.pack_into("=I", sqe, 44, 4)  # optlen
+        struct.pack_into("=Q", sqe, 48, int(ffi.cast("uintptr_t", value)))
+        image = ffi.from_buffer(bytes(sqe))
+        values = ffi.new("int64_t[1]")
+        if lib.ur_push(ring, image, 0, 1, ffi.NULL, 0, values, 1, 1, 0) != 1:
+            return False
+        if lib.ur_enter(ring, 1, 1_000_000_000) < 0:
+            return False
+        ud, res = ffi.new("uint64_t[1]"), ffi.new("int32_t[1]")
+        if lib.ur_reap(ring, ud, res, 1) != 1:
+            return False
+        return res[0] == 0 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1

@@ -124,7 +124,12 @@ class Program:
                     if pa.skip:
                         notes.append(f"CQE_SKIP_SUCCESS (success={pa.success})")
                 else:
-                    reason = "no such io_uring op" if pa.op.kernel_op is None else "kernel lacks op"
+                    if pa.op.kernel_op is None:
+                        reason = "no such io_uring op"
+                    elif not pa.op.kernel_when(pa.args):
+                        reason = "io_uring differs from the system call for these arguments"
+                    else:
+                        reason = "kernel lacks op"
                     notes.append(f"userspace: {reason}")
                 if pa.slot is not None:
                     notes.append(f"-> slot {pa.slot}")

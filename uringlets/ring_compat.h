@@ -23,6 +23,9 @@
 #define URINGLETS_OP_BIND 56                  /* 6.11 */
 #define URINGLETS_OP_LISTEN 57                /* 6.11 */
 
+/* IORING_OP_URING_CMD on a socket: cmd_op values (6.7). */
+#define URINGLETS_SOCKET_URING_OP_SETSOCKOPT 3  /* 6.7 */
+
 #ifndef IORING_SETUP_NO_SQARRAY
 #define IORING_SETUP_NO_SQARRAY (1U << 16)    /* 6.6 */
 #endif

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import atoms
-from .atoms import MAX_ATOMS, MAX_TRANSFER, Op
+from .atoms import MAX_ATOMS, MAX_TRANSFER, Op, sockaddr
 from .errors import TranslateError
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class Syslet:
             if kind != "data":
                 raise self._error(op, name, f"a Ref cannot be a {kind} argument")
             source = self._check_ref(op, name, value)
-            if source.op.result != atoms.BYTES:
+            if source.op.result not in (atoms.BYTES, atoms.MESSAGE):
                 raise self._error(op, name, f"{value!r} does not produce bytes")
             return value
         if kind == "dirfd":
@@ -163,6 +163,20 @@ class Syslet:
             if not (math.isfinite(value) and 0 <= value <= 10**6):
                 raise self._error(op, name, f"{value!r} is not between 0 and 1e6 seconds")
             return float(value)
+        if kind == "address":
+            if value is None and spec.default is None:
+                return None
+            try:
+                sockaddr.encode(value)
+            except (ValueError, TypeError, OSError) as exc:
+                raise self._error(op, name, str(exc)) from None
+            return value
+        if kind == "optval":
+            if isinstance(value, bool) or not isinstance(value, (int, bytes, bytearray)):
+                raise self._error(op, name, f"expected an int or bytes, got {value!r}")
+            if isinstance(value, int) and not -(2**31) <= value < 2**31:
+                raise self._error(op, name, f"{value} does not fit a C int")
+            return value if isinstance(value, int) else bytes(value)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self._error(op, name, f"expected True or False, got {value!r}")
@@ -185,8 +199,22 @@ class Syslet:
         if stop & ~_ALL_STOP_FLAGS or stop < 0:
             raise self._error(name, "stop", f"unknown stop flags {stop:#x}")
         args = {spec.name: self._check_arg(name, spec, values[spec.name]) for spec in op.args}
+        if args.get("address") is not None and isinstance(args.get("fd"), Ref):
+            family = self._family(args["fd"])
+            if family is not None and family != sockaddr.family_of(args["address"]):
+                raise self._error(name, "address", f"{args['address']!r} is not an address of "
+                                  f"the family of {args['fd']!r} ({family})")  # fmt: skip
         self._atoms.append(Atom(len(self._atoms), op, args, stop))
         return Ref(self, len(self._atoms) - 1, name)
+
+    def _family(self, ref: Ref) -> int | None:
+        """The address family of a socket Ref, where the syslet shows it."""
+        atom = self._atoms[ref.index]
+        if atom.op.name == "socket":
+            return int(atom.args["family"])
+        if atom.op.name == "accept" and isinstance(atom.args["fd"], Ref):
+            return self._family(atom.args["fd"])
+        return None
 
     # -- the ops (thin: the catalogue holds the knowledge) -----------------
     def nop(self, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
@@ -284,6 +312,81 @@ class Syslet:
     def timeout(self, seconds: float, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``time.sleep(seconds)``; result 0 after the full sleep."""
         return self._add("timeout", stop, {"seconds": seconds})
+
+    # -- network ops --------------------------------------------------------
+    def socket(
+        self, family: int, type: int, proto: int = 0, *, stop: int = STOP_ON_NEGATIVE
+    ) -> Ref:
+        """``socket.socket(family, type, proto)``; result 0, the descriptor is
+        the Ref (a slot on io_uring: no fd reaches Python unless exported)."""
+        return self._add("socket", stop, {"family": family, "type": type, "proto": proto})
+
+    def setsockopt(
+        self, fd: Any, level: int, optname: int, value: int | bytes, *,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:  # fmt: skip
+        """``sock.setsockopt(level, optname, value)``."""
+        return self._add("setsockopt", stop, {"fd": fd, "level": level, "optname": optname,
+                                              "value": value})  # fmt: skip
+
+    def bind(self, fd: Any, address: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.bind(address)``."""
+        return self._add("bind", stop, {"fd": fd, "address": address})
+
+    def listen(self, fd: Any, backlog: int = 128, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.listen(backlog)``."""
+        return self._add("listen", stop, {"fd": fd, "backlog": backlog})
+
+    def connect(self, fd: Any, address: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.connect(address)``."""
+        return self._add("connect", stop, {"fd": fd, "address": address})
+
+    def accept(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.accept()``; result 0, the connection is the Ref."""
+        return self._add("accept", stop, {"fd": fd})
+
+    def send(self, fd: Any, data: Any, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.send(data, flags)``; ``data`` may be the Ref of a recv."""
+        return self._add("send", stop, {"fd": fd, "data": data, "flags": flags})
+
+    def recv(self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.recv(bufsize, flags)``; ``completion[ref]`` is the data."""
+        return self._add("recv", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+
+    def sendto(
+        self, fd: Any, data: Any, address: Any, flags: int = 0, *,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:  # fmt: skip
+        """``sock.sendto(data, flags, address)``."""
+        return self._add("sendto", stop, {"fd": fd, "data": data, "address": address,
+                                          "flags": flags})  # fmt: skip
+
+    def recvfrom(
+        self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE
+    ) -> Ref:
+        """``sock.recvfrom(bufsize, flags)``; ``completion[ref]`` is
+        ``(data, address)``."""
+        return self._add("recvfrom", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+
+    def sendmsg(
+        self, fd: Any, data: Any, address: Any = None, flags: int = 0, *,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:  # fmt: skip
+        """``sock.sendmsg([data], [], flags, address)`` (one buffer, no
+        ancillary data)."""
+        return self._add("sendmsg", stop, {"fd": fd, "data": data, "address": address,
+                                           "flags": flags})  # fmt: skip
+
+    def recvmsg(
+        self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE
+    ) -> Ref:
+        """``sock.recvmsg(bufsize, 0, flags)``; ``completion[ref]`` is
+        ``(data, [], msg_flags, address)`` (no ancillary data)."""
+        return self._add("recvmsg", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+
+    def shutdown(self, fd: Any, how: int, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+        """``sock.shutdown(how)``."""
+        return self._add("shutdown", stop, {"fd": fd, "how": how})
 
     # -- the whole syslet --------------------------------------------------
     def export(self, ref: Ref) -> None:

@@ -144,7 +144,7 @@ def _run_atom(
                     return -errno.EBADF  # never opened, or closed already
                 value = fds[value.index]
             else:  # data: the bytes the atom received (none if it failed)
-                value = values.get(value.index, b"")
+                value = atoms.data_of(values.get(value.index))
         args[spec.name] = value
     if interrupt is not None:
         if op.result == atoms.SLEEP:
@@ -152,7 +152,11 @@ def _run_atom(
         if op.waits_for and _may_block(args["fd"]) and interrupt.wait_fd(args["fd"], op.waits_for):
             return -errno.ECANCELED
     try:
-        r, value = op.outcome(op.call(args))
+        if interrupt is not None and op.interruptible is not None:
+            returned = op.interruptible(args, interrupt.wait_fd)
+        else:
+            returned = op.call(args)
+        r, value = op.outcome(returned)
     except OSError as exc:
         return atoms.errno_result(exc)
     if op.closes_fd:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import atoms, kernel
+from .atoms import net
 from .errors import TranslateError
 from .kernel import KernelFeatures, ffi
 from .syslet import NEVER_STOP, Atom, Param, Ref, stop_holds
@@ -75,7 +76,15 @@ FIELDS: dict[str, tuple[int, int]] = {
     "op_flags": (28, 4),
     "user_data": (32, 8),
     "file_index": (44, 4),
+    # IORING_OP_URING_CMD on a socket (io_uring_prep_cmd_sock)
+    "cmd_op": (8, 4),
+    "level": (16, 4),
+    "optname": (20, 4),
+    "optlen": (44, 4),
+    "optval": (48, 8),
 }
+# struct msghdr / struct iovec (x86_64 and aarch64 LP64 layouts)
+_MSG_NAME, _MSG_NAMELEN, _MSG_IOV, _MSG_IOVLEN, _MSG_FLAGS = 0, 8, 16, 24, 48
 _PACK = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}
 
 # user_data = generation << 32 | execution << 12 | aux << 8 | atom.
@@ -112,7 +121,8 @@ class PlanAtom:
     (``LINK_END`` closes the segment); ``success`` the normalised result a
     skipped CQE stands for; ``slot`` the local slot this atom fills;
     ``fd_slots`` the local slots of the descriptor Refs it takes, by argument;
-    ``out`` (offset, size) of its scratch buffer; ``length_value`` the value
+    ``out`` (offset, size) of its scratch buffer; ``data_at`` where a
+    userspace step copies the bytes it received; ``length_value`` the value
     index holding the length the kernel must transfer, when variable;
     ``feeds`` the value indexes to set to its result (data Refs downstream)."""
 
@@ -127,6 +137,7 @@ class PlanAtom:
     slot: int | None
     fd_slots: Mapping[str, int]
     out: tuple[int, int] | None
+    data_at: tuple[int, int] | None  # a userspace step's copy of its bytes
     length_value: int | None
     feeds: tuple[int, ...]
 
@@ -177,6 +188,9 @@ class Plan:
     params: tuple[ParamUse, ...]
     keepalive: tuple[Any, ...]  # constant buffers the images point into
     features: KernelFeatures
+    # Written into the scratch buffer per execution, before its SQEs go out:
+    # (offset, width, "const" | "scratch" | "value", x) -> x, scratch + x, row[x].
+    scratch_init: tuple[tuple[int, int, str, int], ...]
     creators: tuple[int, ...]  # atoms that fill a slot
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
     clean: CleanPath | None
@@ -194,14 +208,14 @@ def _clean_path(
     *before, last = plan_atoms
     if not all(pa.skip and pa.success is not None for pa in before):
         return None
-    if last.op.result == atoms.STAT:
-        return None  # its buffer needs decoding: the general path does it
+    if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
+        return None  # only plain bytes are copied out without decoding
     closed = {creator for _, creator in closers}
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None
     results = (*(pa.success for pa in before if pa.success is not None), 0)
     outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
-    identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT)
+    identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
     return CleanPath(
         results,
         outs,
@@ -281,11 +295,10 @@ class _Writer:
             self._patch(len_field, use.length_value)
             self.tr.length_value[self.atom.index] = use.length_value
         elif isinstance(value, Ref):
-            offset, size = self.tr.out[value.index]
+            offset, size = self.tr.data_at[value.index]
             self._patch(addr_field, V_SCRATCH, addend=offset)
-            length = self.tr.new_value(size)
+            length = self.tr.feed(value.index, size)
             self._patch(len_field, length)
-            self.tr.feeds.setdefault(value.index, []).append(length)
             self.tr.length_value[self.atom.index] = length
         else:
             self._const(addr_field, self.tr.const_buffer(value or b"\0"))
@@ -293,6 +306,55 @@ class _Writer:
 
     def kernel_flag(self, field: str, name: str) -> None:
         self._or(field, kernel.constant(name))
+
+    def msghdr(
+        self,
+        field: str,
+        *,
+        out_size: int | None = None,
+        data: Any = None,
+        name: bytes | None = None,
+    ) -> None:
+        """A ``struct msghdr`` with one iovec in the scratch buffer, written
+        there per execution (``Plan.scratch_init``): for recvmsg (``out_size``)
+        with room for the peer's address and the data, for sendmsg with the
+        data and the destination ``name``."""
+        tr, index = self.tr, self.atom.index
+        name_ptr: tuple[str, int]
+        iov_base: tuple[str, int]
+        iov_len: tuple[str, int]
+        if out_size is not None:
+            region = tr.scratch(index, net.DATA_AT + out_size)
+            tr.data_at[index] = (region + net.DATA_AT, out_size)
+            name_ptr, namelen = ("scratch", region + net.NAME_AT), atoms.sockaddr.SOCKADDR_STORAGE
+            iov_base, iov_len = ("scratch", region + net.DATA_AT), ("const", out_size)
+        else:
+            region = tr.reserve(net.DATA_AT)
+            name_ptr = ("const", tr.const_buffer(name) if name else 0)
+            namelen = len(name) if name else 0
+            if isinstance(data, Param):
+                use = tr.param_use(data)
+                assert use.length_value is not None
+                iov_base, iov_len = ("value", use.value), ("value", use.length_value)
+                tr.length_value[index] = use.length_value
+            elif isinstance(data, Ref):
+                offset, size = tr.data_at[data.index]
+                length = tr.feed(data.index, size)
+                iov_base, iov_len = ("scratch", offset), ("value", length)
+                tr.length_value[index] = length
+            else:
+                iov_base, iov_len = ("const", tr.const_buffer(data or b"\0")), ("const", len(data))
+        init = tr.scratch_init
+        init.append((region + _MSG_NAME, 8, *name_ptr))
+        init.append((region + _MSG_NAMELEN, 4, "const", namelen))
+        init.append((region + _MSG_IOV, 8, "scratch", region + net.IOVEC_AT))
+        init.append((region + _MSG_IOVLEN, 8, "const", 1))
+        init.append((region + 32, 8, "const", 0))  # msg_control
+        init.append((region + 40, 8, "const", 0))  # msg_controllen
+        init.append((region + _MSG_FLAGS, 4, "const", 0))
+        init.append((region + net.IOVEC_AT, 8, *iov_base))
+        init.append((region + net.IOVEC_AT + 8, 8, *iov_len))
+        self._patch(field, V_SCRATCH, addend=region)
 
 
 class _Translator:
@@ -308,6 +370,8 @@ class _Translator:
         self.params: dict[str, ParamUse] = {}
         self.length_value: dict[int, int] = {}
         self.feeds: dict[int, list[int]] = {}
+        self.data_at: dict[int, tuple[int, int]] = {}  # where an atom's received bytes land
+        self.scratch_init: list[tuple[int, int, str, int]] = []
         for atom in program_atoms:
             if atom.op.creates_fd:
                 self.slot_of[atom.index] = len(self.slot_of)
@@ -346,16 +410,34 @@ class _Translator:
         self.keepalive.append(buf)
         return int(ffi.cast("uintptr_t", buf))
 
-    def scratch(self, index: int, size: int) -> int:
+    def reserve(self, size: int) -> int:
+        """Room for ``size`` bytes in every execution's scratch buffer."""
         offset = (self.scratch_size + 63) & ~63
         self.scratch_size = offset + max(size, 1)
-        self.out[index] = (offset, size)
         return offset
+
+    def scratch(self, index: int, size: int) -> int:
+        """The scratch region atom ``index`` writes its output into."""
+        offset = self.reserve(size)
+        self.out[index] = (offset, size)
+        self.data_at.setdefault(index, (offset, size))
+        return offset
+
+    def feed(self, source: int, size: int) -> int:
+        """A value holding the length of what atom ``source`` received
+        (``size`` until it is known)."""
+        length = self.new_value(size)
+        self.feeds.setdefault(source, []).append(length)
+        return length
 
     # -- links ----------------------------------------------------------------
     def in_kernel(self, atom: Atom) -> bool:
         op = atom.op
-        return op.kernel_op is not None and self.features.has_op(op.kernel_op)
+        return (
+            op.kernel_op is not None
+            and self.features.has_op(op.kernel_op)
+            and op.kernel_when(atom.args)
+        )
 
     def link(self, atom: Atom) -> str:
         """The link from ``atom`` to the next one, if both run in the kernel."""
@@ -395,6 +477,11 @@ class _Translator:
                 link = self.link(atom)
             else:
                 link = LINK_END
+                if op.result in (atoms.BYTES, atoms.MESSAGE):
+                    # Its bytes may feed a kernel atom later: they get a home
+                    # in scratch, where the userspace step copies them.
+                    size = op.length(atom.args) or 0
+                    self.data_at[atom.index] = (self.reserve(size), size)
             success = op.success_result(atom.args)
             skip = in_kernel and can_skip and link != LINK_END and op.skippable(atom.args)
             if in_kernel:
@@ -427,6 +514,7 @@ class _Translator:
                     slot=self.slot_of.get(atom.index),
                     fd_slots=fd_slots,
                     out=self.out.get(atom.index),
+                    data_at=None if in_kernel else self.data_at.get(atom.index),
                     length_value=self.length_value.get(atom.index),
                     feeds=(),
                 )
@@ -465,10 +553,6 @@ def translate(
     for i, (sqe, offset, width, value, addend) in enumerate(tr.patches):
         p = patches[i]
         p.sqe, p.offset, p.width, p.value, p.addend = sqe, offset, width, value, addend
-    for index, lengths in tr.feeds.items():
-        size = tr.out[index][1]
-        for v in lengths:
-            tr.values[v] = size
     closers = tuple(
         (a.index, a.args["fd"].index)
         for a in program_atoms
@@ -489,6 +573,7 @@ def translate(
         params=tuple(tr.params.values()),
         keepalive=tuple(tr.keepalive),
         features=features,
+        scratch_init=tuple(tr.scratch_init),
         creators=tuple(tr.slot_of),
         closers=closers,
         clean=_clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),

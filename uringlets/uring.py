@@ -27,7 +27,7 @@ import errno
 import os
 import resource
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import atoms, kernel
@@ -222,6 +222,9 @@ class UringBackend:
         columns += [[defaults[v]] * n for v in range(len(columns), len(defaults))]
         keep = self._bind(plan, binds, columns) if plan.params else None
         flat = ffi.new("int64_t[]", [v for column in columns for v in column])
+        if plan.scratch_init:
+            for k in range(n):
+                _init_scratch(plan, scratch[k][1], lambda v, k=k: int(flat[v * n + k]))
         first = plan.segments[0]
         whole = first.in_kernel and first.last < self.sq_entries
         run_last = first.last if whole else -1
@@ -322,6 +325,8 @@ class UringBackend:
         count = min(last - first + 1, self.sq_entries)
         ex.run_first, ex.run_last = first, first + count - 1
         plan = ex.program.plan
+        if plan.scratch_init:  # lengths may have changed since the last run
+            _init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         self._push(plan.images_c, first, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
 
     def _push_single(self, sqe: bytes) -> None:
@@ -395,7 +400,7 @@ class UringBackend:
                     values = {i: buffer(base + off, size)[:] for i, off, size in clean.outs}
                     if clean.last_out is not None and r >= 0:
                         i, off, size = clean.last_out
-                        values[i] = buffer(base + off, size)[:r]
+                        values[i] = clean.last.op.value_from(buffer(base + off, size), r)
                 stopped = clean.last.index if clean.stop and stop_holds(clean.stop, r) else None
                 # release: table entry, slots (all closed by the program's own
                 # atoms on this path), scratch buffer; then the one completion.
@@ -466,10 +471,8 @@ class UringBackend:
             results[i] = r
             if r >= 0 and pa.out is not None:
                 self._collect(ex, pa, r)
-            if pa.feeds:  # later lengths follow what was really received
-                row = self._row(ex)
-                for v in pa.feeds:
-                    row[v] = r if r > 0 else 0
+            if pa.feeds:
+                self._feed(ex, pa, r)
             if stop_holds(pa.stop, r):
                 ex.stopped_at = i
                 self._finish(ex)
@@ -482,6 +485,17 @@ class UringBackend:
         assert posted == last, "a run ended early without a broken link"
         self._continue(ex, last + 1)
 
+    def _feed(self, ex: Execution, pa: PlanAtom, r: int) -> None:
+        """Later lengths follow what atom ``pa`` really received; a userspace
+        step's bytes are copied where kernel atoms will look for them."""
+        row = self._row(ex)
+        for v in pa.feeds:
+            row[v] = r if r > 0 else 0
+        if pa.data_at is not None and r > 0:
+            data = atoms.data_of((ex.values or {}).get(pa.index))
+            offset, _ = pa.data_at
+            ffi.memmove(ffi.cast("char *", ex.scratch[1] + offset), data, len(data))
+
     def _continue(self, ex: Execution, i: int) -> None:
         if ex.cancelled:
             self._finish(ex)
@@ -493,13 +507,9 @@ class UringBackend:
         completion owns its bytes, and the buffer goes back to the pool."""
         assert pa.out is not None
         offset, size = pa.out
-        data = ffi.buffer(ex.scratch[0] + offset, size)
         if ex.values is None:
             ex.values = {}
-        if pa.op.result == atoms.STAT:
-            ex.values[pa.index] = atoms.decode_statx(data[:])
-        else:
-            ex.values[pa.index] = data[:r]
+        ex.values[pa.index] = pa.op.value_from(ffi.buffer(ex.scratch[0] + offset, size), r)
 
     # -- the plan, step by step --------------------------------------------------
     def _advance(self, ex: Execution, i: int) -> None:
@@ -520,6 +530,8 @@ class UringBackend:
                 return
             r = self._userspace(ex, pa)
             ex.results[i] = r
+            if pa.feeds:
+                self._feed(ex, pa, r)
             if stop_holds(pa.stop, r):
                 ex.stopped_at = i
                 break
@@ -566,7 +578,7 @@ class UringBackend:
             for spec in pa.op.args:
                 value = args[spec.name]
                 if spec.kind == "data" and hasattr(value, "index"):
-                    args[spec.name] = (ex.values or {}).get(value.index, b"")
+                    args[spec.name] = atoms.data_of((ex.values or {}).get(value.index))
                 elif hasattr(value, "name") and not isinstance(value, (bytes, str)):
                     args[spec.name] = None  # Params in userspace steps: not yet
             try:
@@ -682,3 +694,12 @@ class UringBackend:
                             break
         finally:
             lib.ur_teardown(self._ring)
+
+
+def _init_scratch(plan: Plan, base: int, value_of: Callable[[int], int]) -> None:
+    """Write the plan's per-execution structures (msghdrs) into a scratch
+    buffer at ``base``, before any SQE that points there is submitted."""
+    buf = ffi.buffer(ffi.cast("char *", base), plan.scratch_size)
+    for offset, width, kind, x in plan.scratch_init:
+        v = x if kind == "const" else base + x if kind == "scratch" else value_of(x)
+        struct.pack_into("=Q" if width == 8 else "=I", buf, offset, v)

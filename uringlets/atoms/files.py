@@ -1,0 +1,317 @@
+"""File-system ops of the catalogue: nop, openat, close, read, write, fsync,
+statx, fstat, unlinkat, mkdirat, renameat, timeout."""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .base import (
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    AT_SYMLINK_NOFOLLOW,
+    BYTES,
+    COUNT,
+    FD,
+    SLEEP,
+    STAT,
+    STATX_BASIC_STATS,
+    STATX_SIZE,
+    ZERO,
+    Arg,
+    Op,
+    SqeWriter,
+)
+
+# --------------------------------------------------------------------------
+# statx decoding (the io_uring engine's buffer -> the os.stat_result os.stat
+# would give).
+# --------------------------------------------------------------------------
+_STATX = struct.Struct("=IIQIIIH2xQQQQ" + "qIi" * 4 + "IIII")
+
+
+def decode_statx(buf: bytes) -> os.stat_result:
+    (
+        _mask,
+        blksize,
+        _attrs,
+        nlink,
+        uid,
+        gid,
+        mode,
+        ino,
+        size,
+        blocks,
+        _attr_mask,
+        a_s, a_ns, _r1,
+        _b_s, _b_ns, _r2,
+        c_s, c_ns, _r3,
+        m_s, m_ns, _r4,
+        rdev_major, rdev_minor, dev_major, dev_minor,
+    ) = _STATX.unpack_from(buf)  # fmt: skip
+    dev = os.makedev(dev_major, dev_minor)
+    rdev = os.makedev(rdev_major, rdev_minor)
+    times_ns = (a_s * 10**9 + a_ns, m_s * 10**9 + m_ns, c_s * 10**9 + c_ns)
+    return os.stat_result(
+        (
+            mode,
+            ino,
+            dev,
+            nlink,
+            uid,
+            gid,
+            size,
+            a_s,
+            m_s,
+            c_s,
+            *(t / 1e9 for t in times_ns),
+            *times_ns,
+            blksize,
+            blocks,
+            rdev,
+        )
+    )
+
+
+# --------------------------------------------------------------------------
+# The entries.
+# --------------------------------------------------------------------------
+def _dirfd(value: int | None) -> int:
+    return AT_FDCWD if value is None else value
+
+
+def _prep_nop(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    pass
+
+
+def _prep_openat(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", _dirfd(a["dir_fd"]))
+    w.path("addr", a["path"])
+    w.int("len", a["mode"])
+    # A direct descriptor is never in the fd table, so O_CLOEXEC means nothing
+    # to it and the kernel refuses it (-EINVAL); Python's os.open always adds
+    # it, so dropping it keeps both engines alike.
+    w.int("op_flags", a["flags"] & ~os.O_CLOEXEC)
+    w.new_descriptor()
+
+
+def _call_openat(a: Mapping[str, Any]) -> int:
+    return os.open(a["path"], a["flags"], a["mode"], dir_fd=a["dir_fd"])
+
+
+def _prep_close(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.close_target(a["fd"])
+
+
+def _prep_read(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.out_buffer("addr", a["size"])
+    w.int("len", a["size"])
+    w.int("off", -1 if a["offset"] is None else a["offset"])
+
+
+def _call_read(a: Mapping[str, Any]) -> bytes:
+    if a["offset"] is None:
+        return os.read(a["fd"], a["size"])
+    return os.pread(a["fd"], a["size"], a["offset"])
+
+
+def _prep_write(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.data("addr", "len", a["data"])
+    w.int("off", -1 if a["offset"] is None else a["offset"])
+
+
+def _call_write(a: Mapping[str, Any]) -> int:
+    if a["offset"] is None:
+        return os.write(a["fd"], a["data"])
+    return os.pwrite(a["fd"], a["data"], a["offset"])
+
+
+def _data_length(a: Mapping[str, Any]) -> int | None:
+    data = a["data"]
+    return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+
+
+def _prep_fsync(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    if a["datasync"]:
+        w.kernel_flag("op_flags", "IORING_FSYNC_DATASYNC")
+
+
+def _call_fsync(a: Mapping[str, Any]) -> None:
+    (os.fdatasync if a["datasync"] else os.fsync)(a["fd"])
+
+
+def _prep_statx(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", _dirfd(a["dir_fd"]))
+    w.path("addr", a["path"])
+    w.int("len", STATX_BASIC_STATS)
+    w.int("op_flags", 0 if a["follow_symlinks"] else AT_SYMLINK_NOFOLLOW)
+    w.out_buffer("off", STATX_SIZE)
+
+
+def _call_statx(a: Mapping[str, Any]) -> os.stat_result:
+    return os.stat(a["path"], dir_fd=a["dir_fd"], follow_symlinks=a["follow_symlinks"])
+
+
+def _call_fstat(a: Mapping[str, Any]) -> os.stat_result:
+    return os.fstat(a["fd"])
+
+
+def _prep_unlinkat(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", _dirfd(a["dir_fd"]))
+    w.path("addr", a["path"])
+    w.int("op_flags", AT_REMOVEDIR if a["rmdir"] else 0)
+
+
+def _call_unlinkat(a: Mapping[str, Any]) -> None:
+    (os.rmdir if a["rmdir"] else os.unlink)(a["path"], dir_fd=a["dir_fd"])
+
+
+def _prep_mkdirat(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", _dirfd(a["dir_fd"]))
+    w.path("addr", a["path"])
+    w.int("len", a["mode"])
+
+
+def _call_mkdirat(a: Mapping[str, Any]) -> None:
+    os.mkdir(a["path"], a["mode"], dir_fd=a["dir_fd"])
+
+
+def _prep_renameat(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", _dirfd(a["src_dir_fd"]))
+    w.path("addr", a["src"])
+    w.int("len", _dirfd(a["dst_dir_fd"]))
+    w.path("off", a["dst"])
+
+
+def _call_renameat(a: Mapping[str, Any]) -> None:
+    os.rename(a["src"], a["dst"], src_dir_fd=a["src_dir_fd"], dst_dir_fd=a["dst_dir_fd"])
+
+
+def _prep_timeout(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    seconds = a["seconds"]
+    nsec = round(seconds * 1e9)
+    w.const_buffer("addr", struct.pack("=qq", nsec // 10**9, nsec % 10**9))
+    w.int("len", 1)
+    w.int("off", 0)  # no completion count: a pure timer
+    # Report a full sleep as success, so it neither posts a CQE under
+    # CQE_SKIP_SUCCESS nor breaks a soft link.
+    w.kernel_flag("op_flags", "IORING_TIMEOUT_ETIME_SUCCESS")
+
+
+def _call_timeout(a: Mapping[str, Any]) -> None:
+    time.sleep(a["seconds"])
+
+
+def _call_nop(a: Mapping[str, Any]) -> None:
+    return None
+
+
+_DIR_FD = Arg("dir_fd", "dirfd", None)
+
+OPS: tuple[Op, ...] = (
+    Op("nop", (), ZERO, _call_nop, "NOP", _prep_nop),
+    Op(
+        "openat",
+        (Arg("path", "path"), Arg("flags", "flags"), Arg("mode", "int", 0o777), _DIR_FD),
+        FD,
+        _call_openat,
+        "OPENAT",
+        _prep_openat,
+    ),
+    Op(
+        "close",
+        (Arg("fd", "fd"),),
+        ZERO,
+        lambda a: os.close(a["fd"]),
+        "CLOSE",
+        _prep_close,
+        closes_fd=True,
+    ),
+    Op(
+        "read",
+        (Arg("fd", "fd"), Arg("size", "size"), Arg("offset", "offset", None)),
+        BYTES,
+        _call_read,
+        "READ",
+        _prep_read,
+        length=lambda a: a["size"],
+        short_fails=lambda a: True,
+        # io_uring answers a zero-length read with 0 without asking the file;
+        # read(2) reports EISDIR for a directory, so those run in userspace.
+        kernel_when=lambda a: a["size"] > 0,
+        waits_for=select.POLLIN,
+    ),
+    Op(
+        "write",
+        (Arg("fd", "fd"), Arg("data", "data"), Arg("offset", "offset", None)),
+        COUNT,
+        _call_write,
+        "WRITE",
+        _prep_write,
+        length=_data_length,
+        short_fails=lambda a: True,
+        waits_for=select.POLLOUT,
+    ),
+    Op(
+        "fsync",
+        (Arg("fd", "fd"), Arg("datasync", "bool", False)),
+        ZERO,
+        _call_fsync,
+        "FSYNC",
+        _prep_fsync,
+        error_breaks_link=False,
+    ),
+    Op(
+        "statx",
+        (Arg("path", "path"), _DIR_FD, Arg("follow_symlinks", "bool", True)),
+        STAT,
+        _call_statx,
+        "STATX",
+        _prep_statx,
+        error_breaks_link=False,
+        decode=lambda region, r: decode_statx(region[:]),
+    ),
+    # The kernel cannot stat a direct descriptor: fstat runs in userspace
+    # on a real fd (a slot is first installed as one, then closed).
+    Op("fstat", (Arg("fd", "fd"),), STAT, _call_fstat),
+    Op(
+        "unlinkat",
+        (Arg("path", "path"), _DIR_FD, Arg("rmdir", "bool", False)),
+        ZERO,
+        _call_unlinkat,
+        "UNLINKAT",
+        _prep_unlinkat,
+        error_breaks_link=False,
+    ),
+    Op(
+        "mkdirat",
+        (Arg("path", "path"), Arg("mode", "int", 0o777), _DIR_FD),
+        ZERO,
+        _call_mkdirat,
+        "MKDIRAT",
+        _prep_mkdirat,
+        error_breaks_link=False,
+    ),
+    Op(
+        "renameat",
+        (
+            Arg("src", "path"),
+            Arg("dst", "path"),
+            Arg("src_dir_fd", "dirfd", None),
+            Arg("dst_dir_fd", "dirfd", None),
+        ),
+        ZERO,
+        _call_renameat,
+        "RENAMEAT",
+        _prep_renameat,
+        error_breaks_link=False,
+    ),
+    Op("timeout", (Arg("seconds", "seconds"),), SLEEP, _call_timeout, "TIMEOUT", _prep_timeout),
+)

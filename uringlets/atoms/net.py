@@ -1,0 +1,343 @@
+"""Network ops of the catalogue: socket, setsockopt, bind, listen, connect,
+accept, send, recv, sendto, recvfrom, sendmsg, recvmsg, shutdown.
+
+Descriptors made by ``socket`` and ``accept`` are slots (direct descriptors)
+on io_uring, so no fd crosses to Python mid-chain.  The blocking calls borrow
+the fd in a ``socket.socket`` for one call and detach it again, so they behave
+exactly as Python's socket methods do (and raise what they raise).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from . import sockaddr
+from .base import COUNT, FD, MESSAGE, ZERO, Arg, Op, SqeWriter
+from .files import BYTES
+
+SOCK_FLAGS = socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+
+
+@contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """A socket object over ``fd`` that does not own it."""
+    sock = socket.socket(fileno=fd)
+    try:
+        yield sock
+    finally:
+        sock.detach()
+
+
+def _waitall(a: Mapping[str, Any]) -> bool:
+    return bool(a["flags"] & socket.MSG_WAITALL)
+
+
+def _data_length(a: Mapping[str, Any]) -> int | None:
+    data = a["data"]
+    return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+
+
+# -- socket ------------------------------------------------------------------------
+def _prep_socket(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.int("fd", a["family"])
+    # A direct descriptor has no close-on-exec flag: the kernel refuses it.
+    w.int("off", a["type"] & ~socket.SOCK_CLOEXEC)
+    w.int("len", a["proto"])
+    w.new_descriptor()
+
+
+def _call_socket(a: Mapping[str, Any]) -> int:
+    return socket.socket(a["family"], a["type"], a["proto"]).detach()
+
+
+# -- setsockopt (IORING_OP_URING_CMD, SOCKET_URING_OP_SETSOCKOPT, 6.7) --------------
+def optval_bytes(value: int | bytes) -> bytes:
+    return struct.pack("=i", value) if isinstance(value, int) else bytes(value)
+
+
+def _prep_setsockopt(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.kernel_flag("cmd_op", "URINGLETS_SOCKET_URING_OP_SETSOCKOPT")
+    w.int("level", a["level"])
+    w.int("optname", a["optname"])
+    value = optval_bytes(a["value"])
+    w.const_buffer("optval", value)
+    w.int("optlen", len(value))
+
+
+def _call_setsockopt(a: Mapping[str, Any]) -> None:
+    with _borrowed(a["fd"]) as s:
+        s.setsockopt(a["level"], a["optname"], a["value"])
+
+
+# -- bind, listen, connect, accept -------------------------------------------------
+def _prep_address(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    raw = sockaddr.encode(a["address"])
+    w.const_buffer("addr", raw)
+    w.int("off", len(raw))
+
+
+def _call_bind(a: Mapping[str, Any]) -> None:
+    with _borrowed(a["fd"]) as s:
+        s.bind(a["address"])
+
+
+def _prep_listen(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.int("len", a["backlog"])
+
+
+def _call_listen(a: Mapping[str, Any]) -> None:
+    with _borrowed(a["fd"]) as s:
+        s.listen(a["backlog"])
+
+
+def _call_connect(a: Mapping[str, Any]) -> None:
+    with _borrowed(a["fd"]) as s:
+        s.connect(a["address"])
+
+
+def _connect_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], bool]) -> None:
+    """connect() that a cancel can interrupt: start it non-blocking, wait for
+    the outcome or the cancel, then restore the descriptor's blocking mode."""
+    fd = a["fd"]
+    with _borrowed(fd) as s:
+        was_blocking = os.get_blocking(fd)
+        os.set_blocking(fd, False)
+        try:
+            err = s.connect_ex(a["address"])
+            if err == errno.EINPROGRESS and was_blocking:
+                if wait(fd, select.POLLOUT):
+                    raise OSError(errno.ECANCELED, os.strerror(errno.ECANCELED))
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.set_blocking(fd, was_blocking)
+
+
+def _prep_accept(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.new_descriptor()
+
+
+def _call_accept(a: Mapping[str, Any]) -> int:
+    with _borrowed(a["fd"]) as s:
+        conn, _ = s.accept()
+        return conn.detach()
+
+
+# -- send, recv ------------------------------------------------------------------------
+def _prep_send(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.data("addr", "len", a["data"])
+    w.int("op_flags", a["flags"])
+
+
+def _call_send(a: Mapping[str, Any]) -> int:
+    with _borrowed(a["fd"]) as s:
+        return s.send(a["data"], a["flags"])
+
+
+def _prep_recv(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.out_buffer("addr", a["bufsize"])
+    w.int("len", a["bufsize"])
+    w.int("op_flags", a["flags"])
+
+
+def _call_recv(a: Mapping[str, Any]) -> bytes:
+    with _borrowed(a["fd"]) as s:
+        return s.recv(a["bufsize"], a["flags"])
+
+
+# -- sendto, sendmsg, recvfrom, recvmsg (IORING_OP_SENDMSG/RECVMSG) -------------------
+def _prep_sendmsg(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    address = a["address"]
+    name = sockaddr.encode(address) if address is not None else None
+    w.msghdr("addr", data=a["data"], name=name)
+    w.int("op_flags", a["flags"])
+
+
+def _call_sendto(a: Mapping[str, Any]) -> int:
+    with _borrowed(a["fd"]) as s:
+        return s.sendto(a["data"], a["flags"], a["address"])
+
+
+def _call_sendmsg(a: Mapping[str, Any]) -> int:
+    with _borrowed(a["fd"]) as s:
+        if a["address"] is None:
+            return s.sendmsg([a["data"]], [], a["flags"])
+        return s.sendmsg([a["data"]], [], a["flags"], a["address"])
+
+
+def _prep_recvmsg(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.msghdr("addr", out_size=a["bufsize"])
+    w.int("op_flags", a["flags"])
+
+
+def _call_recvfrom(a: Mapping[str, Any]) -> tuple[bytes, Any]:
+    with _borrowed(a["fd"]) as s:
+        return s.recvfrom(a["bufsize"], a["flags"])
+
+
+def _call_recvmsg(a: Mapping[str, Any]) -> tuple[bytes, list[Any], int, Any]:
+    with _borrowed(a["fd"]) as s:
+        return s.recvmsg(a["bufsize"], 0, a["flags"])
+
+
+# Where recvmsg's pieces sit in its scratch region (see SqeWriter.msghdr).
+MSGHDR_SIZE = 64
+IOVEC_AT = 64
+NAME_AT = 80
+DATA_AT = NAME_AT + sockaddr.SOCKADDR_STORAGE
+
+
+def _message(region: Any, r: int) -> tuple[bytes, Any, int]:
+    namelen, flags = struct.unpack("=I", region[8:12])[0], struct.unpack("=i", region[48:52])[0]
+    name = sockaddr.decode(region[NAME_AT : NAME_AT + namelen]) if namelen else None
+    return region[DATA_AT : DATA_AT + r], name, flags
+
+
+def _decode_recvfrom(region: Any, r: int) -> tuple[bytes, Any]:
+    data, name, _ = _message(region, r)
+    return data, name
+
+
+def _decode_recvmsg(region: Any, r: int) -> tuple[bytes, list[Any], int, Any]:
+    data, name, flags = _message(region, r)
+    return data, [], flags, name
+
+
+# -- shutdown --------------------------------------------------------------------------
+def _prep_shutdown(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.fd(a["fd"])
+    w.int("len", a["how"])
+
+
+def _call_shutdown(a: Mapping[str, Any]) -> None:
+    with _borrowed(a["fd"]) as s:
+        s.shutdown(a["how"])
+
+
+_FD = Arg("fd", "fd")
+_FLAGS = Arg("flags", "flags", 0)
+
+OPS: tuple[Op, ...] = (
+    Op(
+        "socket",
+        (Arg("family", "flags"), Arg("type", "flags"), Arg("proto", "flags", 0)),
+        FD,
+        _call_socket,
+        "SOCKET",
+        _prep_socket,
+    ),
+    Op(
+        "setsockopt",
+        (_FD, Arg("level", "flags"), Arg("optname", "flags"), Arg("value", "optval")),
+        ZERO,
+        _call_setsockopt,
+        "URING_CMD_SETSOCKOPT",
+        _prep_setsockopt,
+    ),
+    Op("bind", (_FD, Arg("address", "address")), ZERO, _call_bind, "BIND", _prep_address),
+    Op("listen", (_FD, Arg("backlog", "int", 128)), ZERO, _call_listen, "LISTEN", _prep_listen),
+    Op(
+        "connect",
+        (_FD, Arg("address", "address")),
+        ZERO,
+        _call_connect,
+        "CONNECT",
+        _prep_address,
+        interruptible=_connect_interruptible,
+    ),
+    Op("accept", (_FD,), FD, _call_accept, "ACCEPT", _prep_accept, waits_for=select.POLLIN),
+    Op(
+        "send",
+        (_FD, Arg("data", "data"), _FLAGS),
+        COUNT,
+        _call_send,
+        "SEND",
+        _prep_send,
+        length=_data_length,
+        short_fails=_waitall,
+        waits_for=select.POLLOUT,
+    ),
+    Op(
+        "recv",
+        (_FD, Arg("bufsize", "size"), _FLAGS),
+        BYTES,
+        _call_recv,
+        "RECV",
+        _prep_recv,
+        length=lambda a: a["bufsize"],
+        short_fails=_waitall,
+        waits_for=select.POLLIN,
+    ),
+    Op(
+        "sendto",
+        (_FD, Arg("data", "data"), Arg("address", "address"), _FLAGS),
+        COUNT,
+        _call_sendto,
+        "SENDMSG",
+        _prep_sendmsg,
+        length=_data_length,
+        short_fails=_waitall,
+        waits_for=select.POLLOUT,
+    ),
+    Op(
+        "recvfrom",
+        (_FD, Arg("bufsize", "size"), _FLAGS),
+        MESSAGE,
+        _call_recvfrom,
+        "RECVMSG",
+        _prep_recvmsg,
+        length=lambda a: a["bufsize"],
+        short_fails=_waitall,
+        waits_for=select.POLLIN,
+        decode=_decode_recvfrom,
+    ),
+    Op(
+        "sendmsg",
+        (_FD, Arg("data", "data"), Arg("address", "address", None), _FLAGS),
+        COUNT,
+        _call_sendmsg,
+        "SENDMSG",
+        _prep_sendmsg,
+        length=_data_length,
+        short_fails=_waitall,
+        waits_for=select.POLLOUT,
+    ),
+    Op(
+        "recvmsg",
+        (_FD, Arg("bufsize", "size"), _FLAGS),
+        MESSAGE,
+        _call_recvmsg,
+        "RECVMSG",
+        _prep_recvmsg,
+        length=lambda a: a["bufsize"],
+        short_fails=_waitall,
+        waits_for=select.POLLIN,
+        decode=_decode_recvmsg,
+    ),
+    # A failed shutdown (ENOTCONN) does not fail the request: the link goes on.
+    Op(
+        "shutdown",
+        (_FD, Arg("how", "flags")),
+        ZERO,
+        _call_shutdown,
+        "SHUTDOWN",
+        _prep_shutdown,
+        error_breaks_link=False,
+    ),
+)
