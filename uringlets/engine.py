@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import os
 import threading
 import time
@@ -96,6 +97,7 @@ class Engine:
         self._owner = threading.get_ident()
         self._notify = NotificationRing(capacity)
         self._closed = False
+        self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic time, execution id)
         self.fallback_reason: str | None = None
         self._backend = self._choose(engine, capacity, sq_entries, workers)
         self.kind: str = self._backend.kind
@@ -153,12 +155,20 @@ class Engine:
 
     # -- submit ------------------------------------------------------------------
     def submit(
-        self, program: Program, *, tag: Any = None, block: bool = True, **params: Any
+        self,
+        program: Program,
+        *,
+        tag: Any = None,
+        block: bool = True,
+        deadline: float | None = None,
+        **params: Any,
     ) -> Handle:
-        """Start one execution (async_exec).  Raises ``ParamError``,
-        ``RingFull`` when the notification ring is full (see the module
-        docstring), ``EngineClosed``."""
-        return self._start(program, [params], [tag], block)[0]
+        """Start one execution (async_exec).  ``deadline``: seconds after
+        which the execution is cancelled, at the latest in the next ``wait``
+        or ``run`` (its completion then says ``cancelled``).  Raises
+        ``ParamError``, ``RingFull`` when the notification ring is full (see
+        the module docstring), ``EngineClosed``."""
+        return self._start(program, [params], [tag], block, deadline=deadline)[0]
 
     def submit_many(
         self,
@@ -168,6 +178,7 @@ class Engine:
         params: Sequence[Mapping[str, Any]] | None = None,
         tags: Sequence[Any] | None = None,
         block: bool = True,
+        deadline: float | None = None,
         **common: Any,
     ) -> Handles:
         """Start ``count`` executions of one program in one call, all with the
@@ -185,7 +196,7 @@ class Engine:
             tags = [None] * len(binds)
         elif len(tags) != len(binds):
             raise ValueError("len(tags) differs from the number of executions")
-        return self._start(program, binds, tags, block)
+        return self._start(program, binds, tags, block, deadline=deadline)
 
     def _start(
         self,
@@ -194,8 +205,15 @@ class Engine:
         tags: Sequence[Any],
         block: bool,
         sink: list[Completion] | None = None,
+        deadline: float | None = None,
     ) -> Handles:
         self._check()
+        if deadline is not None and (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not 0 <= deadline <= 10**6
+        ):
+            raise ValueError(f"deadline must be seconds in [0, 1e6], not {deadline!r}")
         if not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         n = len(binds)
@@ -223,6 +241,10 @@ class Engine:
         except BaseException:
             self._notify.release(n)
             raise
+        if deadline is not None:
+            when = time.monotonic() + deadline
+            for ident in ids:
+                heapq.heappush(self._deadlines, (when, ident))
         return Handles(ids, tags)
 
     # -- wait / run -------------------------------------------------------------
@@ -238,26 +260,47 @@ class Engine:
         blocks, for event-loop callbacks."""
         self._check()
         notify, backend = self._notify, self._backend
-        deadline = None if timeout is None else time.monotonic() + timeout
+        until = None if timeout is None else time.monotonic() + timeout
         backend.reap(0, -1)
         while len(notify.ready) < min_events and backend.in_flight:
             need = min(min_events - len(notify.ready), backend.in_flight)
-            if deadline is None:
-                backend.reap(need, -1)
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not self._pump(need, until):
                 break
-            backend.reap(need, int(left * 1e9))
         return notify.drain(max_events)
 
-    def run(self, program: Program, *, tag: Any = None, **params: Any) -> Completion:
+    def _pump(self, need: int, until: float | None) -> bool:
+        """Reap until ``need`` CQEs/completions came, ``until`` (monotonic)
+        passed, or an execution's deadline expired (it is then cancelled).
+        Returns False once ``until`` has passed."""
+        backend, deadlines = self._backend, self._deadlines
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            backend.cancel(heapq.heappop(deadlines)[1])
+        limit = until
+        if deadlines and (limit is None or deadlines[0][0] < limit):
+            limit = deadlines[0][0]
+        if limit is None:
+            backend.reap(need, -1)
+            return True
+        if until is not None and until <= now:
+            return False
+        backend.reap(need, max(0, int((limit - now) * 1e9)))
+        return True
+
+    def run(
+        self,
+        program: Program,
+        *,
+        tag: Any = None,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> Completion:
         """Submit one execution and wait for its completion, which is
         returned and not queued; other completions stay queued."""
         sink: list[Completion] = []
-        self._start(program, [params], [tag], True, sink)
+        self._start(program, [params], [tag], True, sink, deadline=deadline)
         while not sink:
-            self._backend.reap(1, -1)
+            self._pump(1, None)
         self._notify.take(sink)
         return sink[0]
 

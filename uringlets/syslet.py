@@ -72,15 +72,18 @@ class Ref:
 
 class Atom:
     """One validated atom: op, normalised arguments (Refs and Params kept as
-    such) and stop rule."""
+    such), stop rule, and the seconds it may wait (None: no limit)."""
 
-    __slots__ = ("args", "index", "op", "stop")
+    __slots__ = ("args", "index", "op", "stop", "timeout")
 
-    def __init__(self, index: int, op: Op, args: dict[str, Any], stop: int) -> None:
+    def __init__(
+        self, index: int, op: Op, args: dict[str, Any], stop: int, timeout: float | None = None
+    ) -> None:
         self.index = index
         self.op = op
         self.args = args
         self.stop = stop
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"Atom({self.index}, {self.op.name}, {self.args}, stop={self.stop})"
@@ -91,7 +94,11 @@ _PARAM_KINDS = frozenset({"path", "int", "offset", "data", "fd"})
 
 class Syslet:
     """A linear sequence of at most ``MAX_ATOMS`` atoms.  Not thread-safe;
-    compile it once, then submit the ``Program`` as often as you like."""
+    compile it once, then submit the ``Program`` as often as you like.
+
+    Ops that may wait (read, write and the socket ops) take ``timeout=``
+    seconds: if the atom has not completed by then it is interrupted and
+    reports ``-ETIME``, and its stop rule decides what follows."""
 
     def __init__(self) -> None:
         self._atoms: list[Atom] = []
@@ -190,7 +197,9 @@ class Syslet:
             raise self._error(op, name, f"{value} is out of range: expected {what}")
         return value
 
-    def _add(self, name: str, stop: int, values: Mapping[str, Any]) -> Ref:
+    def _add(
+        self, name: str, stop: int, values: Mapping[str, Any], timeout: float | None = None
+    ) -> Ref:
         op = atoms.CATALOGUE[name]
         if len(self._atoms) >= MAX_ATOMS:
             raise self._error(name, None, f"a syslet holds at most {MAX_ATOMS} atoms")
@@ -204,7 +213,13 @@ class Syslet:
             if family is not None and family != sockaddr.family_of(args["address"]):
                 raise self._error(name, "address", f"{args['address']!r} is not an address of "
                                   f"the family of {args['fd']!r} ({family})")  # fmt: skip
-        self._atoms.append(Atom(len(self._atoms), op, args, stop))
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise self._error(name, "timeout", f"expected seconds, got {timeout!r}")
+            if not (math.isfinite(timeout) and 0 < timeout <= 10**6):
+                raise self._error(name, "timeout", f"{timeout!r} is not in (0, 1e6] seconds")
+            timeout = float(timeout)
+        self._atoms.append(Atom(len(self._atoms), op, args, stop, timeout))
         return Ref(self, len(self._atoms) - 1, name)
 
     def _family(self, ref: Ref) -> int | None:
@@ -240,15 +255,31 @@ class Syslet:
         """``os.close(fd)``."""
         return self._add("close", stop, {"fd": fd})
 
-    def read(self, fd: Any, size: int, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def read(
+        self,
+        fd: Any,
+        size: int,
+        offset: Any = None,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``os.read(fd, size)``, or ``os.pread`` with an offset; result the
         byte count, ``completion[ref]`` the bytes."""
-        return self._add("read", stop, {"fd": fd, "size": size, "offset": offset})
+        return self._add("read", stop, {"fd": fd, "size": size, "offset": offset}, timeout)
 
-    def write(self, fd: Any, data: Any, offset: Any = None, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def write(
+        self,
+        fd: Any,
+        data: Any,
+        offset: Any = None,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``os.write(fd, data)`` or ``os.pwrite``; ``data`` may be the Ref of
         a read, which writes exactly the bytes that were read."""
-        return self._add("write", stop, {"fd": fd, "data": data, "offset": offset})
+        return self._add("write", stop, {"fd": fd, "data": data, "offset": offset}, timeout)
 
     def fsync(self, fd: Any, *, datasync: bool = False, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.fsync(fd)`` (``os.fdatasync`` with ``datasync=True``)."""
@@ -337,52 +368,95 @@ class Syslet:
         """``sock.listen(backlog)``."""
         return self._add("listen", stop, {"fd": fd, "backlog": backlog})
 
-    def connect(self, fd: Any, address: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def connect(
+        self,
+        fd: Any,
+        address: Any,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``sock.connect(address)``."""
-        return self._add("connect", stop, {"fd": fd, "address": address})
+        return self._add("connect", stop, {"fd": fd, "address": address}, timeout)
 
-    def accept(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def accept(
+        self,
+        fd: Any,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``sock.accept()``; result 0, the connection is the Ref."""
-        return self._add("accept", stop, {"fd": fd})
+        return self._add("accept", stop, {"fd": fd}, timeout)
 
-    def send(self, fd: Any, data: Any, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def send(
+        self,
+        fd: Any,
+        data: Any,
+        flags: int = 0,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``sock.send(data, flags)``; ``data`` may be the Ref of a recv."""
-        return self._add("send", stop, {"fd": fd, "data": data, "flags": flags})
+        return self._add("send", stop, {"fd": fd, "data": data, "flags": flags}, timeout)
 
-    def recv(self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
+    def recv(
+        self,
+        fd: Any,
+        bufsize: int,
+        flags: int = 0,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
+    ) -> Ref:
         """``sock.recv(bufsize, flags)``; ``completion[ref]`` is the data."""
-        return self._add("recv", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+        return self._add("recv", stop, {"fd": fd, "bufsize": bufsize, "flags": flags}, timeout)
 
     def sendto(
         self, fd: Any, data: Any, address: Any, flags: int = 0, *,
         stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
     ) -> Ref:  # fmt: skip
         """``sock.sendto(data, flags, address)``."""
         return self._add("sendto", stop, {"fd": fd, "data": data, "address": address,
-                                          "flags": flags})  # fmt: skip
+                                          "flags": flags}, timeout)  # fmt: skip
 
     def recvfrom(
-        self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE
+        self,
+        fd: Any,
+        bufsize: int,
+        flags: int = 0,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
     ) -> Ref:
         """``sock.recvfrom(bufsize, flags)``; ``completion[ref]`` is
         ``(data, address)``."""
-        return self._add("recvfrom", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+        return self._add("recvfrom", stop, {"fd": fd, "bufsize": bufsize, "flags": flags}, timeout)
 
     def sendmsg(
         self, fd: Any, data: Any, address: Any = None, flags: int = 0, *,
         stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
     ) -> Ref:  # fmt: skip
         """``sock.sendmsg([data], [], flags, address)`` (one buffer, no
         ancillary data)."""
         return self._add("sendmsg", stop, {"fd": fd, "data": data, "address": address,
-                                           "flags": flags})  # fmt: skip
+                                           "flags": flags}, timeout)  # fmt: skip
 
     def recvmsg(
-        self, fd: Any, bufsize: int, flags: int = 0, *, stop: int = STOP_ON_NEGATIVE
+        self,
+        fd: Any,
+        bufsize: int,
+        flags: int = 0,
+        *,
+        stop: int = STOP_ON_NEGATIVE,
+        timeout: float | None = None,
     ) -> Ref:
         """``sock.recvmsg(bufsize, 0, flags)``; ``completion[ref]`` is
         ``(data, [], msg_flags, address)`` (no ancillary data)."""
-        return self._add("recvmsg", stop, {"fd": fd, "bufsize": bufsize, "flags": flags})
+        return self._add("recvmsg", stop, {"fd": fd, "bufsize": bufsize, "flags": flags}, timeout)
 
     def shutdown(self, fd: Any, how: int, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``sock.shutdown(how)``."""

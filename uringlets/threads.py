@@ -39,7 +39,7 @@ from typing import Any
 from . import atoms
 from .notify import Completion, NotificationRing
 from .program import Program
-from .syslet import Param, Ref, stop_holds
+from .syslet import Atom, Param, Ref, stop_holds
 
 
 class Interrupt:
@@ -70,22 +70,35 @@ class Interrupt:
         """Sleep; True if interrupted."""
         return self._event.wait(seconds)
 
-    def wait_fd(self, fd: int, events: int) -> bool:
-        """Wait until ``fd`` is ready for ``events``; True if interrupted.  A
-        regular file is always ready (and poll() says so at once)."""
-        poller = select.poll()
-        poller.register(fd, events)
-        poller.register(self._r, select.POLLIN)
-        while True:
-            ready = poller.poll()
-            if any(f == self._r for f, _ in ready) or self._event.is_set():
-                return True
-            if ready:
-                return False
+    def wait_fd(self, fd: int, events: int, timeout: float | None = None) -> int:
+        """Wait until ``fd`` is ready for ``events`` (a regular file always
+        is).  Returns 0, ``ECANCELED`` if interrupted, ``ETIME`` after
+        ``timeout`` seconds."""
+        return _poll(fd, events, timeout, self._r, self._event)
 
     def close(self) -> None:
         os.close(self._r)
         os.close(self._w)
+
+
+def _poll(
+    fd: int, events: int, timeout: float | None, cancel_fd: int = -1,
+    cancelled: threading.Event | None = None,
+) -> int:  # fmt: skip
+    poller = select.poll()
+    poller.register(fd, events)
+    if cancel_fd >= 0:
+        poller.register(cancel_fd, select.POLLIN)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = poller.poll(None if left is None else left * 1000)
+        if cancelled is not None and cancelled.is_set():
+            return errno.ECANCELED
+        if any(f == fd for f, _ in ready):
+            return 0
+        if deadline is not None and time.monotonic() >= deadline:
+            return errno.ETIME
 
 
 def execute(
@@ -107,7 +120,7 @@ def execute(
             if interrupt is not None and interrupt.is_set:
                 cancelled = True
                 break
-            r = _run_atom(atom.index, atom.op, atom.args, bound, fds, values, interrupt)
+            r = _run_atom(atom, bound, fds, values, interrupt)
             results[atom.index] = r
             if interrupt is not None and interrupt.is_set:
                 cancelled = True
@@ -125,14 +138,15 @@ def execute(
 
 
 def _run_atom(
-    index: int,
-    op: atoms.Op,
-    raw_args: Mapping[str, Any],
+    atom: Atom,
     bound: Mapping[str, Any],
     fds: dict[int, int],
     values: dict[int, Any],
     interrupt: Interrupt | None,
 ) -> int:
+    """One blocking call, interruptible by ``interrupt`` and bounded by the
+    atom's timeout where the call waits on a descriptor (or sleeps)."""
+    op, raw_args = atom.op, atom.args
     args: dict[str, Any] = {}
     for spec in op.args:
         value = raw_args[spec.name]
@@ -146,17 +160,8 @@ def _run_atom(
             else:  # data: the bytes the atom received (none if it failed)
                 value = atoms.data_of(values.get(value.index))
         args[spec.name] = value
-    if interrupt is not None:
-        if op.result == atoms.SLEEP:
-            return -errno.ECANCELED if interrupt.sleep(args["seconds"]) else 0
-        if op.waits_for and _may_block(args["fd"]) and interrupt.wait_fd(args["fd"], op.waits_for):
-            return -errno.ECANCELED
     try:
-        if interrupt is not None and op.interruptible is not None:
-            returned = op.interruptible(args, interrupt.wait_fd)
-        else:
-            returned = op.call(args)
-        r, value = op.outcome(returned)
+        r, value = call_blocking(atom, args, interrupt)
     except OSError as exc:
         return atoms.errno_result(exc)
     if op.closes_fd:
@@ -164,10 +169,41 @@ def _run_atom(
         if isinstance(ref, Ref):
             fds.pop(ref.index, None)
     if op.creates_fd:
-        fds[index] = value
+        fds[atom.index] = value
     elif value is not None:
-        values[index] = value
+        values[atom.index] = value
     return r
+
+
+def call_blocking(
+    atom: Atom, args: Mapping[str, Any], interrupt: Interrupt | None = None
+) -> tuple[int, Any]:
+    """The atom's blocking call on resolved arguments (real fds, bytes):
+    ``(normalised result, value)``; raises OSError.  Bounded by the atom's
+    timeout (-ETIME) and, given an ``interrupt``, cancellable (-ECANCELED)
+    where the call waits on a descriptor or sleeps."""
+    op, timeout = atom.op, atom.timeout
+
+    def wait(fd: int, events: int) -> int:
+        if interrupt is not None:
+            return interrupt.wait_fd(fd, events, timeout)
+        return _poll(fd, events, timeout)
+
+    if op.result == atoms.SLEEP:
+        seconds = args["seconds"] if timeout is None else min(args["seconds"], timeout)
+        if interrupt is not None and interrupt.sleep(seconds):
+            return -errno.ECANCELED, None
+        if interrupt is None:
+            time.sleep(seconds)
+        return (-errno.ETIME if seconds < args["seconds"] else 0), None
+    waiting = interrupt is not None or timeout is not None
+    if waiting and op.waits_for and _may_block(args["fd"]):
+        err = wait(args["fd"], op.waits_for)
+        if err:
+            return -err, None
+    if waiting and op.interruptible is not None:
+        return op.outcome(op.interruptible(args, wait))
+    return op.outcome(op.call(args))
 
 
 def _may_block(fd: int) -> bool:

@@ -92,6 +92,7 @@ UD_EXEC_SHIFT = 12
 UD_EXEC_MASK = (1 << 20) - 1
 UD_GEN_SHIFT = 32
 UD_INSTALL = 64  # atom byte 64 + i: installing the descriptor of atom i
+UD_LINK_TIMEOUT = 128  # atom byte 128 + i: the LINK_TIMEOUT SQE of atom i
 UD_CANCEL = 0xFF  # atom byte of an ASYNC_CANCEL issued by the engine
 
 # Per-execution value row: [user_data base, scratch address, slot 0..n-1, ...].
@@ -138,6 +139,9 @@ class PlanAtom:
     fd_slots: Mapping[str, int]
     out: tuple[int, int] | None
     data_at: tuple[int, int] | None  # a userspace step's copy of its bytes
+    sqe: int  # its SQE in the images (-1: a userspace step)
+    sqe_end: int  # one past its last SQE (its LINK_TIMEOUT, if timed)
+    timeout: float | None
     length_value: int | None
     feeds: tuple[int, ...]
 
@@ -205,6 +209,8 @@ def _clean_path(
 ) -> CleanPath | None:
     if len(segments) != 1 or not segments[0].in_kernel or exports:
         return None
+    if any(pa.timeout is not None for pa in plan_atoms):
+        return None  # a timed-out atom's result needs its LINK_TIMEOUT's CQE
     *before, last = plan_atoms
     if not all(pa.skip and pa.success is not None for pa in before):
         return None
@@ -232,9 +238,10 @@ class _Writer:
     """Records one atom's SQE: constants into its image, the rest as patch
     points (implements ``atoms.SqeWriter``)."""
 
-    def __init__(self, tr: _Translator, atom: Atom) -> None:
+    def __init__(self, tr: _Translator, atom: Atom, sqe: int) -> None:
         self.tr = tr
         self.atom = atom
+        self.sqe = sqe  # this atom's SQE in the plan's images
         self.image = bytearray(SQE_SIZE)
         self.flags = 0
 
@@ -250,7 +257,7 @@ class _Writer:
 
     def _patch(self, field: str, value: int, addend: int = 0) -> None:
         offset, width = FIELDS[field]
-        self.tr.patches.append((self.atom.index, offset, width, value, addend))
+        self.tr.patches.append((self.sqe, offset, width, value, addend))
 
     def int(self, field: str, value: Any) -> None:
         if isinstance(value, Param):
@@ -454,11 +461,28 @@ class _Translator:
         if fed and op.success_result(args) is None:
             return LINK_END  # the next atoms need a length only userspace learns
         if atom.stop == NEVER_STOP and not fed:
-            return LINK_HARD
+            # A timed atom is soft-linked to its LINK_TIMEOUT, whose firing
+            # cancels the rest of the link: the next atom cannot be hard-linked.
+            return LINK_HARD if atom.timeout is None else LINK_END
         stops = [r for r in op.sample_results(args) if stop_holds(atom.stop, r)]
         if all(op.kernel_fails(r, args) for r in stops):
             return LINK_SOFT
         return LINK_END
+
+    def link_timeout(self, atom: Atom, sqe: int, link_flag: int) -> bytes:
+        """The LINK_TIMEOUT SQE that follows a timed atom.  It always posts a
+        CQE (-ETIME when it fired, else -ECANCELED), after or before the
+        atom's; the engine only notes whether it fired."""
+        assert atom.timeout is not None
+        image = bytearray(SQE_SIZE)
+        image[0] = kernel.opcode("LINK_TIMEOUT")
+        image[1] = link_flag
+        nsec = round(atom.timeout * 1e9)
+        ts = self.const_buffer(struct.pack("=qq", nsec // 10**9, nsec % 10**9))
+        struct.pack_into("=Q", image, FIELDS["addr"][0], ts)
+        struct.pack_into("=I", image, FIELDS["len"][0], 1)
+        self.patches.append((sqe, *FIELDS["user_data"], V_USER_DATA, UD_LINK_TIMEOUT + atom.index))
+        return bytes(image)
 
     # -- the plan -------------------------------------------------------------
     def translate(self) -> tuple[list[PlanAtom], list[Segment], bytes]:
@@ -467,13 +491,14 @@ class _Translator:
         can_skip = bool(self.features.features & kernel.constant("IORING_FEAT_CQE_SKIP"))
         for atom in self.atoms:
             op = atom.op
-            writer = _Writer(self, atom)
+            sqe = len(images) // SQE_SIZE
+            writer = _Writer(self, atom, sqe)
             in_kernel = self.in_kernel(atom)
             if in_kernel:
                 assert op.prep is not None and op.kernel_op is not None
                 writer.image[0] = kernel.opcode(op.kernel_op)
                 op.prep(writer, atom.args)
-                self.patches.append((atom.index, *FIELDS["user_data"], V_USER_DATA, atom.index))
+                self.patches.append((sqe, *FIELDS["user_data"], V_USER_DATA, atom.index))
                 link = self.link(atom)
             else:
                 link = LINK_END
@@ -483,17 +508,30 @@ class _Translator:
                     size = op.length(atom.args) or 0
                     self.data_at[atom.index] = (self.reserve(size), size)
             success = op.success_result(atom.args)
-            skip = in_kernel and can_skip and link != LINK_END and op.skippable(atom.args)
+            # A timed atom always posts its CQE: the run may end with it.
+            skip = (
+                in_kernel
+                and can_skip
+                and link != LINK_END
+                and atom.timeout is None
+                and op.skippable(atom.args)
+            )
+            link_flag = {
+                LINK_SOFT: kernel.constant("IOSQE_IO_LINK"),
+                LINK_HARD: kernel.constant("IOSQE_IO_HARDLINK"),
+                LINK_END: 0,
+            }[link]
             if in_kernel:
-                writer.flags |= {
-                    LINK_SOFT: kernel.constant("IOSQE_IO_LINK"),
-                    LINK_HARD: kernel.constant("IOSQE_IO_HARDLINK"),
-                    LINK_END: 0,
-                }[link]
+                if atom.timeout is None:
+                    writer.flags |= link_flag
+                else:
+                    writer.flags |= kernel.constant("IOSQE_IO_LINK")  # to its LINK_TIMEOUT
                 if skip:
                     writer.flags |= kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
                 writer.image[1] = writer.flags
-            images += writer.image
+                images += writer.image
+                if atom.timeout is not None:
+                    images += self.link_timeout(atom, sqe + 1, link_flag)
             fd_slots = {
                 spec.name: self.slot_of[v.index]
                 for spec in op.args
@@ -515,6 +553,9 @@ class _Translator:
                     fd_slots=fd_slots,
                     out=self.out.get(atom.index),
                     data_at=None if in_kernel else self.data_at.get(atom.index),
+                    sqe=sqe if in_kernel else -1,
+                    sqe_end=len(images) // SQE_SIZE if in_kernel else -1,
+                    timeout=atom.timeout,
                     length_value=self.length_value.get(atom.index),
                     feeds=(),
                 )

@@ -36,6 +36,7 @@ from .kernel import ffi
 from .notify import Completion, NotificationRing
 from .program import Program
 from .syslet import stop_holds
+from .threads import call_blocking
 from .translate import (
     LINK_SOFT,
     UD_CANCEL,
@@ -43,6 +44,7 @@ from .translate import (
     UD_EXEC_SHIFT,
     UD_GEN_SHIFT,
     UD_INSTALL,
+    UD_LINK_TIMEOUT,
     Plan,
     PlanAtom,
 )
@@ -99,6 +101,7 @@ class Execution:
     exports: dict[int, int] | None = None  # creator atom -> exported fd
     stopped_at: int | None = None
     cancelled = False
+    timed_out: frozenset[int] | None = None  # atoms whose LINK_TIMEOUT fired
 
     def __init__(
         self,
@@ -226,7 +229,8 @@ class UringBackend:
             for k in range(n):
                 _init_scratch(plan, scratch[k][1], lambda v, k=k: int(flat[v * n + k]))
         first = plan.segments[0]
-        whole = first.in_kernel and first.last < self.sq_entries
+        first_sqes = plan.atoms[first.last].sqe_end if first.in_kernel else 0
+        whole = first.in_kernel and first_sqes <= self.sq_entries
         run_last = first.last if whole else -1
         fast = run_last if whole and plan.clean is not None else -1
         execs = self._execs
@@ -249,7 +253,7 @@ class UringBackend:
             execs[e] = ex
         self.in_flight += n
         if whole:
-            self._push(plan.images_c, 0, first.last + 1, plan, flat, n, n)
+            self._push(plan.images_c, 0, first_sqes, plan, flat, n, n)
         else:
             for ex in started:
                 self._advance(ex, 0)
@@ -322,12 +326,19 @@ class UringBackend:
                 self._enter(0)
 
     def _push_run(self, ex: Execution, first: int, last: int) -> None:
-        count = min(last - first + 1, self.sq_entries)
-        ex.run_first, ex.run_last = first, first + count - 1
+        """Push atoms ``first..last`` of a segment, or as many of them as fit
+        the SQ ring whole (an atom and its LINK_TIMEOUT are never split)."""
         plan = ex.program.plan
+        patoms = plan.atoms
+        start = patoms[first].sqe
+        end = first
+        while end < last and patoms[end + 1].sqe_end - start <= self.sq_entries:
+            end += 1
+        count = patoms[end].sqe_end - start
+        ex.run_first, ex.run_last = first, end
         if plan.scratch_init:  # lengths may have changed since the last run
             _init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
-        self._push(plan.images_c, first, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
+        self._push(plan.images_c, start, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
 
     def _push_single(self, sqe: bytes) -> None:
         self._push(ffi.from_buffer(sqe), 0, 1, None, ffi.new("int64_t[1]"), 1, 1)
@@ -422,10 +433,14 @@ class UringBackend:
     def _route_one(self, ex: Execution | None, ud: int, res: int) -> None:
         atom = ud & 0xFF
         if ex is None or ex.ud != ud & ~0xFFF:
-            if atom == UD_CANCEL:
-                return  # the cancel outlived its execution: harmless
+            if atom == UD_CANCEL or UD_LINK_TIMEOUT <= atom < UD_CANCEL:
+                return  # a cancel or link timeout that outlived its execution
             self._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
         assert ex is not None
+        if UD_LINK_TIMEOUT <= atom < UD_CANCEL:
+            if res == -errno.ETIME:  # it fired: its atom was cancelled for it
+                ex.timed_out = (ex.timed_out or frozenset()) | {atom - UD_LINK_TIMEOUT}
+            return
         if atom == ex.run_last:
             self._run_over(ex, atom, res)
         elif atom == UD_CANCEL:
@@ -468,6 +483,8 @@ class UringBackend:
                 assert pa.skip and pa.success is not None, "a CQE was lost"
                 r = pa.success
             r = pa.op.normalise(r)
+            if r == -errno.ECANCELED and ex.timed_out and i in ex.timed_out:
+                r = -errno.ETIME  # what its LINK_TIMEOUT did to it
             results[i] = r
             if r >= 0 and pa.out is not None:
                 self._collect(ex, pa, r)
@@ -582,7 +599,7 @@ class UringBackend:
                 elif hasattr(value, "name") and not isinstance(value, (bytes, str)):
                     args[spec.name] = None  # Params in userspace steps: not yet
             try:
-                r, value = pa.op.outcome(pa.op.call(args))
+                r, value = call_blocking(ex.program.atoms[pa.index], args)
             except OSError as exc:
                 return atoms.errno_result(exc)
             if value is not None:

@@ -117,8 +117,8 @@ class Op:
     # buffer the kernel wrote) and its result; None: the first r bytes.
     decode: Callable[[Any, int], Any] | None = None
     # The blocking call made interruptible: call(args, wait) where
-    # wait(fd, events) -> True when the execution was cancelled meanwhile.
-    interruptible: Callable[[Mapping[str, Any], Callable[[int, int], bool]], Any] | None = None
+    # wait(fd, events) -> 0 when ready, ECANCELED or ETIME.
+    interruptible: Callable[[Mapping[str, Any], Callable[[int, int], int]], Any] | None = None
 
     # Whether these arguments may go to the kernel at all: where io_uring's
     # op differs from the system call for some arguments, those run in

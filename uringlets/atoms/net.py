@@ -105,9 +105,10 @@ def _call_connect(a: Mapping[str, Any]) -> None:
         s.connect(a["address"])
 
 
-def _connect_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], bool]) -> None:
-    """connect() that a cancel can interrupt: start it non-blocking, wait for
-    the outcome or the cancel, then restore the descriptor's blocking mode."""
+def _connect_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], int]) -> None:
+    """connect() that a cancel or a timeout can interrupt: start it
+    non-blocking, wait for the outcome (``wait`` returns 0, ECANCELED or
+    ETIME), then restore the descriptor's blocking mode."""
     fd = a["fd"]
     with _borrowed(fd) as s:
         was_blocking = os.get_blocking(fd)
@@ -115,9 +116,7 @@ def _connect_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], bool
         try:
             err = s.connect_ex(a["address"])
             if err == errno.EINPROGRESS and was_blocking:
-                if wait(fd, select.POLLOUT):
-                    raise OSError(errno.ECANCELED, os.strerror(errno.ECANCELED))
-                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                err = wait(fd, select.POLLOUT) or s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, os.strerror(err))
         finally:
