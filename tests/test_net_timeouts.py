@@ -123,7 +123,10 @@ def test_a_per_execution_deadline_cancels(make_engine, silent_peer):
     assert open_fds() == before
 
 
-@pytest.mark.parametrize("missing", [("BIND", "LISTEN"), ("URING_CMD_SETSOCKOPT",)])
+@pytest.mark.parametrize(
+    "missing",
+    [("BIND", "LISTEN"), ("URING_CMD_SETSOCKOPT",), ("FIXED_FD_INSTALL", "BIND", "LISTEN")],
+)
 def test_ops_the_kernel_lacks_run_as_userspace_steps(missing):
     features = ul.probe().without_ops(missing)
     s = ul.Syslet()
@@ -142,3 +145,23 @@ def test_ops_the_kernel_lacks_run_as_userspace_steps(missing):
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
         assert sock.getsockname()[0] == "127.0.0.1"
+
+
+def test_without_fixed_fd_install_descriptors_that_reach_userspace_are_real_fds(tmp_path):
+    (tmp_path / "f").write_bytes(b"0123456789")
+    features = ul.probe().without_ops(["FIXED_FD_INSTALL"])
+    s = ul.Syslet()
+    fd = s.openat(tmp_path / "f")
+    st = s.fstat(fd)  # a userspace step: it needs a real fd
+    data = s.read(fd, 4)
+    other = s.openat(tmp_path / "f")
+    more = s.read(other, 2)
+    s.close(fd)
+    prog = s.compile(features)
+    assert prog.plan.real_creators == (0,) and prog.plan.creators == (3,)
+    before = open_fds()
+    with ul.Engine("uring", capacity=4) as eng:
+        c = eng.run(prog)
+    assert c.ok and c.results == [0, 0, 4, 0, 2, 0]
+    assert c[st].st_size == 10 and c[data] == b"0123" and c[more] == b"01"
+    assert open_fds() == before

@@ -137,6 +137,8 @@ class PlanAtom:
     success: int | None
     slot: int | None
     fd_slots: Mapping[str, int]
+    fd_values: Mapping[str, int]  # value indexes of the real fds it takes, by argument
+    fd_value: int | None  # where the real fd it creates goes (None: a slot, or none)
     out: tuple[int, int] | None
     data_at: tuple[int, int] | None  # a userspace step's copy of its bytes
     sqe: int  # its SQE in the images (-1: a userspace step)
@@ -196,6 +198,7 @@ class Plan:
     # (offset, width, "const" | "scratch" | "value", x) -> x, scratch + x, row[x].
     scratch_init: tuple[tuple[int, int, str, int], ...]
     creators: tuple[int, ...]  # atoms that fill a slot
+    real_creators: tuple[int, ...]  # atoms that make a real fd
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
     clean: CleanPath | None
 
@@ -255,6 +258,11 @@ class _Writer:
         (old,) = struct.unpack_from(_PACK[width], self.image, offset)
         self._const(field, old | value)
 
+    def _and_not(self, field: str, value: int) -> None:
+        offset, width = FIELDS[field]
+        (old,) = struct.unpack_from(_PACK[width], self.image, offset)
+        self._const(field, old & ~value)
+
     def _patch(self, field: str, value: int, addend: int = 0) -> None:
         offset, width = FIELDS[field]
         self.tr.patches.append((self.sqe, offset, width, value, addend))
@@ -266,20 +274,30 @@ class _Writer:
             self._const(field, value)
 
     def fd(self, value: Any) -> None:
-        if isinstance(value, Ref):
+        if isinstance(value, Ref) and value.index in self.tr.slot_of:
             self._patch("fd", V_SLOTS + self.tr.slot_of[value.index])
             self.flags |= kernel.constant("IOSQE_FIXED_FILE")
+        elif isinstance(value, Ref):
+            self._patch("fd", self.tr.fd_value[value.index])
         else:
             self.int("fd", value)
 
     def close_target(self, value: Any) -> None:
-        if isinstance(value, Ref):
+        if isinstance(value, Ref) and value.index in self.tr.slot_of:
             self._patch("file_index", V_SLOTS + self.tr.slot_of[value.index], addend=1)
+        elif isinstance(value, Ref):
+            self._patch("fd", self.tr.fd_value[value.index])
         else:
             self.int("fd", value)
 
-    def new_descriptor(self) -> None:
-        self._patch("file_index", V_SLOTS + self.tr.slot_of[self.atom.index], addend=1)
+    def new_descriptor(self, field: str, cloexec: int) -> None:
+        if self.atom.index in self.tr.slot_of:
+            # A direct descriptor is in no fd table: the kernel refuses a
+            # close-on-exec flag for it (-EINVAL).
+            self._and_not(field, cloexec)
+            self._patch("file_index", V_SLOTS + self.tr.slot_of[self.atom.index], addend=1)
+        else:
+            self._or(field, cloexec)  # a real fd: close-on-exec, as Python makes them
 
     def path(self, field: str, value: Any) -> None:
         if isinstance(value, Param):
@@ -365,7 +383,9 @@ class _Writer:
 
 
 class _Translator:
-    def __init__(self, program_atoms: tuple[Atom, ...], features: KernelFeatures) -> None:
+    def __init__(
+        self, program_atoms: tuple[Atom, ...], features: KernelFeatures, exports: tuple[int, ...]
+    ) -> None:
         self.atoms = program_atoms
         self.features = features
         self.patches: list[tuple[int, int, int, int, int]] = []
@@ -379,15 +399,37 @@ class _Translator:
         self.feeds: dict[int, list[int]] = {}
         self.data_at: dict[int, tuple[int, int]] = {}  # where an atom's received bytes land
         self.scratch_init: list[tuple[int, int, str, int]] = []
+        # Descriptors are slots, except where a real fd is needed and the
+        # kernel cannot install a slot as one (FIXED_FD_INSTALL, 6.8): made by
+        # a userspace step, or used by one, or exported.  A real fd's number
+        # lives in the value row (-1 until it exists) and is patched into the
+        # SQEs that use it, so its creator ends its segment.
+        self.fd_value: dict[int, int] = {}  # {creator atom: value index of its real fd}
+        real = self.real_descriptors(exports)
         for atom in program_atoms:
-            if atom.op.creates_fd:
+            if atom.op.creates_fd and atom.index not in real:
                 self.slot_of[atom.index] = len(self.slot_of)
         self.values += [0] * len(self.slot_of)
+        for index in sorted(real):
+            self.fd_value[index] = self.new_value(-1)
         for atom in program_atoms:
             for spec in atom.op.args:
                 value = atom.args[spec.name]
                 if isinstance(value, Param):
                     self._declare_param(atom, spec.name, spec.kind, value)
+
+    def real_descriptors(self, exports: tuple[int, ...]) -> set[int]:
+        """The creator atoms whose descriptor must be a real fd."""
+        real = {a.index for a in self.atoms if a.op.creates_fd and not self.in_kernel(a)}
+        if not self.features.has_op("FIXED_FD_INSTALL"):
+            real |= set(exports)
+            for atom in self.atoms:
+                if not self.in_kernel(atom):
+                    for spec in atom.op.args:
+                        v = atom.args[spec.name]
+                        if spec.kind == "fd" and isinstance(v, Ref):
+                            real.add(v.index)
+        return real
 
     # -- values, buffers, params -------------------------------------------
     def new_value(self, default: int = 0) -> int:
@@ -460,6 +502,8 @@ class _Translator:
         )
         if fed and op.success_result(args) is None:
             return LINK_END  # the next atoms need a length only userspace learns
+        if atom.index in self.fd_value:
+            return LINK_END  # the next atoms need the fd number it returns
         if atom.stop == NEVER_STOP and not fed:
             # A timed atom is soft-linked to its LINK_TIMEOUT, whose firing
             # cancels the rest of the link: the next atom cannot be hard-linked.
@@ -532,13 +576,15 @@ class _Translator:
                 images += writer.image
                 if atom.timeout is not None:
                     images += self.link_timeout(atom, sqe + 1, link_flag)
-            fd_slots = {
-                spec.name: self.slot_of[v.index]
+            fd_refs = [
+                (spec.name, v.index)
                 for spec in op.args
                 if spec.kind == "fd"
                 for v in (atom.args[spec.name],)
                 if isinstance(v, Ref)
-            }
+            ]
+            fd_slots = {name: self.slot_of[i] for name, i in fd_refs if i in self.slot_of}
+            fd_values = {name: self.fd_value[i] for name, i in fd_refs if i in self.fd_value}
             plan_atoms.append(
                 PlanAtom(
                     index=atom.index,
@@ -551,6 +597,8 @@ class _Translator:
                     success=success,
                     slot=self.slot_of.get(atom.index),
                     fd_slots=fd_slots,
+                    fd_values=fd_values,
+                    fd_value=self.fd_value.get(atom.index),
                     out=self.out.get(atom.index),
                     data_at=None if in_kernel else self.data_at.get(atom.index),
                     sqe=sqe if in_kernel else -1,
@@ -585,7 +633,7 @@ def translate(
 
     if features is None:
         features = kernel.probe()
-    tr = _Translator(program_atoms, features)
+    tr = _Translator(program_atoms, features, exports)
     plan_atoms, segments, images = tr.translate()
     segment_of: list[int] = []
     for number, seg in enumerate(segments):
@@ -616,6 +664,7 @@ def translate(
         features=features,
         scratch_init=tuple(tr.scratch_init),
         creators=tuple(tr.slot_of),
+        real_creators=tuple(tr.fd_value),
         closers=closers,
         clean=_clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
     )

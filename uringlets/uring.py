@@ -35,7 +35,7 @@ from .errors import EngineClosed
 from .kernel import ffi
 from .notify import Completion, NotificationRing
 from .program import Program
-from .syslet import stop_holds
+from .syslet import Param, Ref, stop_holds
 from .threads import call_blocking
 from .translate import (
     LINK_SOFT,
@@ -79,6 +79,7 @@ class Execution:
 
     __slots__ = (
         "__dict__",
+        "bound",
         "clean",
         "fast_ud",
         "keep",
@@ -115,8 +116,10 @@ class Execution:
         run_last: int,
         fast_ud: int,
         sink: list[Completion] | None,
+        bound: Mapping[str, Any],
     ) -> None:
         self.program = program
+        self.bound = bound  # the parameters, for userspace steps
         self.tag = tag
         self.ud = ud
         self.scratch = scratch
@@ -246,6 +249,7 @@ class UringBackend:
                 run_last,
                 uds[k] | fast if fast >= 0 else -1,
                 sink,
+                binds[k],
             )
             for k in range(n)
         ]
@@ -482,6 +486,8 @@ class UringBackend:
             else:
                 assert pa.skip and pa.success is not None, "a CQE was lost"
                 r = pa.success
+            if pa.fd_value is not None and r >= 0:
+                self._row(ex)[pa.fd_value] = r  # the real fd it made
             r = pa.op.normalise(r)
             if r == -errno.ECANCELED and ex.timed_out and i in ex.timed_out:
                 r = -errno.ETIME  # what its LINK_TIMEOUT did to it
@@ -581,8 +587,8 @@ class UringBackend:
             self._advance(ex, atom)
 
     def _userspace(self, ex: Execution, pa: PlanAtom) -> int:
-        """Run one atom with its blocking call, on real fds; installed fds
-        are closed afterwards.  Returns the normalised result."""
+        """Run one atom with its blocking call, on real fds (slots installed
+        for it, closed again afterwards).  Returns the normalised result."""
         installed = ex.installed or {}
         ex.installed = None
         args = dict(pa.args)
@@ -592,17 +598,25 @@ class UringBackend:
                 if fd < 0:
                     return fd
                 args[name] = fd
+            if pa.fd_values:
+                row = self._row(ex)
+                for name, v in pa.fd_values.items():
+                    if row[v] < 0:
+                        return -errno.EBADF  # never made, or closed already
+                    args[name] = row[v]
             for spec in pa.op.args:
                 value = args[spec.name]
-                if spec.kind == "data" and hasattr(value, "index"):
+                if isinstance(value, Ref) and spec.kind == "data":
                     args[spec.name] = atoms.data_of((ex.values or {}).get(value.index))
-                elif hasattr(value, "name") and not isinstance(value, (bytes, str)):
-                    args[spec.name] = None  # Params in userspace steps: not yet
+                elif isinstance(value, Param):
+                    args[spec.name] = ex.bound[value.name]
             try:
                 r, value = call_blocking(ex.program.atoms[pa.index], args)
             except OSError as exc:
                 return atoms.errno_result(exc)
-            if value is not None:
+            if pa.fd_value is not None:
+                self._row(ex)[pa.fd_value] = value  # a real fd the execution owns now
+            elif value is not None:
                 if ex.values is None:
                     ex.values = {}
                 ex.values[pa.index] = value
@@ -613,22 +627,28 @@ class UringBackend:
                     os.close(fd)
 
     # -- endings ------------------------------------------------------------------
-    def _live_slots(self, ex: Execution) -> list[int]:
-        """Local slots filled by the execution's atoms and not closed by them."""
+    def _live(self, ex: Execution) -> tuple[list[int], list[int]]:
+        """The creator atoms whose descriptor is still open at the end, as
+        (slots, real fds): made by the execution, not closed by it."""
         plan, results = ex.program.plan, ex.results
         assert results is not None
-        live = {c for c in plan.creators if results[c] == 0}
+        live = {c for c in (*plan.creators, *plan.real_creators) if results[c] == 0}
         for closer, creator in plan.closers:
             if results[closer] == 0:
                 live.discard(creator)
-        return sorted(live)
+        slots = [c for c in plan.creators if c in live]
+        reals = [c for c in plan.real_creators if c in live]
+        return slots, reals
 
     def _finish(self, ex: Execution) -> None:
-        """The execution is over: install its exported descriptors (one more
-        trip through the ring), empty the slots its atoms left filled, then
-        release it."""
+        """The execution is over: install its exported slots as real fds
+        (one more trip through the ring), close what its atoms left open,
+        then release it.  Each slot and each real fd is released once."""
         plan = ex.program.plan
-        live = self._live_slots(ex) if plan.nslots else []
+        if plan.nslots or plan.real_creators:
+            live, reals = self._live(ex)
+        else:
+            live, reals = [], []
         slot_of = {c: k for k, c in enumerate(plan.creators)}
         if ex.exports is None and ex.program.exports:
             wanted = [i for i in ex.program.exports if i in live]
@@ -649,6 +669,14 @@ class UringBackend:
         for creator in live:  # exported ones too: the caller has its own fd now
             slot = ex.slots[slot_of[creator]]
             _check(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
+        if reals:
+            row = self._row(ex)
+            for creator in reals:
+                fd = row[plan.atoms[creator].fd_value]  # type: ignore[index]
+                if creator in ex.program.exports:
+                    ex.exports = {**(ex.exports or {}), creator: fd}
+                else:
+                    os.close(fd)
         if ex.exports:
             ex.values = {**(ex.values or {}), **ex.exports}
         self._release(ex)

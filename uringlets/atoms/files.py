@@ -92,11 +92,8 @@ def _prep_openat(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.int("fd", _dirfd(a["dir_fd"]))
     w.path("addr", a["path"])
     w.int("len", a["mode"])
-    # A direct descriptor is never in the fd table, so O_CLOEXEC means nothing
-    # to it and the kernel refuses it (-EINVAL); Python's os.open always adds
-    # it, so dropping it keeps both engines alike.
-    w.int("op_flags", a["flags"] & ~os.O_CLOEXEC)
-    w.new_descriptor()
+    w.int("op_flags", a["flags"])
+    w.new_descriptor("op_flags", os.O_CLOEXEC)
 
 
 def _call_openat(a: Mapping[str, Any]) -> int:

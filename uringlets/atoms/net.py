@@ -22,8 +22,6 @@ from . import sockaddr
 from .base import COUNT, FD, MESSAGE, ZERO, Arg, Op, SqeWriter
 from .files import BYTES
 
-SOCK_FLAGS = socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-
 
 @contextmanager
 def _borrowed(fd: int) -> Iterator[socket.socket]:
@@ -47,10 +45,9 @@ def _data_length(a: Mapping[str, Any]) -> int | None:
 # -- socket ------------------------------------------------------------------------
 def _prep_socket(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.int("fd", a["family"])
-    # A direct descriptor has no close-on-exec flag: the kernel refuses it.
-    w.int("off", a["type"] & ~socket.SOCK_CLOEXEC)
+    w.int("off", a["type"])
     w.int("len", a["proto"])
-    w.new_descriptor()
+    w.new_descriptor("off", socket.SOCK_CLOEXEC)
 
 
 def _call_socket(a: Mapping[str, Any]) -> int:
@@ -125,7 +122,7 @@ def _connect_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], int]
 
 def _prep_accept(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
-    w.new_descriptor()
+    w.new_descriptor("op_flags", socket.SOCK_CLOEXEC)
 
 
 def _call_accept(a: Mapping[str, Any]) -> int:
