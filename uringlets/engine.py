@@ -185,7 +185,7 @@ class Engine:
         ``common`` parameters, or one per mapping in ``params`` (merged over
         ``common``).  All or none start."""
         if params is not None:
-            binds = [{**common, **p} for p in params]
+            binds = [{**common, **p} for p in params] if common else list(params)
             if count is not None and count != len(binds):
                 raise ValueError("count and len(params) differ")
         else:
@@ -219,10 +219,7 @@ class Engine:
         n = len(binds)
         if n == 0:
             return Handles([], [])
-        if program.param_kinds or any(binds):
-            bound = [program.bind(b) for b in binds]
-        else:
-            bound = list(binds)  # type: ignore[arg-type]
+        columns = program.bind_columns(binds)
         if n > self._notify.capacity:
             raise ValueError(f"{n} executions exceed the engine's capacity {self.capacity}")
         self._notify.reserve(n)
@@ -237,7 +234,7 @@ class Engine:
                         f"the engine has {backend.nslots}"
                     )
                 backend.reap(1, -1)
-            ids = backend.start(program, bound, tags, sink)
+            ids = backend.start(program, columns, n, tags, sink)
         except BaseException:
             self._notify.release(n)
             raise

@@ -305,15 +305,16 @@ class ThreadsBackend:
     def start(
         self,
         program: Program,
-        binds: Sequence[Mapping[str, Any]],
+        params: Mapping[str, list[Any]],
+        n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
     ) -> list[int]:
         first = self._next
-        self._next += len(binds)
+        self._next += n
         jobs = [
-            _Job(first + k, program, bind, tag, sink)
-            for k, (bind, tag) in enumerate(zip(binds, tags, strict=True))
+            _Job(first + k, program, {name: col[k] for name, col in params.items()}, tags[k], sink)
+            for k in range(n)
         ]
         for job in jobs:
             self._jobs[job.ident] = job

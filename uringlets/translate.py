@@ -176,6 +176,7 @@ class CleanPath:
     stop: int  # the last atom's stop rule
     buffers: bool  # whether any atom returns data through scratch
     scratch_size: int
+    last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def _clean_path(
         last.stop,
         any(pa.out is not None for pa in plan_atoms),
         scratch_size,
+        last.op.decode is None,
     )
 
 

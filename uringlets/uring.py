@@ -109,17 +109,17 @@ class Execution:
         program: Program,
         tag: Any,
         ud: int,
-        scratch: tuple[Any, int] | None,
+        scratch: tuple[Any, int, Any] | None,
         slots: list[int],
         keep: Any,
         row_source: tuple[Any, int, int],
         run_last: int,
         fast_ud: int,
         sink: list[Completion] | None,
-        bound: Mapping[str, Any],
+        bound: tuple[Mapping[str, list[Any]], int],
     ) -> None:
         self.program = program
-        self.bound = bound  # the parameters, for userspace steps
+        self.bound = bound  # (parameter columns, position): for userspace steps
         self.tag = tag
         self.ud = ud
         self.scratch = scratch
@@ -170,7 +170,9 @@ class UringBackend:
         self._free_slots = list(range(nslots - 1, -1, -1))
         self._execs: list[Execution | None] = [None] * capacity
         self._free = list(range(capacity - 1, -1, -1))
-        self._scratch: dict[int, list[tuple[Any, int]]] = {}
+        self._scratch: dict[
+            int, list[tuple[Any, int, Any]]
+        ] = {}  # {size: [(buffer, address, view)]}
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)
@@ -185,7 +187,8 @@ class UringBackend:
     def start(
         self,
         program: Program,
-        binds: Sequence[Mapping[str, Any]],
+        params: Mapping[str, list[Any]],
+        n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
     ) -> list[int]:
@@ -193,7 +196,6 @@ class UringBackend:
         build the batch's value columns, push the first runs in one call, and
         enter the kernel once.  Returns the executions' user_data bases."""
         plan = program.plan
-        n = len(binds)
         nslots = plan.nslots
         free = self._free
         idx = free[-n:]
@@ -211,10 +213,10 @@ class UringBackend:
             pool = self._scratch.setdefault(plan.scratch_size, [])
             while len(pool) < n:
                 buf = ffi.new("char[]", plan.scratch_size)
-                pool.append((buf, int(ffi.cast("uintptr_t", buf))))
+                pool.append((buf, int(ffi.cast("uintptr_t", buf)), ffi.buffer(buf)))
             scratch = pool[-n:]
             del pool[-n:]
-            columns.append([address for _, address in scratch])
+            columns.append([entry[1] for entry in scratch])
         else:
             scratch = [None] * n
             columns.append([0] * n)
@@ -226,7 +228,7 @@ class UringBackend:
             columns += [slots[k::nslots] for k in range(nslots)]
         defaults = plan.value_defaults
         columns += [[defaults[v]] * n for v in range(len(columns), len(defaults))]
-        keep = self._bind(plan, binds, columns) if plan.params else None
+        keep = self._bind(plan, params, columns) if plan.params else None
         flat = ffi.new("int64_t[]", [v for column in columns for v in column])
         if plan.scratch_init:
             for k in range(n):
@@ -249,7 +251,7 @@ class UringBackend:
                 run_last,
                 uds[k] | fast if fast >= 0 else -1,
                 sink,
-                binds[k],
+                (params, k),
             )
             for k in range(n)
         ]
@@ -265,13 +267,13 @@ class UringBackend:
         return uds
 
     @staticmethod
-    def _bind(plan: Plan, binds: Sequence[Mapping[str, Any]], columns: list[list[int]]) -> Any:
+    def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[list[int]]) -> Any:
         """Fill the parameter columns.  Paths and data of the whole batch go
         into one buffer each (a path NUL-terminated), which every execution of
         the batch keeps alive.  Returns what must be kept."""
         keep = []
         for use in plan.params:
-            items = [b[use.name] for b in binds]
+            items = params[use.name]
             if use.kind in ("path", "data"):
                 sep = b"\0" if use.kind == "path" else b""
                 blob = sep.join(items) + b"\0"
@@ -411,11 +413,18 @@ class UringBackend:
                 r = results[-1] = res if clean.normalise is None else clean.normalise(res)
                 values = None
                 if clean.buffers:
-                    base = ex.scratch[0]
-                    values = {i: buffer(base + off, size)[:] for i, off, size in clean.outs}
+                    # skipped reads were full; the scratch goes back to the pool,
+                    # so the completion gets its own copy of the bytes
+                    view = ex.scratch[2]
+                    values = {i: view[off : off + size] for i, off, size in clean.outs}
                     if clean.last_out is not None and r >= 0:
                         i, off, size = clean.last_out
-                        values[i] = clean.last.op.value_from(buffer(base + off, size), r)
+                        if clean.last_bytes:
+                            values[i] = view[off : off + r]
+                        else:
+                            values[i] = clean.last.op.value_from(
+                                buffer(ex.scratch[0] + off, size), r
+                            )
                 stopped = clean.last.index if clean.stop and stop_holds(clean.stop, r) else None
                 # release: table entry, slots (all closed by the program's own
                 # atoms on this path), scratch buffer; then the one completion.
@@ -609,7 +618,8 @@ class UringBackend:
                 if isinstance(value, Ref) and spec.kind == "data":
                     args[spec.name] = atoms.data_of((ex.values or {}).get(value.index))
                 elif isinstance(value, Param):
-                    args[spec.name] = ex.bound[value.name]
+                    columns, k = ex.bound
+                    args[spec.name] = columns[value.name][k]
             try:
                 r, value = call_blocking(ex.program.atoms[pa.index], args)
             except OSError as exc:
