@@ -3,15 +3,20 @@
 * the file set: ``NFILES`` files of ``FILE_SIZE`` bytes named f0000..f1999 in
   ``bench_dir()`` (``$URINGLETS_BENCH_DIR``, default /tmp/uringlets-bench-files),
   created idempotently by ``ensure_files()`` and read once by ``warm()``;
-* the two programs, ``nop4`` (four linked no-ops) and ``file3``
-  (openat -> read 4 KiB -> close);
-* the C liburing reference in ``benchmarks/c``: ``build_c_ref()`` runs make,
-  ``c_ref_seconds()`` runs it and returns the time it measured itself.
+* the programs: ``nop4`` (four linked no-ops), ``file3`` (openat -> read
+  4 KiB -> close), ``tcp5`` (socket -> connect -> send 64 B -> recv 64 B ->
+  close) and ``rr`` (send 64 B -> recv 64 B on a connected socket);
+* the loopback echo server of the network benchmarks, ``EchoServer``
+  (``benchmarks/c/echo_server`` in its own process, stopped by process id);
+* the C programs in ``benchmarks/c``: ``build_c_ref()`` runs make (the liburing
+  reference and the echo server), ``c_ref_seconds()`` runs the reference and
+  returns the time it measured itself.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -20,12 +25,16 @@ import uringlets as ul
 HERE = Path(__file__).resolve().parent
 C_DIR = HERE / "c"
 C_REF = C_DIR / "uring_ref"
+ECHO_SERVER = C_DIR / "echo_server"
 
 DIR_ENV = "URINGLETS_BENCH_DIR"
 DEFAULT_DIR = "/tmp/uringlets-bench-files"
 NFILES = 2000
 FILE_SIZE = 4096
 BATCH = 64  # executions per submit_many / per C submit_and_wait
+LOCALHOST = "127.0.0.1"
+MSG_SIZE = 64
+MESSAGE = b"x" * MSG_SIZE  # what every network request sends, and expects back
 
 
 # -- the file set ----------------------------------------------------------------------
@@ -89,12 +98,94 @@ def file3_program() -> tuple[ul.Program, ul.Ref]:
     return s.compile(), data
 
 
-# -- the C liburing reference ----------------------------------------------------------
+def tcp5_program(port: int) -> tuple[ul.Program, ul.Ref]:
+    """socket -> connect(127.0.0.1:port) -> send 64 B -> recv 64 B -> close:
+    one short connection; returns the program and the Ref of the recv."""
+    s = ul.Syslet()
+    fd = s.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(fd, (LOCALHOST, port))
+    s.send(fd, MESSAGE)
+    got = s.recv(fd, MSG_SIZE, stop=ul.STOP_ON_NON_POSITIVE)
+    s.close(fd)
+    return s.compile(), got
+
+
+def rr_program() -> tuple[ul.Program, ul.Ref]:
+    """send 64 B -> recv 64 B on the connected socket ``$fd`` (a plain int fd):
+    one request-response; returns the program and the Ref of the recv."""
+    s = ul.Syslet()
+    s.send(ul.Param("fd"), MESSAGE)
+    got = s.recv(ul.Param("fd"), MSG_SIZE, stop=ul.STOP_ON_NON_POSITIVE)
+    return s.compile(), got
+
+
+# -- the echo server -------------------------------------------------------------------
+class EchoServer:
+    """``benchmarks/c/echo_server`` on 127.0.0.1 and a free port, in its own
+    process: the io_uring engine (DEFER_TASKRUN) only makes progress inside
+    the owning thread's wait/submit, so the peer cannot be a thread of the
+    benchmark process.
+
+    ``close_after=N``: the server closes each connection once it has echoed N
+    bytes, so for one-shot clients it closes first and the TIME_WAIT sockets
+    are its own (on its one port), not the client's (on ephemeral ports)."""
+
+    def __init__(self, close_after: int = 0) -> None:
+        argv = [str(ECHO_SERVER)]
+        if close_after:
+            argv += ["-c", str(close_after)]
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self.proc.stdout.close()
+        if not line.strip().isdigit():
+            self.stop()
+            raise RuntimeError(f"{' '.join(argv)} did not start ({self.proc.returncode})")
+        self.port = int(line)
+        self.address = (LOCALHOST, self.port)
+
+    def check(self) -> None:
+        """Raise if the server is no longer running."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(self.argv)} exited with {self.proc.returncode}")
+
+    def stop(self) -> None:
+        """Stop it by process id (SIGTERM, then SIGKILL after 5 s)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def connected_sockets(address: tuple[str, int], n: int, *, blocking: bool) -> list[socket.socket]:
+    """``n`` TCP connections to ``address`` with TCP_NODELAY, each checked
+    with one echo (the caller closes them)."""
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(MESSAGE)
+        got = b""
+        while len(got) < MSG_SIZE and (chunk := sock.recv(MSG_SIZE - len(got))):
+            got += chunk
+        if got != MESSAGE:
+            raise RuntimeError(f"the echo server at {address} answered {got!r}")
+        sock.setblocking(blocking)
+        socks.append(sock)
+    return socks
+
+
+# -- the C programs --------------------------------------------------------------------
 def build_c_ref() -> Path:
-    """``make -C benchmarks/c`` (a no-op when up to date); returns the binary."""
+    """``make -C benchmarks/c`` (a no-op when up to date): the liburing
+    reference and the echo server; returns the reference binary."""
     proc = subprocess.run(["make", "-C", str(C_DIR)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"building the C reference failed:\n{proc.stdout}{proc.stderr}")
+        raise RuntimeError(f"building the C programs failed:\n{proc.stdout}{proc.stderr}")
     return C_REF
 
 
@@ -105,14 +196,21 @@ def c_ref_seconds(
     directory: Path | None = None,
     nfiles: int = NFILES,
     batch: int = BATCH,
+    port: int | None = None,
 ) -> float:
     """Run the C reference for ``executions`` executions of ``workload``
-    (``"nop4"``: a multiple of ``batch``; ``"file3"``: a multiple of
-    ``nfiles``, whole passes over the file set) and return the seconds it
-    measured around its own loop (process start and setup excluded)."""
+    (``"nop4"`` and ``"tcp5"``: a multiple of ``batch``, tcp5 against the echo
+    server on ``port``; ``"file3"``: a multiple of ``nfiles``, whole passes
+    over the file set) and return the seconds it measured around its own loop
+    (process start and setup excluded)."""
     if workload == "nop4":
         loops, rest = divmod(executions, batch)
         argv = [str(C_REF), "nop4", str(loops), str(batch)]
+    elif workload == "tcp5":
+        if port is None:
+            raise ValueError("tcp5 needs the port of an echo server")
+        loops, rest = divmod(executions, batch)
+        argv = [str(C_REF), "tcp5", str(loops), str(port), str(batch)]
     elif workload == "file3":
         loops, rest = divmod(executions, nfiles)
         directory = bench_dir() if directory is None else Path(directory)
@@ -122,7 +220,7 @@ def c_ref_seconds(
     if rest or loops < 1:
         raise ValueError(
             f"{workload}: {executions} executions is not a positive whole number "
-            f"of {batch if workload == 'nop4' else nfiles}"
+            f"of {nfiles if workload == 'file3' else batch}"
         )
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

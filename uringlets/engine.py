@@ -18,7 +18,6 @@ can never do, so a full notification ring raises ``RingFull`` whether or not
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import heapq
 import os
@@ -330,10 +329,14 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
+        # A forgotten engine still lets the kernel go before its buffers do.
         if not getattr(self, "_closed", True) and hasattr(self, "_backend"):
             self._closed = True
-            with contextlib.suppress(Exception):
+            # not contextlib.suppress: at interpreter exit modules may be gone
+            try:  # noqa: SIM105
                 self._backend.close()
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.in_flight} in flight"

@@ -139,6 +139,7 @@ class PlanAtom:
     fd_slots: Mapping[str, int]
     fd_values: Mapping[str, int]  # value indexes of the real fds it takes, by argument
     fd_value: int | None  # where the real fd it creates goes (None: a slot, or none)
+    closes: int | None  # the value index of the real fd this close atom closes
     out: tuple[int, int] | None
     data_at: tuple[int, int] | None  # a userspace step's copy of its bytes
     sqe: int  # its SQE in the images (-1: a userspace step)
@@ -421,8 +422,14 @@ class _Translator:
                     self._declare_param(atom, spec.name, spec.kind, value)
 
     def real_descriptors(self, exports: tuple[int, ...]) -> set[int]:
-        """The creator atoms whose descriptor must be a real fd."""
+        """The creator atoms whose descriptor must be a real fd: made in
+        userspace, closed in userspace, or (without FIXED_FD_INSTALL) used in
+        userspace or exported."""
         real = {a.index for a in self.atoms if a.op.creates_fd and not self.in_kernel(a)}
+        for atom in self.atoms:  # a userspace close must close the descriptor itself
+            target = atom.args.get("fd")
+            if atom.op.closes_fd and not self.in_kernel(atom) and isinstance(target, Ref):
+                real.add(target.index)
         if not self.features.has_op("FIXED_FD_INSTALL"):
             real |= set(exports)
             for atom in self.atoms:
@@ -601,6 +608,7 @@ class _Translator:
                     fd_slots=fd_slots,
                     fd_values=fd_values,
                     fd_value=self.fd_value.get(atom.index),
+                    closes=fd_values.get("fd") if op.closes_fd else None,
                     out=self.out.get(atom.index),
                     data_at=None if in_kernel else self.data_at.get(atom.index),
                     sqe=sqe if in_kernel else -1,

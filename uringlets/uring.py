@@ -497,6 +497,8 @@ class UringBackend:
                 r = pa.success
             if pa.fd_value is not None and r >= 0:
                 self._row(ex)[pa.fd_value] = r  # the real fd it made
+            elif pa.closes is not None and r == 0:
+                self._row(ex)[pa.closes] = -1  # that number may be reused now
             r = pa.op.normalise(r)
             if r == -errno.ECANCELED and ex.timed_out and i in ex.timed_out:
                 r = -errno.ETIME  # what its LINK_TIMEOUT did to it
@@ -562,6 +564,8 @@ class UringBackend:
                 return
             r = self._userspace(ex, pa)
             ex.results[i] = r
+            if pa.closes is not None and r == 0:
+                self._row(ex)[pa.closes] = -1  # that number may be reused now
             if pa.feeds:
                 self._feed(ex, pa, r)
             if stop_holds(pa.stop, r):

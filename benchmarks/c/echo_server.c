@@ -204,6 +204,7 @@ int main(int argc, char **argv)
 	char *buf;
 	int opt, lfd, one = 1;
 	long port = 0;
+	pid_t parent;
 
 	while ((opt = getopt(argc, argv, "c:")) != -1) {
 		if (opt != 'c') {
@@ -219,11 +220,12 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		port = parse_num(argv[optind], "PORT", 0, 65535);
 
-	/* Do not outlive the benchmark that started us. */
+	/* Do not outlive the process (thread) that started us. */
+	parent = getppid();
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
 		die("prctl");
-	if (getppid() == 1)
-		return 0;
+	if (getppid() != parent)
+		return 0;	/* it died before prctl */
 	raise_nofile();
 	buf = malloc(BUF_SIZE);
 	if (!buf)

@@ -5,6 +5,10 @@
  *   uring_ref nop4  LOOPS [BATCH]              BATCH chains of 4 linked NOPs per loop
  *   uring_ref file3 LOOPS DIR NFILES [BATCH]   openat_direct -> read 4 KiB -> close_direct
  *                                              for DIR/f0000 .. DIR/f{NFILES-1:04d}
+ *   uring_ref tcp5  LOOPS PORT [BATCH]         socket_direct -> connect 127.0.0.1:PORT ->
+ *                                              send 64 B -> recv 64 B -> close_direct,
+ *                                              BATCH chains (connections) per loop; PORT
+ *                                              must echo (benchmarks/c/echo_server)
  *
  * Prints exactly one line on stdout:  elapsed_ns=<int> executions=<int>
  * where elapsed_ns covers only the measured loops (CLOCK_MONOTONIC) and
@@ -17,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +30,7 @@
 
 #define SQ_ENTRIES 512
 #define READ_SIZE 4096
+#define MSG_SIZE 64
 #define LINK_SKIP (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS)
 
 static void die(const char *what, int err)
@@ -227,10 +233,110 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * nfiles);
 }
 
+/*
+ * tcp5: one short TCP connection per chain, five linked SQEs:
+ *
+ *   SOCKET  (socket_direct into slot c)  IO_LINK | CQE_SKIP_SUCCESS
+ *   CONNECT (slot c, 127.0.0.1:PORT)     IO_LINK | CQE_SKIP_SUCCESS | FIXED_FILE
+ *   SEND    64 B, MSG_WAITALL            IO_LINK | CQE_SKIP_SUCCESS | FIXED_FILE
+ *   RECV    64 B, MSG_WAITALL            IO_LINK | CQE_SKIP_SUCCESS | FIXED_FILE
+ *   CLOSE   (close_direct of slot c)     tail: posts the chain's one CQE
+ *
+ * MSG_WAITALL makes a short send or recv fail the request (io_uring's
+ * min_ret), so it breaks the link and posts its CQE (res = bytes moved) and is
+ * counted as an error.  The echoed bytes are compared after every batch.
+ */
+static void run_tcp5(long loops, long port, long batch)
+{
+	struct sockaddr_in addr = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	char msg[MSG_SIZE];
+	struct io_uring ring;
+	struct io_uring_sqe *sqe;
+	char *bufs;
+	long errors = 0, wrong = 0;
+	uint64_t t0, t1;
+	int ret;
+
+	if (batch * 5 > SQ_ENTRIES) {
+		fprintf(stderr, "uring_ref: BATCH*5 must be <= %d\n", SQ_ENTRIES);
+		exit(2);
+	}
+	if (port > 65535) {
+		fprintf(stderr, "uring_ref: PORT must be <= 65535\n");
+		exit(2);
+	}
+	/* Setup (not timed): message, per-chain buffers, ring, sparse file table. */
+	memset(msg, 'x', sizeof(msg));
+	bufs = calloc((size_t)batch, MSG_SIZE);
+	if (!bufs)
+		die("calloc", ENOMEM);
+	ring_init(&ring, SQ_ENTRIES);
+	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+
+	t0 = now_ns();
+	for (long l = 0; l < loops; l++) {
+		for (long c = 0; c < batch; c++) {
+			unsigned slot = (unsigned)c;
+			char *buf = bufs + c * MSG_SIZE;
+			uint64_t ud = (uint64_t)c;
+
+			sqe = get_sqe(&ring);
+			io_uring_prep_socket_direct(sqe, AF_INET, SOCK_STREAM, 0, slot, 0);
+			io_uring_sqe_set_data64(sqe, ud);
+			io_uring_sqe_set_flags(sqe, LINK_SKIP);
+
+			sqe = get_sqe(&ring);
+			io_uring_prep_connect(sqe, (int)slot, (struct sockaddr *)&addr,
+					      sizeof(addr));
+			io_uring_sqe_set_data64(sqe, ud);
+			io_uring_sqe_set_flags(sqe, LINK_SKIP | IOSQE_FIXED_FILE);
+
+			sqe = get_sqe(&ring);
+			io_uring_prep_send(sqe, (int)slot, msg, MSG_SIZE, MSG_WAITALL);
+			io_uring_sqe_set_data64(sqe, ud);
+			io_uring_sqe_set_flags(sqe, LINK_SKIP | IOSQE_FIXED_FILE);
+
+			sqe = get_sqe(&ring);
+			io_uring_prep_recv(sqe, (int)slot, buf, MSG_SIZE, MSG_WAITALL);
+			io_uring_sqe_set_data64(sqe, ud);
+			io_uring_sqe_set_flags(sqe, LINK_SKIP | IOSQE_FIXED_FILE);
+
+			sqe = get_sqe(&ring);
+			io_uring_prep_close_direct(sqe, slot);
+			io_uring_sqe_set_data64(sqe, ud);	/* tail: posts the CQE */
+		}
+		errors += submit_and_reap(&ring, (unsigned)batch);
+		for (long c = 0; c < batch; c++) {
+			char *buf = bufs + c * MSG_SIZE;
+
+			if (memcmp(buf, msg, MSG_SIZE) != 0)
+				wrong++;
+			memset(buf, 0, MSG_SIZE);
+		}
+	}
+	t1 = now_ns();
+
+	io_uring_queue_exit(&ring);
+	free(bufs);
+	if (errors || wrong) {
+		fprintf(stderr, "uring_ref: tcp5: %ld failed CQEs, %ld wrong echoes\n", errors,
+			wrong);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: uring_ref nop4 LOOPS [BATCH]\n"
-			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n");
+			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n"
+			"       uring_ref tcp5 LOOPS PORT [BATCH]\n");
 	exit(2);
 }
 
@@ -244,6 +350,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "file3") && (argc == 5 || argc == 6)) {
 		run_file3(parse_pos(argv[2], "LOOPS"), argv[3], parse_pos(argv[4], "NFILES"),
 			  argc > 5 ? parse_pos(argv[5], "BATCH") : 64);
+	} else if (!strcmp(argv[1], "tcp5") && (argc == 4 || argc == 5)) {
+		run_tcp5(parse_pos(argv[2], "LOOPS"), parse_pos(argv[3], "PORT"),
+			 argc > 4 ? parse_pos(argv[4], "BATCH") : 64);
 	} else {
 		usage();
 	}
