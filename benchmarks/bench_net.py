@@ -220,8 +220,8 @@ def time_tcp5_threads(loops: int, workers: int) -> float:
     return elapsed
 
 
-async def tcp5_task(address: tuple[str, int], n: int, errors: Errors) -> None:
-    """``n`` tcp5 requests in turn, on non-blocking sockets."""
+async def tcp5_task_sock(address: tuple[str, int], n: int, errors: Errors) -> None:
+    """``n`` tcp5 requests in turn with loop.sock_connect/sock_sendall/sock_recv."""
     loop = asyncio.get_running_loop()
     sock_connect, sock_sendall = loop.sock_connect, loop.sock_sendall
     new_socket, af_inet, sock_stream = socket.socket, socket.AF_INET, socket.SOCK_STREAM
@@ -240,12 +240,62 @@ async def tcp5_task(address: tuple[str, int], n: int, errors: Errors) -> None:
             errors.add(data)
 
 
-def time_tcp5_loop(loops: int, kind: str) -> float:
+class Tcp5Protocol(asyncio.Protocol):
+    """Sends the message once connected; ``reply`` gets the 64 B reply, or
+    what came before the connection ended."""
+
+    def __init__(self, reply: asyncio.Future[bytes]) -> None:
+        self.reply, self.data = reply, b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(MESSAGE)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= MSG_SIZE and not self.reply.done():
+            self.reply.set_result(self.data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            if exc is None:
+                self.reply.set_result(self.data)
+            else:
+                self.reply.set_exception(exc)
+
+
+async def tcp5_task_protocol(address: tuple[str, int], n: int, errors: Errors) -> None:
+    """``n`` tcp5 requests in turn with loop.create_connection and a Protocol."""
+    loop = asyncio.get_running_loop()
+    create_connection, create_future, partial = (
+        loop.create_connection,
+        loop.create_future,
+        functools.partial,
+    )
+    host, port = address
+    for _ in range(n):
+        reply = create_future()
+        try:
+            transport, _ = await create_connection(partial(Tcp5Protocol, reply), host, port)
+        except OSError as exc:
+            errors.add(exc)
+            continue
+        try:
+            data = await reply
+        except OSError as exc:
+            data = exc
+        finally:
+            transport.close()
+        if data != MESSAGE:
+            errors.add(data)
+
+
+def time_tcp5_loop(loops: int, kind: str, api: str) -> float:
     loop, address = event_loop(kind), tcp5_server().address
+    task = tcp5_task_sock if api == "sock" else tcp5_task_protocol
     errors = Errors(f"tcp5-{kind}")
 
     async def main() -> None:
-        await asyncio.gather(*(tcp5_task(address, loops, errors) for _ in range(BATCH)))
+        await asyncio.gather(*(task(address, loops, errors) for _ in range(BATCH)))
 
     t0 = perf_counter()
     loop.run_until_complete(main())
@@ -294,8 +344,8 @@ def time_rr_plain(loops: int) -> float:
     return elapsed
 
 
-async def rr_task(sock: socket.socket, n: int, errors: Errors) -> None:
-    """``n`` request-responses in turn on one non-blocking socket."""
+async def rr_task_sock(sock: socket.socket, n: int, errors: Errors) -> None:
+    """``n`` request-responses in turn with loop.sock_sendall/sock_recv."""
     loop = asyncio.get_running_loop()
     sock_sendall = loop.sock_sendall
     for _ in range(n):
@@ -308,12 +358,71 @@ async def rr_task(sock: socket.socket, n: int, errors: Errors) -> None:
             errors.add(data)
 
 
-def time_rr_loop(loops: int, kind: str) -> float:
-    loop, socks = event_loop(kind), rr_sockets(False)
-    errors = Errors(f"rr-{kind}")
+class RRProtocol(asyncio.Protocol):
+    """Request-response on one connection: ``ask()`` sends the message and
+    returns a future for the 64 B reply."""
 
-    async def main() -> None:
-        await asyncio.gather(*(rr_task(sock, loops, errors) for sock in socks))
+    def __init__(self) -> None:
+        self.new_future = asyncio.get_running_loop().create_future
+        self.reply: asyncio.Future[bytes] | None = None
+        self.data = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def ask(self) -> asyncio.Future[bytes]:
+        self.reply = reply = self.new_future()
+        self.transport.write(MESSAGE)
+        return reply
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= MSG_SIZE and self.reply is not None:
+            reply, self.reply, data, self.data = self.reply, None, self.data, b""
+            reply.set_result(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_exception(exc or ConnectionResetError("the server closed"))
+
+
+async def rr_task_protocol(proto: RRProtocol, n: int, errors: Errors) -> None:
+    """``n`` request-responses in turn over a transport."""
+    for _ in range(n):
+        try:
+            data = await proto.ask()
+        except OSError as exc:
+            data = exc
+        if data != MESSAGE:
+            errors.add(data)
+
+
+@functools.cache
+def rr_protocols(kind: str) -> list[RRProtocol]:
+    """A transport and RRProtocol over each of the 64 non-blocking sockets."""
+    loop = event_loop(kind)
+
+    async def connect() -> list[RRProtocol]:
+        made = [await loop.create_connection(RRProtocol, sock=s) for s in rr_sockets(False)]
+        return [proto for _, proto in made]
+
+    return loop.run_until_complete(connect())
+
+
+def time_rr_loop(loops: int, kind: str, api: str) -> float:
+    loop = event_loop(kind)
+    errors = Errors(f"rr-{kind}")
+    if api == "sock":
+        socks = rr_sockets(False)
+
+        async def main() -> None:
+            await asyncio.gather(*(rr_task_sock(sock, loops, errors) for sock in socks))
+
+    else:
+        protos = rr_protocols(kind)
+
+        async def main() -> None:
+            await asyncio.gather(*(rr_task_protocol(proto, loops, errors) for proto in protos))
 
     t0 = perf_counter()
     loop.run_until_complete(main())
@@ -328,13 +437,25 @@ BENCHMARKS = {
     "tcp5-uringlets": (time_tcp5_uringlets, BATCH, "request"),
     "tcp5-plain": (time_tcp5_plain, BATCH, "request"),
     "tcp5-threads": (time_tcp5_threads, BATCH, "request"),
-    "tcp5-asyncio": (functools.partial(time_tcp5_loop, kind="asyncio"), BATCH, "request"),
-    "tcp5-uvloop": (functools.partial(time_tcp5_loop, kind="uvloop"), BATCH, "request"),
+    "tcp5-asyncio": (time_tcp5_loop, BATCH, "request"),
+    "tcp5-uvloop": (time_tcp5_loop, BATCH, "request"),
     "tcp5-c-liburing": (time_tcp5_c, BATCH, "request"),
     "rr-uringlets": (time_rr_uringlets, BATCH, "request"),
     "rr-plain": (time_rr_plain, BATCH, "request"),
-    "rr-asyncio": (functools.partial(time_rr_loop, kind="asyncio"), BATCH, "request"),
-    "rr-uvloop": (functools.partial(time_rr_loop, kind="uvloop"), BATCH, "request"),
+    "rr-asyncio": (time_rr_loop, BATCH, "request"),
+    "rr-uvloop": (time_rr_loop, BATCH, "request"),
+}
+# The asyncio/uvloop API each event-loop benchmark uses by default: the faster
+# of the two on the 2-core machine (see the module docstring).
+FASTEST_API = {
+    "tcp5-asyncio": "sock",
+    "tcp5-uvloop": "protocol",
+    "rr-asyncio": "protocol",
+    "rr-uvloop": "protocol",
+}
+API_TEXT = {
+    "sock": "loop.sock_* calls",
+    "protocol": "loop.create_connection + Protocol",
 }
 
 
@@ -343,6 +464,7 @@ def add_cmdline_args(cmd: list[str], args: object) -> None:
     for name in args.bench or ():
         cmd.extend(("--bench", name))
     cmd.extend(("--threads-workers", str(args.threads_workers)))
+    cmd.extend(("--loop-api", args.loop_api))
 
 
 def sysctl(name: str) -> str:
@@ -366,6 +488,13 @@ def main() -> None:
         default=8,
         help="max_workers of tcp5-threads (default: 8, tuned on 2 cores)",
     )
+    runner.argparser.add_argument(
+        "--loop-api",
+        choices=("fastest", "sock", "protocol"),
+        default="fastest",
+        help="the API of the asyncio/uvloop benchmarks: loop.sock_* calls, "
+        "create_connection + Protocol, or per benchmark the faster one (default)",
+    )
     args = runner.parse_args()
     if not args.worker:
         wl.build_c_ref()  # once, in the parent: the reference and the echo server
@@ -385,11 +514,15 @@ def main() -> None:
     for name, (func, inner_loops, unit) in BENCHMARKS.items():
         if name not in selected:
             continue
-        extra: tuple[int, ...] = ()
+        extra: tuple[int | str, ...] = ()
         metadata = {"unit_of_work": unit}
         if name == "tcp5-threads":
             extra = (args.threads_workers,)
             metadata["threadpool_workers"] = args.threads_workers
+        elif name in FASTEST_API:
+            api = FASTEST_API[name] if args.loop_api == "fastest" else args.loop_api
+            extra = (name.partition("-")[2], api)
+            metadata["loop_api"] = API_TEXT[api]
         runner.bench_time_func(name, func, *extra, inner_loops=inner_loops, metadata=metadata)
 
 

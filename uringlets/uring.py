@@ -35,7 +35,7 @@ from .errors import EngineClosed
 from .kernel import ffi
 from .notify import Completion, NotificationRing
 from .program import Program
-from .syslet import Param, Ref, stop_holds
+from .syslet import STOP_ON_NEGATIVE, Param, Ref, stop_holds
 from .threads import call_blocking
 from .translate import (
     LINK_SOFT,
@@ -68,32 +68,53 @@ def _single_sqe(opcode: int, fd: int, addr: int, op_flags: int, flags: int, ud: 
     return _SQE.pack(opcode, flags, 0, fd, 0, addr, 0, op_flags, ud, 0, 0, 0, 0, 0)
 
 
+class Batch:
+    """What the executions started by one call share: the program, the
+    parameter columns and their buffers, the value columns (``flat``: value
+    ``v`` of execution ``k`` is ``flat[v * n + k]``), and ``run()``'s sink."""
+
+    __slots__ = ("clean", "flat", "keep", "n", "params", "program", "sink")
+
+    def __init__(
+        self,
+        program: Program,
+        params: Mapping[str, list[Any]],
+        keep: Any,
+        flat: Any,
+        n: int,
+        sink: list[Completion] | None,
+    ) -> None:
+        self.program = program
+        self.clean = program.plan.clean
+        self.params = params
+        self.keep = keep  # parameter buffers the SQEs point into
+        self.flat = flat
+        self.n = n
+        self.sink = sink
+
+
 class Execution:
     """One submission of a program, from ``start`` to ``_finish``.
 
-    Hot state lives in slots.  Its value row (user_data base, scratch
-    address, slots, params, variable lengths) stays in the batch's column
-    array until a resume needs it (``row``).  Cold state (results, values,
-    installs, cancel) is created on the slow path only; the class attributes
-    below are its defaults."""
+    Hot state lives in slots; what the batch shares is in ``batch``.  Its
+    value row stays in the batch's columns until a resume needs to patch it
+    (``row``).  Cold state (results, values, installs, cancel) is created on
+    the slow path only; the class attributes below are its defaults."""
 
     __slots__ = (
         "__dict__",
-        "bound",
-        "clean",
+        "batch",
         "fast_ud",
-        "keep",
+        "k",
         "program",
         "raw",
-        "row_source",
-        "run_first",
         "run_last",
         "scratch",
-        "sink",
         "slots",
         "tag",
         "ud",
     )
+    run_first = 0
     results: list[int | None] | None = None
     values: dict[int, Any] | None = None
     row: list[int] | None = None
@@ -106,33 +127,26 @@ class Execution:
 
     def __init__(
         self,
-        program: Program,
+        batch: Batch,
+        k: int,
         tag: Any,
         ud: int,
         scratch: tuple[Any, int, Any] | None,
         slots: list[int],
-        keep: Any,
-        row_source: tuple[Any, int, int],
         run_last: int,
         fast_ud: int,
-        sink: list[Completion] | None,
-        bound: tuple[Mapping[str, list[Any]], int],
     ) -> None:
-        self.program = program
-        self.bound = bound  # (parameter columns, position): for userspace steps
+        self.batch = batch
+        self.program = batch.program
+        self.k = k  # its place in the batch
         self.tag = tag
         self.ud = ud
         self.scratch = scratch
         self.slots = slots
-        self.keep = keep  # parameter buffers the SQEs point into
-        self.row_source = row_source  # (column array, position, stride)
-        self.run_first = 0
         self.run_last = run_last
         # The user_data of the CQE that ends this execution on the clean
         # path, or -1 when that path cannot apply.
         self.fast_ud = fast_ud
-        self.clean = program.plan.clean
-        self.sink = sink
         self.raw: dict[int, int] | None = None
 
 
@@ -239,19 +253,17 @@ class UringBackend:
         run_last = first.last if whole else -1
         fast = run_last if whole and plan.clean is not None else -1
         execs = self._execs
+        batch = Batch(program, params, keep, flat, n, sink)
         started = [
             Execution(
-                program,
+                batch,
+                k,
                 tags[k],
                 uds[k],
                 scratch[k],
                 slots[k * nslots : (k + 1) * nslots],
-                keep,
-                (flat, k, n),
                 run_last,
                 uds[k] | fast if fast >= 0 else -1,
-                sink,
-                (params, k),
             )
             for k in range(n)
         ]
@@ -294,7 +306,8 @@ class UringBackend:
         """The execution's value row, copied out of its batch's columns the
         first time a resume needs to patch it."""
         if ex.row is None:
-            flat, k, n = ex.row_source
+            batch, k = ex.batch, ex.k
+            flat, n = batch.flat, batch.n
             ex.row = [flat[v * n + k] for v in range(len(ex.program.plan.value_defaults))]
         return ex.row
 
@@ -408,7 +421,8 @@ class UringBackend:
                 if ex is None or ud != ex.fast_ud:
                     self._route_one(ex, ud, res)
                     continue
-                clean = ex.clean
+                batch = ex.batch
+                clean = batch.clean
                 results: list[int | None] = list(clean.results)
                 r = results[-1] = res if clean.normalise is None else clean.normalise(res)
                 values = None
@@ -425,7 +439,11 @@ class UringBackend:
                             values[i] = clean.last.op.value_from(
                                 buffer(ex.scratch[0] + off, size), r
                             )
-                stopped = clean.last.index if clean.stop and stop_holds(clean.stop, r) else None
+                stop = clean.stop
+                if stop and (r < 0 if stop == STOP_ON_NEGATIVE else stop_holds(stop, r)):
+                    stopped: int | None = clean.last.index
+                else:
+                    stopped = None
                 # release: table entry, slots (all closed by the program's own
                 # atoms on this path), scratch buffer; then the one completion.
                 execs[e] = None
@@ -434,9 +452,9 @@ class UringBackend:
                     pools[clean.scratch_size].append(ex.scratch)
                 if ex.slots:
                     free_slots += ex.slots
-                c = Completion(ex.tag, ex.program, results, stopped, False, values)
-                if ex.sink is not None:
-                    ex.sink.append(c)
+                c = Completion(ex.tag, batch.program, results, stopped, False, values)
+                if batch.sink is not None:
+                    batch.sink.append(c)
                 ready_append(c)
                 finished += 1
         finally:
@@ -622,8 +640,7 @@ class UringBackend:
                 if isinstance(value, Ref) and spec.kind == "data":
                     args[spec.name] = atoms.data_of((ex.values or {}).get(value.index))
                 elif isinstance(value, Param):
-                    columns, k = ex.bound
-                    args[spec.name] = columns[value.name][k]
+                    args[spec.name] = ex.batch.params[value.name][ex.k]
             try:
                 r, value = call_blocking(ex.program.atoms[pa.index], args)
             except OSError as exc:
@@ -708,8 +725,8 @@ class UringBackend:
             self._scratch[ex.program.plan.scratch_size].append(ex.scratch)
         self.in_flight -= 1
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
-        if ex.sink is not None:
-            ex.sink.append(c)
+        if ex.batch.sink is not None:
+            ex.batch.sink.append(c)
         self._notify.post(c)
 
     # -- cancel and close -------------------------------------------------------
