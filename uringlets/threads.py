@@ -19,8 +19,9 @@ it sleeps.  Cancel while an atom is blocked: a ``timeout`` atom is woken at
 once; a read or write on a descriptor that is not a regular file waits in
 ``poll()`` together with the worker's wakeup pipe, so cancel interrupts it and
 the atom reports ``-ECANCELED``, as on io_uring.  A call that cannot be
-interrupted (a read of a regular file, an open on a slow file system) runs to
-its end, and the execution stops right after it.
+interrupted (a read of a regular file, an open on a slow file system, or any
+call on a descriptor the syslet opened with ``openat``, which is taken to be a
+regular file) runs to its end, and the execution stops right after it.
 """
 
 from __future__ import annotations
@@ -55,12 +56,11 @@ class Interrupt:
         os.write(self._w, b"\0")
 
     def clear(self) -> None:
-        self._event.clear()
-        try:
-            while os.read(self._r, 64):
-                pass
-        except BlockingIOError:
-            pass
+        if self._event.is_set():  # only a cancel left something to drain
+            self._event.clear()
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self._r, 64):
+                    pass
 
     @property
     def is_set(self) -> bool:
@@ -160,8 +160,12 @@ def _run_atom(
             else:  # data: the bytes the atom received (none if it failed)
                 value = atoms.data_of(values.get(value.index))
         args[spec.name] = value
+    # A descriptor the execution opened as a file is taken not to block (a
+    # regular file): no poll() guard, so no fstat() either.
+    fd_ref = raw_args.get("fd")
+    guard = not (isinstance(fd_ref, Ref) and atoms.CATALOGUE[fd_ref.op].opens_files)
     try:
-        r, value = call_blocking(atom, args, interrupt)
+        r, value = call_blocking(atom, args, interrupt, guard)
     except OSError as exc:
         return atoms.errno_result(exc)
     if op.closes_fd:
@@ -176,7 +180,7 @@ def _run_atom(
 
 
 def call_blocking(
-    atom: Atom, args: Mapping[str, Any], interrupt: Interrupt | None = None
+    atom: Atom, args: Mapping[str, Any], interrupt: Interrupt | None = None, guard: bool = True
 ) -> tuple[int, Any]:
     """The atom's blocking call on resolved arguments (real fds, bytes):
     ``(normalised result, value)``; raises OSError.  Bounded by the atom's
@@ -197,7 +201,7 @@ def call_blocking(
             time.sleep(seconds)
         return (-errno.ETIME if seconds < args["seconds"] else 0), None
     waiting = interrupt is not None or timeout is not None
-    if waiting and op.waits_for and _may_block(args["fd"]):
+    if waiting and op.waits_for and guard and _may_block(args["fd"]):
         err = wait(args["fd"], op.waits_for)
         if err:
             return -err, None
@@ -262,6 +266,7 @@ class ThreadsBackend:
         self._done: deque[tuple[_Job, Completion]] = deque()  # workers append
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sleeping = False
+        self._want = 1  # completions the sleeping owner waits for
         self._closing = False
         self._next = 1
         self.in_flight = 0
@@ -293,7 +298,8 @@ class ThreadsBackend:
                     job.state = "done"
                     job.interrupt = None
                 self._done.append((job, c))
-                if self._sleeping:
+                # Poke the owner only when it sleeps and has enough to wake for.
+                if self._sleeping and len(self._done) >= self._want:
                     os.write(self._wake_w, b"\0")
         finally:
             interrupt.close()
@@ -339,6 +345,8 @@ class ThreadsBackend:
             return True
         deadline = None if timeout_ns < 0 else time.monotonic() + timeout_ns / 1e9
         while posted < min_complete:
+            # a worker pokes once this many are done, or when the last one is
+            self._want = min(min_complete - posted, self.in_flight)
             self._sleeping = True
             try:
                 if not self._done:

@@ -110,6 +110,9 @@ class Op:
     short_fails: Callable[[Mapping[str, Any]], bool] = lambda a: False
     closes_fd: bool = False
     error_breaks_link: bool = True
+    # The descriptors it creates are taken to be files that never block (so
+    # the thread engine does not guard calls on them with poll()).
+    opens_files: bool = False
     # poll() events the blocking call may wait for on its ``fd`` argument
     # (0: it never waits on a descriptor); lets the thread engine interrupt it.
     waits_for: int = 0

@@ -221,6 +221,7 @@ OPS: tuple[Op, ...] = (
         _call_openat,
         "OPENAT",
         _prep_openat,
+        opens_files=True,
     ),
     Op(
         "close",
