@@ -16,6 +16,15 @@ from uringlets.threads import run_reference
 Runner = Callable[..., ul.Completion]
 
 ENGINES = ["uring", "threads"]
+ALL_RULES = [
+    ul.NEVER_STOP,
+    ul.STOP_ON_NEGATIVE,
+    ul.STOP_ON_NONZERO,
+    ul.STOP_ON_ZERO,
+    ul.STOP_ON_NON_POSITIVE,
+    ul.STOP_ON_NEGATIVE | ul.STOP_ON_ZERO,
+    ul.STOP_ON_NONZERO | ul.STOP_ON_ZERO,
+]
 RUNNERS = [*ENGINES, "reference"]
 
 

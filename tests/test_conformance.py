@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import uringlets as ul
 from uringlets.threads import run_reference
 
-from .conftest import open_fds
+from .conftest import ALL_RULES, open_fds
 
 PATHS = ["ten", "empty", "page", "dir", "dir/inner", "emptydir", "missing", "new1", "new2",
          "ten/x", "dir/new"]  # fmt: skip
@@ -38,14 +38,7 @@ FLAGS = [
     os.O_WRONLY | os.O_CREAT | os.O_EXCL,
     os.O_RDWR | os.O_APPEND,
 ]
-RULES = [
-    ul.NEVER_STOP,
-    ul.STOP_ON_NEGATIVE,
-    ul.STOP_ON_NONZERO,
-    ul.STOP_ON_ZERO,
-    ul.STOP_ON_NON_POSITIVE,
-    ul.STOP_ON_NEGATIVE | ul.STOP_ON_ZERO,
-]
+RULES = ALL_RULES
 SIZES = [0, 1, 5, 10, 100, 4096]
 DATA = [b"", b"x", b"hello", b"0123456789abcdef"]
 BAD_FD = 1 << 20

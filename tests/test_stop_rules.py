@@ -9,15 +9,9 @@ import pytest
 
 import uringlets as ul
 
-RULES = [
-    ul.NEVER_STOP,
-    ul.STOP_ON_NEGATIVE,
-    ul.STOP_ON_NONZERO,
-    ul.STOP_ON_ZERO,
-    ul.STOP_ON_NON_POSITIVE,
-    ul.STOP_ON_NEGATIVE | ul.STOP_ON_ZERO,
-    ul.STOP_ON_NONZERO | ul.STOP_ON_ZERO,
-]
+from .conftest import ALL_RULES
+
+RULES = ALL_RULES
 # (file to read, the read's result): negative, zero and positive.
 CASES = {"negative": ("dir", -errno.EISDIR), "zero": ("empty", 0), "positive": ("ten", 10)}
 

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from . import kernel
 from .errors import EngineClosed, RingFull
@@ -35,6 +35,45 @@ from .uring import UringBackend
 
 ENGINE_ENV = "URINGLETS_ENGINE"
 _KINDS = ("auto", "uring", "threads")
+
+
+class Backend(Protocol):
+    """What an engine needs from a backend (``uring.UringBackend``,
+    ``threads.ThreadsBackend``); only the owner thread calls it."""
+
+    kind: str
+    in_flight: int  # executions started and not yet posted
+    broken: str | None  # why the backend disabled itself, if it did
+    nslots: int  # its fixed-file table (0: none)
+
+    def can_start(self, program: Program, n: int) -> bool:
+        """Whether ``n`` executions of ``program`` can start now (slots)."""
+        ...
+
+    def start(
+        self,
+        program: Program,
+        params: Mapping[str, list[Any]],
+        n: int,
+        tags: Sequence[Any],
+        sink: list[Completion] | None = None,
+    ) -> list[int]:
+        """Start ``n`` executions with validated parameter columns; the
+        notification ring has room reserved for each.  Returns their ids."""
+        ...
+
+    def reap(self, min_complete: int, timeout_ns: int) -> bool:
+        """Post what finished; wait for ``min_complete`` events at most
+        ``timeout_ns`` (< 0: no limit).  False on timeout."""
+        ...
+
+    def cancel(self, ident: int) -> bool:
+        """Cancel an execution in flight; False if it already ended."""
+        ...
+
+    def close(self) -> None:
+        """Cancel everything, wait until nothing of it is in use, release."""
+        ...
 
 
 class Handle:
@@ -98,12 +137,10 @@ class Engine:
         self._closed = False
         self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic time, execution id)
         self.fallback_reason: str | None = None
-        self._backend = self._choose(engine, capacity, sq_entries, workers)
+        self._backend: Backend = self._choose(engine, capacity, sq_entries, workers)
         self.kind: str = self._backend.kind
 
-    def _choose(
-        self, engine: str, capacity: int, sq_entries: int, workers: int | None
-    ) -> UringBackend | ThreadsBackend:
+    def _choose(self, engine: str, capacity: int, sq_entries: int, workers: int | None) -> Backend:
         """Pick the backend: the only place that knows there are two."""
         if engine not in _KINDS:
             raise ValueError(f"engine must be one of {_KINDS}, not {engine!r}")
