@@ -7,3 +7,4 @@ bash scripts/setup.sh test
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 .venv/bin/ruff check uringlets tests benchmarks examples
 .venv/bin/ruff format --check uringlets tests benchmarks examples
+.venv/bin/mypy

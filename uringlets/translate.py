@@ -270,7 +270,7 @@ class _Writer:
         offset, width = FIELDS[field]
         self.tr.patches.append((self.sqe, offset, width, value, addend))
 
-    def int(self, field: str, value: Any) -> None:
+    def set(self, field: str, value: Any) -> None:
         if isinstance(value, Param):
             self._patch(field, self.tr.param_value(value))
         else:
@@ -283,7 +283,7 @@ class _Writer:
         elif isinstance(value, Ref):
             self._patch("fd", self.tr.fd_value[value.index])
         else:
-            self.int("fd", value)
+            self.set("fd", value)
 
     def close_target(self, value: Any) -> None:
         if isinstance(value, Ref) and value.index in self.tr.slot_of:
@@ -291,7 +291,7 @@ class _Writer:
         elif isinstance(value, Ref):
             self._patch("fd", self.tr.fd_value[value.index])
         else:
-            self.int("fd", value)
+            self.set("fd", value)
 
     def new_descriptor(self, field: str, cloexec: int) -> None:
         if self.atom.index in self.tr.slot_of:

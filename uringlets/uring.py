@@ -45,6 +45,7 @@ from .translate import (
     UD_GEN_SHIFT,
     UD_INSTALL,
     UD_LINK_TIMEOUT,
+    CleanPath,
     Plan,
     PlanAtom,
 )
@@ -85,7 +86,8 @@ class Batch:
         sink: list[Completion] | None,
     ) -> None:
         self.program = program
-        self.clean = program.plan.clean
+        # Read only on the clean path, which ``fast_ud`` opens only when set.
+        self.clean: CleanPath = program.plan.clean  # type: ignore[assignment]
         self.params = params
         self.keep = keep  # parameter buffers the SQEs point into
         self.flat = flat
@@ -131,7 +133,7 @@ class Execution:
         k: int,
         tag: Any,
         ud: int,
-        scratch: tuple[Any, int, Any] | None,
+        scratch: Any,
         slots: list[int],
         run_last: int,
         fast_ud: int,
@@ -141,7 +143,7 @@ class Execution:
         self.k = k  # its place in the batch
         self.tag = tag
         self.ud = ud
-        self.scratch = scratch
+        self.scratch = scratch  # (buffer, address, view) from the pool, or None
         self.slots = slots
         self.run_last = run_last
         # The user_data of the CQE that ends this execution on the clean
@@ -246,7 +248,11 @@ class UringBackend:
         flat = ffi.new("int64_t[]", [v for column in columns for v in column])
         if plan.scratch_init:
             for k in range(n):
-                _init_scratch(plan, scratch[k][1], lambda v, k=k: int(flat[v * n + k]))
+
+                def value_of(v: int, k: int = k) -> int:
+                    return int(flat[v * n + k])
+
+                _init_scratch(plan, scratch[k][1], value_of)
         first = plan.segments[0]
         first_sqes = plan.atoms[first.last].sqe_end if first.in_kernel else 0
         whole = first.in_kernel and first_sqes <= self.sq_entries
@@ -724,6 +730,7 @@ class UringBackend:
         if ex.scratch is not None:
             self._scratch[ex.program.plan.scratch_size].append(ex.scratch)
         self.in_flight -= 1
+        assert ex.results is not None
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
         if ex.batch.sink is not None:
             ex.batch.sink.append(c)

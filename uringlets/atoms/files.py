@@ -89,10 +89,10 @@ def _prep_nop(w: SqeWriter, a: Mapping[str, Any]) -> None:
 
 
 def _prep_openat(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", _dirfd(a["dir_fd"]))
+    w.set("fd", _dirfd(a["dir_fd"]))
     w.path("addr", a["path"])
-    w.int("len", a["mode"])
-    w.int("op_flags", a["flags"])
+    w.set("len", a["mode"])
+    w.set("op_flags", a["flags"])
     w.new_descriptor("op_flags", os.O_CLOEXEC)
 
 
@@ -107,8 +107,8 @@ def _prep_close(w: SqeWriter, a: Mapping[str, Any]) -> None:
 def _prep_read(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.out_buffer("addr", a["size"])
-    w.int("len", a["size"])
-    w.int("off", -1 if a["offset"] is None else a["offset"])
+    w.set("len", a["size"])
+    w.set("off", -1 if a["offset"] is None else a["offset"])
 
 
 def _call_read(a: Mapping[str, Any]) -> bytes:
@@ -120,7 +120,7 @@ def _call_read(a: Mapping[str, Any]) -> bytes:
 def _prep_write(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.data("addr", "len", a["data"])
-    w.int("off", -1 if a["offset"] is None else a["offset"])
+    w.set("off", -1 if a["offset"] is None else a["offset"])
 
 
 def _call_write(a: Mapping[str, Any]) -> int:
@@ -145,10 +145,10 @@ def _call_fsync(a: Mapping[str, Any]) -> None:
 
 
 def _prep_statx(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", _dirfd(a["dir_fd"]))
+    w.set("fd", _dirfd(a["dir_fd"]))
     w.path("addr", a["path"])
-    w.int("len", STATX_BASIC_STATS)
-    w.int("op_flags", 0 if a["follow_symlinks"] else AT_SYMLINK_NOFOLLOW)
+    w.set("len", STATX_BASIC_STATS)
+    w.set("op_flags", 0 if a["follow_symlinks"] else AT_SYMLINK_NOFOLLOW)
     w.out_buffer("off", STATX_SIZE)
 
 
@@ -161,9 +161,9 @@ def _call_fstat(a: Mapping[str, Any]) -> os.stat_result:
 
 
 def _prep_unlinkat(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", _dirfd(a["dir_fd"]))
+    w.set("fd", _dirfd(a["dir_fd"]))
     w.path("addr", a["path"])
-    w.int("op_flags", AT_REMOVEDIR if a["rmdir"] else 0)
+    w.set("op_flags", AT_REMOVEDIR if a["rmdir"] else 0)
 
 
 def _call_unlinkat(a: Mapping[str, Any]) -> None:
@@ -171,9 +171,9 @@ def _call_unlinkat(a: Mapping[str, Any]) -> None:
 
 
 def _prep_mkdirat(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", _dirfd(a["dir_fd"]))
+    w.set("fd", _dirfd(a["dir_fd"]))
     w.path("addr", a["path"])
-    w.int("len", a["mode"])
+    w.set("len", a["mode"])
 
 
 def _call_mkdirat(a: Mapping[str, Any]) -> None:
@@ -181,9 +181,9 @@ def _call_mkdirat(a: Mapping[str, Any]) -> None:
 
 
 def _prep_renameat(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", _dirfd(a["src_dir_fd"]))
+    w.set("fd", _dirfd(a["src_dir_fd"]))
     w.path("addr", a["src"])
-    w.int("len", _dirfd(a["dst_dir_fd"]))
+    w.set("len", _dirfd(a["dst_dir_fd"]))
     w.path("off", a["dst"])
 
 
@@ -195,8 +195,8 @@ def _prep_timeout(w: SqeWriter, a: Mapping[str, Any]) -> None:
     seconds = a["seconds"]
     nsec = round(seconds * 1e9)
     w.const_buffer("addr", struct.pack("=qq", nsec // 10**9, nsec % 10**9))
-    w.int("len", 1)
-    w.int("off", 0)  # no completion count: a pure timer
+    w.set("len", 1)
+    w.set("off", 0)  # no completion count: a pure timer
     # Report a full sleep as success, so it neither posts a CQE under
     # CQE_SKIP_SUCCESS nor breaks a soft link.
     w.kernel_flag("op_flags", "IORING_TIMEOUT_ETIME_SUCCESS")

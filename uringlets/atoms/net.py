@@ -44,9 +44,9 @@ def _data_length(a: Mapping[str, Any]) -> int | None:
 
 # -- socket ------------------------------------------------------------------------
 def _prep_socket(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    w.int("fd", a["family"])
-    w.int("off", a["type"])
-    w.int("len", a["proto"])
+    w.set("fd", a["family"])
+    w.set("off", a["type"])
+    w.set("len", a["proto"])
     w.new_descriptor("off", socket.SOCK_CLOEXEC)
 
 
@@ -62,11 +62,11 @@ def optval_bytes(value: int | bytes) -> bytes:
 def _prep_setsockopt(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.kernel_flag("cmd_op", "URINGLETS_SOCKET_URING_OP_SETSOCKOPT")
-    w.int("level", a["level"])
-    w.int("optname", a["optname"])
+    w.set("level", a["level"])
+    w.set("optname", a["optname"])
     value = optval_bytes(a["value"])
     w.const_buffer("optval", value)
-    w.int("optlen", len(value))
+    w.set("optlen", len(value))
 
 
 def _call_setsockopt(a: Mapping[str, Any]) -> None:
@@ -79,7 +79,7 @@ def _prep_address(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     raw = sockaddr.encode(a["address"])
     w.const_buffer("addr", raw)
-    w.int("off", len(raw))
+    w.set("off", len(raw))
 
 
 def _call_bind(a: Mapping[str, Any]) -> None:
@@ -89,7 +89,7 @@ def _call_bind(a: Mapping[str, Any]) -> None:
 
 def _prep_listen(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
-    w.int("len", a["backlog"])
+    w.set("len", a["backlog"])
 
 
 def _call_listen(a: Mapping[str, Any]) -> None:
@@ -135,7 +135,7 @@ def _call_accept(a: Mapping[str, Any]) -> int:
 def _prep_send(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.data("addr", "len", a["data"])
-    w.int("op_flags", a["flags"])
+    w.set("op_flags", a["flags"])
 
 
 def _call_send(a: Mapping[str, Any]) -> int:
@@ -146,8 +146,8 @@ def _call_send(a: Mapping[str, Any]) -> int:
 def _prep_recv(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.out_buffer("addr", a["bufsize"])
-    w.int("len", a["bufsize"])
-    w.int("op_flags", a["flags"])
+    w.set("len", a["bufsize"])
+    w.set("op_flags", a["flags"])
 
 
 def _call_recv(a: Mapping[str, Any]) -> bytes:
@@ -161,7 +161,7 @@ def _prep_sendmsg(w: SqeWriter, a: Mapping[str, Any]) -> None:
     address = a["address"]
     name = sockaddr.encode(address) if address is not None else None
     w.msghdr("addr", data=a["data"], name=name)
-    w.int("op_flags", a["flags"])
+    w.set("op_flags", a["flags"])
 
 
 def _call_sendto(a: Mapping[str, Any]) -> int:
@@ -179,7 +179,7 @@ def _call_sendmsg(a: Mapping[str, Any]) -> int:
 def _prep_recvmsg(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
     w.msghdr("addr", out_size=a["bufsize"])
-    w.int("op_flags", a["flags"])
+    w.set("op_flags", a["flags"])
 
 
 def _call_recvfrom(a: Mapping[str, Any]) -> tuple[bytes, Any]:
@@ -218,7 +218,7 @@ def _decode_recvmsg(region: Any, r: int) -> tuple[bytes, list[Any], int, Any]:
 # -- shutdown --------------------------------------------------------------------------
 def _prep_shutdown(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
-    w.int("len", a["how"])
+    w.set("len", a["how"])
 
 
 def _call_shutdown(a: Mapping[str, Any]) -> None:
