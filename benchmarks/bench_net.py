@@ -18,9 +18,7 @@ loopback only by default, is recorded in the metadata and left alone).
 tcp5-uringlets    one loop = submit_many(socket+connect+send+recv+close, 64) + wait(64)
 tcp5-plain        one loop = 64 x (socket, connect, sendall, recv, close), blocking, in turn
 tcp5-threads      one loop = ThreadPoolExecutor.map(the plain request, 64 requests)
-tcp5-asyncio      64 tasks, each doing LOOPS requests with loop.sock_connect /
-                  sock_sendall / sock_recv on non-blocking sockets (the fastest
-                  asyncio API: no transports, no streams)
+tcp5-asyncio      64 tasks, each doing LOOPS requests in turn (API: see below)
 tcp5-uvloop       the same coroutines on a uvloop event loop
 tcp5-c-liburing   benchmarks/c/uring_ref tcp5 LOOPS PORT 64 (its own clock): 64 linked
                   SOCKET(direct)+CONNECT+SEND+RECV+CLOSE chains per submit_and_wait
@@ -30,20 +28,37 @@ stay open (TCP_NODELAY, made outside the timed loops; server without -c).
 
 rr-uringlets      one loop = submit_many(send+recv with Param fd, params=64 fds) + wait(64)
 rr-plain          one loop = sendall + recv on each of the 64 blocking sockets in turn
-rr-asyncio        64 tasks, one per socket, each doing LOOPS sock_sendall + sock_recv
+rr-asyncio        64 tasks, one per connection, each doing LOOPS request-responses
 rr-uvloop         the same coroutines on a uvloop event loop
+
+asyncio/uvloop API (``--loop-api``): each event-loop benchmark has two
+implementations, low-level ``loop.sock_connect/sock_sendall/sock_recv`` on
+non-blocking sockets ("sock") and ``loop.create_connection`` with an
+``asyncio.Protocol`` ("protocol"; streams are built on it and were slower).
+The default, "fastest", uses the faster one for each benchmark; on the 2-core
+machine (medians of 5 runs, us per request):
+
+                  asyncio sock  asyncio protocol  uvloop sock  uvloop protocol
+    tcp5               170            181             174            108
+    rr                  36             27              37             19
+
+so tcp5-asyncio uses "sock" and the other three "protocol" (uvloop's
+transports run in C; its sock_* calls go through Python-level futures and
+poll handles).  ``--loop-api sock`` or ``protocol`` runs the same code on both
+loops; the API used is in each benchmark's metadata (``loop_api``).
 
 Every request's reply is compared with what was sent; failures (exceptions,
 short or wrong replies, completions not ok) are counted and, after the timed
 loop, raised with the count and the first few.  uringlets waits at most
 ``HANG_SECONDS`` for a batch and raises if it does not complete.
 
-Thread pool size: ``max_workers=8`` by default (``--threads-workers N``).  On
-the 2-core machine, --fast runs of tcp5-threads gave about 145 us per request
-with 2 workers, 137 us with 4, 130 us with 8, 132 us with 16 and 140 us with
-64: the kernel's share of a loopback connection (about 40 us client-side on
-this VM) releases the GIL, so a few threads beyond the cores overlap it with
-the server and with each other; more only add switching.
+Thread pool size: ``max_workers=4`` by default (``--threads-workers N``).  On
+the 2-core machine, --fast runs of tcp5-threads gave 150 +- 29 us per request
+with 2 workers, 157 +- 14 with 4, 167 +- 17 with 8, 187 +- 15 with 16 and
+176 +- 13 with 64 (1 worker: like tcp5-plain plus the pool).  The kernel's
+share of a loopback connection (about 40 us client-side on this VM) releases
+the GIL, so one thread per core plus a spare overlaps it with the server;
+more threads only add switching and GIL hand-offs.
 """
 
 from __future__ import annotations
@@ -485,8 +500,8 @@ def main() -> None:
     runner.argparser.add_argument(
         "--threads-workers",
         type=int,
-        default=8,
-        help="max_workers of tcp5-threads (default: 8, tuned on 2 cores)",
+        default=4,
+        help="max_workers of tcp5-threads (default: 4, tuned on 2 cores)",
     )
     runner.argparser.add_argument(
         "--loop-api",

@@ -40,18 +40,52 @@ WORKLOADS = {
         "(openat_direct, read, close_direct).",
         "files/s",
     ),
+    "tcp5": (
+        "tcp5: socket -> connect -> send 64 B -> recv 64 B -> close, per connection",
+        "One request = one short loopback TCP connection to `benchmarks/c/echo_server -c 64` "
+        "(one-thread epoll echo server in its own process, which closes each connection "
+        "after echoing 64 B, so the TIME_WAIT sockets are on its port, not on the "
+        "client's ephemeral ports); 64 requests in flight, every reply compared with "
+        "what was sent. uringlets: `submit_many(tcp5, 64)` + `wait(64)`. C: 64 linked "
+        "SQE chains SOCKET(direct) -> CONNECT -> SEND -> RECV (MSG_WAITALL) -> "
+        "CLOSE(direct) per `submit_and_wait`. asyncio/uvloop: 64 tasks, each doing "
+        "its requests in turn. Threads: `pool.map` over 64 blocking requests.",
+        "requests/s",
+    ),
+    "rr": (
+        "rr: send 64 B -> recv 64 B on an open connection",
+        "One request = one request-response on one of 64 loopback TCP connections "
+        "(TCP_NODELAY) to `benchmarks/c/echo_server`, made before timing; one "
+        "request per connection per loop, 64 in flight, every reply compared with what "
+        'was sent. uringlets: one program with `Param("fd")`, '
+        "`submit_many(rr, params=[64 fds])` + `wait(64)`. asyncio/uvloop: a task per "
+        "connection doing its requests in turn. Plain: the 64 sockets in turn.",
+        "requests/s",
+    ),
 }
 PEERS = {
     "uringlets": "uringlets (io_uring engine)",
     "c-liburing": "C liburing (`benchmarks/c/uring_ref`)",
     "plain": "plain Python (os.open/os.read/os.close)",
     "threadpool": "ThreadPoolExecutor (open/read/close)",
+    "threads": "ThreadPoolExecutor (blocking sockets)",
+    "asyncio": "asyncio",
+    "uvloop": "uvloop",
+}
+# Labels that depend on the workload too.
+WORKLOAD_PEERS = {
+    ("tcp5", "plain"): "plain Python (blocking sockets, one request at a time)",
+    ("rr", "plain"): "plain Python (blocking sockets, one request at a time)",
 }
 # (workload, peer, uringlets rate / peer rate must be at least)
 TARGETS = [
     ("nop4", "c-liburing", 0.5),
     ("file3", "c-liburing", 0.8),
     ("file3", "plain", 1.25),
+    ("tcp5", "asyncio", 3.0),
+    ("tcp5", "uvloop", 1.5),
+    ("tcp5", "c-liburing", 0.6),
+    ("rr", "uvloop", 1.5),
 ]
 
 
@@ -159,7 +193,8 @@ def render(benches: dict[str, pyperf.Benchmark], sources: list[Path]) -> str:
     )
     add("")
     add(
-        f"Every figure is the time of **one execution** (one file for file3); rate = 1/time. "
+        "Every figure is the time of **one execution** (one file for file3, one request "
+        "for tcp5 and rr); rate = 1/time. "
         f"Ratios are the {SUBJECT} rate over the peer's (above 1 = {SUBJECT} faster); the "
         "range in brackets is what the ±1 std dev of both allows."
     )
@@ -204,9 +239,14 @@ def render(benches: dict[str, pyperf.Benchmark], sources: list[Path]) -> str:
                 f"generated on {platform.node()}",
             )
         )
-    for extra in ("bench_files", "batch"):
-        if extra in meta:
-            rows.append((extra.replace("_", " "), str(meta[extra])))
+    for extra in ("bench_files", "batch", "net"):
+        values = {
+            str(value): None
+            for b in benches.values()
+            if (value := b.get_metadata().get(extra)) is not None
+        }
+        if values:
+            rows.append((extra.replace("_", " "), "; ".join(values)))
     add("| | |")
     add("|---|---|")
     for key, value in rows:
@@ -236,10 +276,13 @@ def render(benches: dict[str, pyperf.Benchmark], sources: list[Path]) -> str:
         impl_order = [SUBJECT, *sorted(set(impls) - {SUBJECT})]
         for impl in (i for i in impl_order if i in impls):
             bench = impls[impl]
-            label = PEERS.get(impl, impl)
+            label = WORKLOAD_PEERS.get((workload, impl)) or PEERS.get(impl, impl)
             workers = run_values(bench, "threadpool_workers")
             if workers:
                 label += f", max_workers={'/'.join(workers)}"
+            apis = run_values(bench, "loop_api")
+            if apis:
+                label += f" ({'/'.join(apis)})"
             vs = "—" if impl == SUBJECT or ul is None else ratio_text(ul, bench)
             nrun = sum(1 for r in bench.get_runs() if r.values)
             nvalue = bench.get_nvalue()
