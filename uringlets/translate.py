@@ -180,7 +180,7 @@ class CleanPath:
     last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
     atoms: tuple[PlanAtom, ...]
     segments: tuple[Segment, ...]
@@ -200,6 +200,7 @@ class Plan:
     # (offset, width, "const" | "scratch" | "value", x) -> x, scratch + x, row[x].
     scratch_init: tuple[tuple[int, int, str, int], ...]
     creators: tuple[int, ...]  # atoms that fill a slot
+    slot_index: Mapping[int, int]  # {creator atom: its local slot}
     real_creators: tuple[int, ...]  # atoms that make a real fd
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
     clean: CleanPath | None
@@ -674,6 +675,7 @@ def translate(
         features=features,
         scratch_init=tuple(tr.scratch_init),
         creators=tuple(tr.slot_of),
+        slot_index=dict(tr.slot_of),
         real_creators=tuple(tr.fd_value),
         closers=closers,
         clean=_clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),

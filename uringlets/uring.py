@@ -555,7 +555,7 @@ class UringBackend:
             ffi.memmove(ffi.cast("char *", ex.scratch[1] + offset), data, len(data))
 
     def _continue(self, ex: Execution, i: int) -> None:
-        if ex.cancelled:
+        if ex.cancelled or i >= len(ex.program.atoms):
             self._finish(ex)
         else:
             self._advance(ex, i)
@@ -567,7 +567,10 @@ class UringBackend:
         offset, size = pa.out
         if ex.values is None:
             ex.values = {}
-        ex.values[pa.index] = pa.op.value_from(ffi.buffer(ex.scratch[0] + offset, size), r)
+        if pa.op.decode is None:  # plain bytes: a slice of the pooled view copies them
+            ex.values[pa.index] = ex.scratch[2][offset : offset + r]
+        else:
+            ex.values[pa.index] = pa.op.value_from(ffi.buffer(ex.scratch[0] + offset, size), r)
 
     # -- the plan, step by step --------------------------------------------------
     def _advance(self, ex: Execution, i: int) -> None:
@@ -686,7 +689,7 @@ class UringBackend:
             live, reals = self._live(ex)
         else:
             live, reals = [], []
-        slot_of = {c: k for k, c in enumerate(plan.creators)}
+        slot_of = plan.slot_index
         if ex.exports is None and ex.program.exports:
             wanted = [i for i in ex.program.exports if i in live]
             ex.exports = {}

@@ -33,8 +33,11 @@ def _borrowed(fd: int) -> Iterator[socket.socket]:
         sock.detach()
 
 
+_MSG_WAITALL = int(socket.MSG_WAITALL)  # a plain int: enum arithmetic is slow
+
+
 def _waitall(a: Mapping[str, Any]) -> bool:
-    return bool(a["flags"] & socket.MSG_WAITALL)
+    return bool(a["flags"] & _MSG_WAITALL)
 
 
 def _data_length(a: Mapping[str, Any]) -> int | None:
