@@ -187,6 +187,8 @@ def call_blocking(
     timeout (-ETIME) and, given an ``interrupt``, cancellable (-ECANCELED)
     where the call waits on a descriptor or sleeps."""
     op, timeout = atom.op, atom.timeout
+    if interrupt is None and timeout is None and op.result != atoms.SLEEP:
+        return op.outcome(op.call(args))  # nothing can interrupt it
 
     def wait(fd: int, events: int) -> int:
         if interrupt is not None:
@@ -200,12 +202,11 @@ def call_blocking(
         if interrupt is None:
             time.sleep(seconds)
         return (-errno.ETIME if seconds < args["seconds"] else 0), None
-    waiting = interrupt is not None or timeout is not None
-    if waiting and op.waits_for and guard and _may_block(args["fd"]):
+    if op.waits_for and guard and _may_block(args["fd"]):
         err = wait(args["fd"], op.waits_for)
         if err:
             return -err, None
-    if waiting and op.interruptible is not None:
+    if op.interruptible is not None:
         return op.outcome(op.interruptible(args, wait))
     return op.outcome(op.call(args))
 
