@@ -166,8 +166,13 @@ class Program:
                     else:
                         reason = "kernel lacks op"
                     notes.append(f"userspace: {reason}")
+                if pa.timeout is not None:
+                    how = "LINK_TIMEOUT" if pa.in_kernel else "poll"
+                    notes.append(f"timeout {pa.timeout:g}s ({how})")
                 if pa.slot is not None:
                     notes.append(f"-> slot {pa.slot}")
+                elif pa.fd_value is not None:
+                    notes.append("-> real fd")
                 lines.append(f"  {pa.index:2d} {pa.op.name}({args})  [{'; '.join(notes)}]")
         if self.exports:
             lines.append("exports: " + ", ".join(f"atom {i}" for i in self.exports))
