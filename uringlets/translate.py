@@ -162,11 +162,11 @@ class Segment:
 @dataclass(frozen=True)
 class CleanPath:
     """What a clean execution looks like, when the whole program is one
-    kernel link whose atoms before the last are all skip-flagged, nothing is
-    exported and a clean run leaves no slot open: then a lone CQE of the last
-    atom means every earlier atom returned its one success result (``results``,
-    the last entry a placeholder), and the engine finishes the execution
-    without walking the plan.  ``outs``: (atom, offset, size) of the skipped
+    kernel link, nothing is exported and a clean run leaves no slot open:
+    then the CQE of the last atom, with only the CQEs of the ``posted`` atoms
+    before it, means every skip-flagged atom returned its one success result
+    (``results``; placeholders for the rest), and the engine finishes the
+    execution without walking the plan.  ``outs``: (atom, offset, size) of the skipped
     atoms' scratch buffers, each filled completely."""
 
     results: tuple[int, ...]
@@ -178,6 +178,9 @@ class CleanPath:
     buffers: bool  # whether any atom returns data through scratch
     scratch_size: int
     last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
+    # Earlier atoms that post a CQE anyway: (atom, stop rule, full length or
+    # None, hard-linked).  Their results come from ``Execution.raw``.
+    posted: tuple[tuple[int, int, int | None, bool], ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,14 +221,24 @@ def _clean_path(
     if any(pa.timeout is not None for pa in plan_atoms):
         return None  # a timed-out atom's result needs its LINK_TIMEOUT's CQE
     *before, last = plan_atoms
-    if not all(pa.skip and pa.success is not None for pa in before):
-        return None
+    posted: list[tuple[int, int, int | None, bool]] = []
+    for pa in before:
+        if pa.skip and pa.success is not None:
+            continue
+        # It posts its CQE even on success: fine for the clean path if there
+        # is nothing to copy out or normalise, and its verdict is simple.
+        full = pa.op.full_length(pa.args)
+        if pa.out is not None or pa.op.result not in (atoms.ZERO, atoms.COUNT):
+            return None
+        if pa.link == LINK_END or (pa.op.short_fails(pa.args) and full is None):
+            return None
+        posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD))
     if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
         return None  # only plain bytes are copied out without decoding
     closed = {creator for _, creator in closers}
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None
-    results = (*(pa.success for pa in before if pa.success is not None), 0)
+    results = (*(pa.success if pa.success is not None else 0 for pa in before), 0)
     outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
     identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
     return CleanPath(
@@ -238,6 +251,7 @@ def _clean_path(
         any(pa.out is not None for pa in plan_atoms),
         scratch_size,
         last.op.decode is None,
+        tuple(posted),
     )
 
 

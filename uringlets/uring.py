@@ -430,6 +430,9 @@ class UringBackend:
                 batch = ex.batch
                 clean = batch.clean
                 results: list[int | None] = list(clean.results)
+                if clean.posted and not self._posted_ok(ex, clean, results):
+                    self._run_over(ex, ud & 0xFF, res)  # something failed: the general path
+                    continue
                 r = results[-1] = res if clean.normalise is None else clean.normalise(res)
                 values = None
                 if clean.buffers:
@@ -467,6 +470,23 @@ class UringBackend:
             self.in_flight -= finished
             notify.reserved -= finished
 
+    @staticmethod
+    def _posted_ok(ex: Execution, clean: CleanPath, results: list[int | None]) -> bool:
+        """Fill in the results of the atoms that posted before the last one;
+        False if one of them stopped the execution or broke the link."""
+        raw = ex.raw
+        if raw is None:
+            return False
+        for index, stop, full, hard in clean.posted:
+            r = raw.get(index)
+            if r is None or (stop and stop_holds(stop, r)):
+                return False
+            if not hard and (r < 0 or (full is not None and r != full)):
+                return False
+            results[index] = r
+        ex.raw = None
+        return True
+
     def _route_one(self, ex: Execution | None, ud: int, res: int) -> None:
         atom = ud & 0xFF
         if ex is None or ex.ud != ud & ~0xFFF:
@@ -485,11 +505,12 @@ class UringBackend:
         elif atom >= UD_INSTALL:
             self._installed(ex, atom - UD_INSTALL, (ud >> 8) & 0xF, res)
         else:
-            ex.fast_ud = -1
             if ex.raw is None:
                 ex.raw = {}
             ex.raw[atom] = res
             pa = ex.program.plan.atoms[atom]
+            if pa.skip:  # it posts only when it failed: not the clean path
+                ex.fast_ud = -1
             if pa.skip and pa.link == LINK_SOFT:
                 # A skip-flagged request posts only when it failed, and then
                 # the kernel silences the rest of its chain.
