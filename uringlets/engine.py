@@ -294,7 +294,8 @@ class Engine:
         self._check()
         notify, backend = self._notify, self._backend
         until = None if timeout is None else time.monotonic() + timeout
-        backend.reap(0, -1)
+        if len(notify.ready) >= min_events or not backend.in_flight:
+            backend.reap(0, -1)  # collect what is there without waiting
         while len(notify.ready) < min_events and backend.in_flight:
             need = min(min_events - len(notify.ready), backend.in_flight)
             if not self._pump(need, until):
