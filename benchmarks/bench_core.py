@@ -1,19 +1,34 @@
-"""Core pyperf benchmarks: uringlets against plain Python, a thread pool and C/liburing.
+"""Core pyperf benchmarks: uringlets against plain Python, thread pools, asyncio,
+uvloop, python-liburing and C/liburing.
 
-    python benchmarks/bench_core.py -o results.json [--fast] [--bench NAME ...]
+    python benchmarks/bench_core.py -o results.json [--fast] [--bench NAME ...] [--cold]
 
 Every value is the time of ONE execution (nop4) or ONE file (file3), so a
 rate is 1/value:
 
 nop4-uringlets      one loop = submit_many(nop4, 64) + wait(64), every completion checked ok
+nop4-pyliburing     python-liburing 2024.5.3: 64 x 4 get_sqe/prep_nop per loop, one
+                    submit_and_wait, wait_cqe/cqe_seen per CQE (see pyliburing_peer.py)
 nop4-c-liburing     benchmarks/c/uring_ref nop4 LOOPS 64 (its own clock, no process start)
 file3-uringlets     one loop = one pass over the 2,000 files in batches of 64 executions
                     (params per path); every completion checked ok and 4096 bytes read
 file3-plain         one loop = os.open / os.read(4096) / os.close of each file in turn
 file3-threadpool    one loop = ThreadPoolExecutor.map(open/read/close, files)
+file3-asyncio       one loop = per batch of 64 files, asyncio.gather of
+                    loop.run_in_executor(None, open/read/close, path): the loop's default
+                    executor (ThreadPoolExecutor, min(32, cores + 4) = 6 threads here)
+file3-uvloop        the same coroutine on a uvloop event loop
+file3-pyliburing    python-liburing: openat_direct -> read -> close_direct chains, 64 per submit
 file3-c-liburing    benchmarks/c/uring_ref file3 LOOPS DIR 2000 64 (same batches of 64)
+file3-uringlets-threads   the file3-uringlets loop on Engine("threads", workers=2)
+file3-threadpool-batched  what that engine does, written by hand: ThreadPoolExecutor(2), per
+                    batch of 64 files pool.submit(open/read/close) each, then every result
 
-The files are warm (read once before measuring).
+The files are warm (read once before measuring).  ``--cold`` runs instead
+file3cold-uringlets/-plain/-threadpool/-c-liburing: the same passes, each
+preceded (outside the timed part) by ``sync; echo 3 > /proc/sys/vm/drop_caches``,
+so every open and read goes to the disk; it needs root and a file set not on
+tmpfs, and exits with status 3 and the reason when either is missing.
 
 Thread pool size: ``max_workers=2`` by default, the machine's core count
 (``--threadpool-workers N`` to try others).  On the 2-core machine, --fast runs
@@ -21,24 +36,31 @@ gave 25-28 us per file with 2 workers and 24-40 us with 4 (35 us with 1): 4 is
 no faster and noisier.  Warm open/read/close is CPU work, not waiting, so
 threads beyond the cores only add switching and GIL hand-offs; the pool's cost
 is dominated by one future and two queue hand-offs per file either way.
+file3-threadpool-batched always uses 2, like the thread engine it is compared with.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pyliburing_peer
 import pyperf
+import uvloop
 import workloads as wl
 
 import uringlets as ul
 
 BATCH = wl.BATCH
 SIZE = wl.FILE_SIZE
+THREAD_ENGINE_WORKERS = 2  # Engine("threads", workers=2) and its hand-written peer
 perf_counter = time.perf_counter
 
 
@@ -52,6 +74,14 @@ def engine() -> ul.Engine:
     eng = ul.Engine(engine="uring", capacity=1024)
     if eng.kind != "uring":
         raise RuntimeError(f"expected the io_uring engine, got {eng.kind!r}")
+    return eng
+
+
+@functools.cache
+def thread_engine() -> ul.Engine:
+    eng = ul.Engine(engine="threads", capacity=1024, workers=THREAD_ENGINE_WORKERS)
+    if eng.kind != "threads":
+        raise RuntimeError(f"expected the thread engine, got {eng.kind!r}")
     return eng
 
 
@@ -76,6 +106,30 @@ def files() -> list[bytes]:
 def file3_batches() -> list[list[dict[str, bytes]]]:
     params = [{"path": p} for p in files()]
     return [params[i : i + BATCH] for i in range(0, len(params), BATCH)]
+
+
+@functools.cache
+def path_batches() -> list[list[bytes]]:
+    paths = files()
+    return [paths[i : i + BATCH] for i in range(0, len(paths), BATCH)]
+
+
+@functools.cache
+def event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """An asyncio or uvloop loop whose default executor has started its threads."""
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+    atexit.register(loop.close)
+
+    async def start() -> None:
+        await asyncio.gather(*(loop.run_in_executor(None, read_file, p) for p in files()[:64]))
+
+    loop.run_until_complete(start())
+    return loop
+
+
+def default_executor_workers() -> int:
+    """max_workers of the default executor asyncio makes (Python 3.8+)."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 @functools.cache
@@ -113,9 +167,16 @@ def time_nop4_c(loops: int) -> float:
     return wl.c_ref_seconds("nop4", loops * BATCH)
 
 
+def time_nop4_pyliburing(loops: int) -> float:
+    pyliburing_peer.ring()
+    t0 = perf_counter()
+    pyliburing_peer.run_nop4(loops)
+    return perf_counter() - t0
+
+
 # -- file3 ------------------------------------------------------------------------------
-def time_file3_uringlets(loops: int) -> float:
-    eng, (prog, data), batches = engine(), file3(), file3_batches()
+def time_file3_uringlets(loops: int, eng: ul.Engine | None = None) -> float:
+    eng, (prog, data), batches = eng or engine(), file3(), file3_batches()
     submit_many, wait = eng.submit_many, eng.wait
     t0 = perf_counter()
     for _ in range(loops):
@@ -161,16 +222,108 @@ def time_file3_c(loops: int) -> float:
     return wl.c_ref_seconds("file3", loops * wl.NFILES)
 
 
+def time_file3_uringlets_threads(loops: int) -> float:
+    return time_file3_uringlets(loops, thread_engine())
+
+
+def time_file3_threadpool_batched(loops: int) -> float:
+    batches, pool = path_batches(), thread_pool(THREAD_ENGINE_WORKERS)
+    submit = pool.submit
+    t0 = perf_counter()
+    for _ in range(loops):
+        for paths in batches:
+            futures = [submit(read_file, p) for p in paths]
+            for f in futures:
+                if len(f.result()) != SIZE:
+                    _fail("file3-threadpool-batched: short read", f.result())
+    return perf_counter() - t0
+
+
+def time_file3_loop(loops: int, kind: str) -> float:
+    loop, batches = event_loop(kind), path_batches()
+
+    async def main() -> None:
+        run_in_executor, gather = loop.run_in_executor, asyncio.gather
+        for _ in range(loops):
+            for paths in batches:
+                for buf in await gather(*[run_in_executor(None, read_file, p) for p in paths]):
+                    if len(buf) != SIZE:
+                        _fail(f"file3-{kind}: short read", len(buf))
+
+    t0 = perf_counter()
+    loop.run_until_complete(main())
+    return perf_counter() - t0
+
+
+def time_file3_pyliburing(loops: int) -> float:
+    batches = path_batches()
+    pyliburing_peer.ring()
+    t0 = perf_counter()
+    pyliburing_peer.run_file3(loops, batches)
+    return perf_counter() - t0
+
+
+# -- file3, cold: the page cache dropped before each pass ------------------------------
+def cold_passes(loops: int, one_pass: Callable[[], object]) -> float:
+    """Run ``one_pass()`` ``loops`` times, each after dropping the caches;
+    returns the seconds of the passes only (not of the drops)."""
+    elapsed = 0.0
+    for _ in range(loops):
+        wl.drop_caches()
+        t0 = perf_counter()
+        one_pass()
+        elapsed += perf_counter() - t0
+    return elapsed
+
+
+def time_file3cold_uringlets(loops: int) -> float:
+    engine(), file3(), file3_batches()
+    return cold_passes(loops, lambda: time_file3_uringlets(1))
+
+
+def time_file3cold_plain(loops: int) -> float:
+    files()
+    return cold_passes(loops, lambda: time_file3_plain(1))
+
+
+def time_file3cold_threadpool(loops: int, workers: int) -> float:
+    thread_pool(workers)
+    return cold_passes(loops, lambda: time_file3_threadpool(1, workers))
+
+
+def time_file3cold_c(loops: int) -> float:
+    files()
+    elapsed = 0.0
+    for _ in range(loops):
+        wl.drop_caches()
+        elapsed += wl.c_ref_seconds("file3", wl.NFILES)  # its own clock, after process start
+    return elapsed
+
+
 # -- runner -----------------------------------------------------------------------------
 BENCHMARKS = {
     # name: (time function, inner loops, unit of one value)
     "nop4-uringlets": (time_nop4_uringlets, BATCH, "execution"),
     "nop4-c-liburing": (time_nop4_c, BATCH, "execution"),
+    "nop4-pyliburing": (time_nop4_pyliburing, BATCH, "execution"),
     "file3-uringlets": (time_file3_uringlets, wl.NFILES, "file"),
     "file3-plain": (time_file3_plain, wl.NFILES, "file"),
     "file3-threadpool": (time_file3_threadpool, wl.NFILES, "file"),
+    "file3-asyncio": (time_file3_loop, wl.NFILES, "file"),
+    "file3-uvloop": (time_file3_loop, wl.NFILES, "file"),
+    "file3-pyliburing": (time_file3_pyliburing, wl.NFILES, "file"),
     "file3-c-liburing": (time_file3_c, wl.NFILES, "file"),
+    "file3-uringlets-threads": (time_file3_uringlets_threads, wl.NFILES, "file"),
+    "file3-threadpool-batched": (time_file3_threadpool_batched, wl.NFILES, "file"),
 }
+COLD_BENCHMARKS = {
+    "file3cold-uringlets": (time_file3cold_uringlets, wl.NFILES, "file"),
+    "file3cold-plain": (time_file3cold_plain, wl.NFILES, "file"),
+    "file3cold-threadpool": (time_file3cold_threadpool, wl.NFILES, "file"),
+    "file3cold-c-liburing": (time_file3cold_c, wl.NFILES, "file"),
+}
+PYLIBURING = {"nop4-pyliburing", "file3-pyliburing"}
+EXIT_COLD_UNAVAILABLE = 3
 
 
 def add_cmdline_args(cmd: list[str], args: object) -> None:
@@ -178,6 +331,8 @@ def add_cmdline_args(cmd: list[str], args: object) -> None:
     for name in args.bench or ():
         cmd.extend(("--bench", name))
     cmd.extend(("--threadpool-workers", str(args.threadpool_workers)))
+    if args.cold:
+        cmd.append("--cold")
 
 
 def git_metadata() -> dict[str, str]:
@@ -205,12 +360,17 @@ def git_metadata() -> dict[str, str]:
 
 
 def main() -> None:
-    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args)
+    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args, processes=10)
     runner.argparser.add_argument(
         "--bench",
         action="append",
-        choices=sorted(BENCHMARKS),
-        help="run only this benchmark (repeatable; default: all)",
+        choices=sorted({**BENCHMARKS, **COLD_BENCHMARKS}),
+        help="run only this benchmark (repeatable; default: all of the set)",
+    )
+    runner.argparser.add_argument(
+        "--cold",
+        action="store_true",
+        help="run the cold-cache file3 set (root; drops the page cache before each pass)",
     )
     runner.argparser.add_argument(
         "--threadpool-workers",
@@ -219,10 +379,19 @@ def main() -> None:
         help="max_workers of file3-threadpool (default: 2, the core count it was tuned on)",
     )
     args = runner.parse_args()
+    table = COLD_BENCHMARKS if args.cold else BENCHMARKS
+    selected = [name for name in table if not args.bench or name in args.bench]
     if not args.worker:
-        # Once, in the parent: build the reference, make the files.
+        # Once, in the parent: build the reference, make the files, check the peers.
         wl.build_c_ref()
         wl.ensure_files()
+        if args.cold and (why := wl.cold_unavailable()):
+            print(f"cold file3 skipped: {why}", file=sys.stderr)
+            sys.exit(EXIT_COLD_UNAVAILABLE)
+        if PYLIBURING & set(selected) and (why := pyliburing_peer.status()):
+            print(f"python-liburing skipped: {why}", file=sys.stderr)
+            selected = [name for name in selected if name not in PYLIBURING]
+            runner.metadata["pyliburing_skipped"] = why
     elif not wl.C_REF.exists():
         sys.exit(f"{wl.C_REF} is missing: run make -C {wl.C_DIR}")
 
@@ -230,16 +399,26 @@ def main() -> None:
     runner.metadata["uringlets_version"] = ul.__version__
     runner.metadata["bench_files"] = f"{wl.NFILES} x {SIZE} B in {wl.bench_dir()}"
     runner.metadata["batch"] = BATCH
+    if args.cold:
+        runner.metadata["cold"] = (
+            f"sync; echo 3 > /proc/sys/vm/drop_caches before each pass; files on "
+            f"{wl.fs_type(wl.bench_dir())}"
+        )
 
-    selected = args.bench or list(BENCHMARKS)
-    for name, (func, inner_loops, unit) in BENCHMARKS.items():
-        if name not in selected:
-            continue
-        extra: tuple[int, ...] = ()
-        metadata = {"unit_of_work": unit}
-        if name == "file3-threadpool":
+    for name in selected:
+        func, inner_loops, unit = table[name]
+        extra: tuple[int | str, ...] = ()
+        metadata: dict[str, object] = {"unit_of_work": unit}
+        if name in ("file3-threadpool", "file3cold-threadpool"):
             extra = (args.threadpool_workers,)
             metadata["threadpool_workers"] = args.threadpool_workers
+        elif name == "file3-uringlets-threads":
+            metadata["engine_workers"] = THREAD_ENGINE_WORKERS
+        elif name in ("file3-asyncio", "file3-uvloop"):
+            extra = (name.split("-")[1],)
+            metadata["threadpool_workers"] = default_executor_workers()
+        elif name in PYLIBURING:
+            metadata["pyliburing"] = f"liburing=={pyliburing_peer.PIN}"
         runner.bench_time_func(name, func, *extra, inner_loops=inner_loops, metadata=metadata)
 
 

@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Build the C programs, run the core and network benchmarks, write benchmarks/RESULTS.md.
+# Run the whole benchmark suite and write benchmarks/RESULTS.md, the plots and
+# benchmarks/README-section.md.
 #
-#   benchmarks/run.sh           core: pyperf defaults (20 processes x 3 values), ~2 min;
-#                               net: 10 processes x 3 values, ~1.5 min (2 cores)
-#   benchmarks/run.sh --fast    quick look (10 processes x 2 values each): ~2.5 min
+#   benchmarks/run.sh           full run, about 8 minutes on the 2-core machine
+#   benchmarks/run.sh --fast    quick look, about 3-4 minutes: fewer processes and
+#                               values, sweeps at batches 1/8/64/256 and chains
+#                               1/4/16/64, half the syscall counts, 1 s profiles
+#
+# The steps, each a pyperf script (results/NAME.json) or a helper:
+#   core      bench_core.py: nop4 and file3 (warm) against every peer
+#   cold      bench_core.py --cold: file3 with the page cache dropped before each
+#             pass (needs root; skipped, with the reason in the report, if not)
+#   net       bench_net.py: tcp5 and rr
+#   sweep     bench_sweep.py: batch-size and chain-length sweeps (plots)
+#   syscalls  syscalls.py: io_uring_enter and all system calls per execution (strace)
+#   profiles  profiles.py: py-spy and perf profiles (where the time goes)
+#   report    report.py: RESULTS.md, plots/*.png, README-section.md
 #
 # Options of this script:
-#   --suite core|net        run only bench_core.py or only bench_net.py
-#   --bench NAME            to bench_net.py for tcp5-*/rr-* names, else to bench_core.py;
-#                           a suite none of the given names belongs to is skipped
+#   --fast                  quick look (see above)
+#   --suite NAME            run only this step (repeatable); the report always runs
+#                           and uses the newest results of every step
+#   --bench NAME            to bench_net.py for tcp5-*/rr-* names, to the cold run for
+#                           file3cold-*, else to bench_core.py; steps none of the
+#                           given names belongs to are skipped
 #   --threadpool-workers N  to bench_core.py
 #   --threads-workers N, --loop-api API   to bench_net.py
-# Anything else (pyperf options) goes to both.  Results:
-# benchmarks/results/core.json and net.json, each replaced only when its run
-# succeeds; the report is made from both (whichever exist).  PYTHON overrides
-# the interpreter (default: the project venv).
+# Anything else (pyperf options, e.g. -p 5) goes to every pyperf script and wins
+# over this script's choices.  Each results file is replaced only when its step
+# succeeds.  PYTHON overrides the interpreter (default: the project venv).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,30 +40,40 @@ usage() {
 	exit 2
 }
 
-suites=(core net)
+fast=0
+steps=()
 core_args=()
+cold_args=()
 net_args=()
-both_args=()
-core_benches=0
-net_benches=0
+pyperf_args=()
+benches=()
 while (($#)); do
 	case $1 in
+	--fast)
+		fast=1
+		shift
+		;;
 	--suite)
-		[[ $# -ge 2 && ($2 == core || $2 == net) ]] || usage
-		suites=("$2")
+		[[ $# -ge 2 ]] || usage
+		case $2 in
+		core | cold | net | sweep | syscalls | profiles) steps+=("$2") ;;
+		*) usage ;;
+		esac
 		shift 2
 		;;
 	--bench)
 		[[ $# -ge 2 ]] || usage
 		case $2 in
-		tcp5-* | rr-*) net_args+=(--bench "$2") && net_benches=1 ;;
-		*) core_args+=(--bench "$2") && core_benches=1 ;;
+		tcp5-* | rr-*) net_args+=(--bench "$2") && benches+=(net) ;;
+		file3cold-*) cold_args+=(--bench "$2") && benches+=(cold) ;;
+		*) core_args+=(--bench "$2") && benches+=(core) ;;
 		esac
 		shift 2
 		;;
 	--threadpool-workers)
 		[[ $# -ge 2 ]] || usage
 		core_args+=("$1" "$2")
+		cold_args+=("$1" "$2")
 		shift 2
 		;;
 	--threads-workers | --loop-api)
@@ -59,13 +83,32 @@ while (($#)); do
 		;;
 	-h | --help) usage ;;
 	*)
-		both_args+=("$1")
+		pyperf_args+=("$1")
 		shift
 		;;
 	esac
 done
-if ((core_benches + net_benches == 1)); then
-	((core_benches)) && suites=(core) || suites=(net)
+if ((${#steps[@]} == 0)); then
+	if ((${#benches[@]})); then
+		mapfile -t steps < <(printf '%s\n' "${benches[@]}" | sort -u)
+	else
+		steps=(core cold net sweep syscalls profiles)
+	fi
+fi
+
+# Processes x values per pyperf script (pyperf's own --fast would override -p).
+if ((fast)); then
+	core_pyperf=(-p 3 -n 2)
+	cold_pyperf=(-p 2 -n 2)
+	net_pyperf=(-p 3 -n 2)
+	sweep_pyperf=(-p 3 -n 2 --batches 1,8,64,256 --chains 1,4,16,64)
+	helper_args=(--fast)
+else
+	core_pyperf=(-p 10 -n 3)
+	cold_pyperf=(-p 3 -n 3)
+	net_pyperf=(-p 10 -n 3)
+	sweep_pyperf=(-p 4 -n 3 --min-time 0.05)
+	helper_args=()
 fi
 
 make -C "$here/c"
@@ -73,32 +116,91 @@ mkdir -p "$results"
 
 tmp=""
 trap 'rm -f "$tmp"' EXIT
+declare -A took=()
+notes_cold=""
+# Anything else busy on the machine (the test suite, say) is noted in the report.
+busy=$(pgrep -a -f pytest | head -3 | cut -c1-120 | paste -sd ';' || true)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# run SUITE SCRIPT ARGS...: one pyperf run into results/SUITE.json
-run() {
-	local suite=$1 script=$2 start=$SECONDS
+# pyperf_run STEP SCRIPT ARGS...: one pyperf run into results/STEP.json; returns
+# the script's exit status (explicitly: callers may run it where set -e is off)
+pyperf_run() {
+	local step=$1 script=$2 start=$SECONDS
 	shift 2
-	tmp=$(mktemp "$results/.$suite.XXXXXX.json")
+	tmp=$(mktemp "$results/.$step.XXXXXX.json") || return
 	rm -f "$tmp" # pyperf refuses to write over an existing file
-	"$py" "$here/$script" --quiet -o "$tmp" "$@"
-	mv "$tmp" "$results/$suite.json"
-	echo "$suite benchmarks took $((SECONDS - start)) s; results in $results/$suite.json"
+	"$py" "$here/$script" --quiet -o "$tmp" "$@" || return
+	mv "$tmp" "$results/$step.json" || return
+	took[$step]=$((SECONDS - start))
+	echo "$step: ${took[$step]} s; results in $results/$step.json"
 }
 
 total=$SECONDS
-for suite in "${suites[@]}"; do
-	case $suite in
-	core) run core bench_core.py ${core_args[@]+"${core_args[@]}"} ${both_args[@]+"${both_args[@]}"} ;;
-	# --processes 10 keeps the whole run near 5 minutes; a later -p/--fast wins.
-	# --timeout: a hung worker (a peer without its own hang check) fails the run.
-	net) run net bench_net.py --processes 10 --timeout 300 \
-		${net_args[@]+"${net_args[@]}"} ${both_args[@]+"${both_args[@]}"} ;;
+for step in "${steps[@]}"; do
+	case $step in
+	core)
+		pyperf_run core bench_core.py "${core_pyperf[@]}" \
+			${core_args[@]+"${core_args[@]}"} ${pyperf_args[@]+"${pyperf_args[@]}"} || exit
+		;;
+	cold)
+		# exit status 3: cold runs impossible here (no root, tmpfs): say why, go on
+		errors=$(mktemp)
+		status=0
+		pyperf_run cold bench_core.py --cold "${cold_pyperf[@]}" \
+			${cold_args[@]+"${cold_args[@]}"} ${pyperf_args[@]+"${pyperf_args[@]}"} \
+			2>"$errors" || status=$?
+		cat "$errors" >&2
+		if ((status == 3)); then
+			notes_cold=$(sed -n 's/^cold file3 skipped: //p' "$errors")
+			rm -f "$results/cold.json" "$tmp"
+		elif ((status != 0)); then
+			rm -f "$errors"
+			exit "$status"
+		fi
+		rm -f "$errors"
+		;;
+	net)
+		# --timeout: a hung worker (a peer without its own hang check) fails the run.
+		pyperf_run net bench_net.py "${net_pyperf[@]}" --timeout 300 \
+			${net_args[@]+"${net_args[@]}"} ${pyperf_args[@]+"${pyperf_args[@]}"} || exit
+		;;
+	sweep)
+		pyperf_run sweep bench_sweep.py "${sweep_pyperf[@]}" \
+			${pyperf_args[@]+"${pyperf_args[@]}"} || exit
+		;;
+	syscalls | profiles)
+		start=$SECONDS
+		script=$step.py
+		out=$results/syscalls.json
+		[[ $step == profiles ]] && out=$results/profile.json
+		"$py" "$here/$script" -o "$out" ${helper_args[@]+"${helper_args[@]}"}
+		took[$step]=$((SECONDS - start))
+		echo "$step: ${took[$step]} s; results in $out"
+		;;
 	esac
 done
-echo "all benchmarks took $((SECONDS - total)) s"
+seconds=$((SECONDS - total))
+echo "all steps took $seconds s"
+
+# run.json: how this run went, for the report
+{
+	printf '{"mode": "%s", "seconds": %d, "date": "%s", "load_at_start": "%s"' \
+		"$([[ $fast == 1 ]] && echo fast || echo full)" "$seconds" "$(date -Iseconds)" "$load_start"
+	printf ', "steps": {'
+	sep=""
+	for step in "${steps[@]}"; do
+		[[ -n ${took[$step]+x} ]] || continue
+		printf '%s"%s": %d' "$sep" "$step" "${took[$step]}"
+		sep=", "
+	done
+	printf '}'
+	[[ -z $notes_cold ]] || printf ', "cold_skipped": "%s"' "${notes_cold//\"/\'}"
+	[[ -z $busy ]] || printf ', "busy": "%s"' "${busy//\"/\'}"
+	printf '}\n'
+} >"$results/run.json"
 
 reports=()
-for suite in core net; do
+for suite in core cold net sweep; do
 	[[ -f $results/$suite.json ]] && reports+=("$results/$suite.json")
 done
 "$py" "$here/report.py" "${reports[@]}"

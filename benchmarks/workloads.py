@@ -3,9 +3,13 @@
 * the file set: ``NFILES`` files of ``FILE_SIZE`` bytes named f0000..f1999 in
   ``bench_dir()`` (``$URINGLETS_BENCH_DIR``, default /tmp/uringlets-bench-files),
   created idempotently by ``ensure_files()`` and read once by ``warm()``;
-* the programs: ``nop4`` (four linked no-ops), ``file3`` (openat -> read
-  4 KiB -> close), ``tcp5`` (socket -> connect -> send 64 B -> recv 64 B ->
-  close) and ``rr`` (send 64 B -> recv 64 B on a connected socket);
+* cold runs: ``drop_caches()`` (sync, then ``echo 3 > /proc/sys/vm/drop_caches``:
+  page cache, dentries and inodes), ``cold_unavailable()`` says why it cannot
+  be done here, ``fs_type()`` which file system holds the files;
+* the programs: ``nop4`` (four linked no-ops), ``nop_program(n)`` (n linked
+  no-ops, the chain-length sweep), ``file3`` (openat -> read 4 KiB -> close),
+  ``tcp5`` (socket -> connect -> send 64 B -> recv 64 B -> close) and ``rr``
+  (send 64 B -> recv 64 B on a connected socket);
 * the loopback echo server of the network benchmarks, ``EchoServer``
   (``benchmarks/c/echo_server`` in its own process, stopped by process id);
 * the C programs in ``benchmarks/c``: ``build_c_ref()`` runs make (the liburing
@@ -79,13 +83,62 @@ def warm(paths: list[bytes]) -> None:
             os.close(fd)
 
 
+# -- cold runs -------------------------------------------------------------------------
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def drop_caches() -> None:
+    """Write back dirty pages, then drop the page cache, dentries and inodes
+    (needs root); raises OSError where that is not allowed."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+def cold_unavailable(directory: Path | None = None) -> str | None:
+    """Why cold-cache runs cannot be done here (None: they can).  Tries one
+    drop; a tmpfs file set lives in the page cache and cannot be dropped."""
+    directory = bench_dir() if directory is None else Path(directory)
+    try:
+        drop_caches()
+    except OSError as exc:
+        return f"writing {DROP_CACHES} failed: {exc.strerror or exc} (uid {os.getuid()})"
+    kind = fs_type(directory)
+    if kind in ("tmpfs", "ramfs"):
+        return f"{directory} is on {kind}: its files stay in memory whatever is dropped"
+    return None
+
+
+def fs_type(path: Path) -> str:
+    """The type of the file system that holds ``path`` (from /proc/mounts)."""
+    path = Path(path).resolve()
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1].replace("\\040", " ")
+                inside = mount == "/" or str(path) == mount or str(path).startswith(mount + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        pass
+    return kind
+
+
 # -- the programs ----------------------------------------------------------------------
-def nop4_program() -> ul.Program:
-    """Four linked no-ops: the cost of an execution with no work in it."""
+def nop_program(n: int) -> ul.Program:
+    """``n`` linked no-ops (1 <= n <= 64, ``MAX_ATOMS``): the chain-length sweep."""
     s = ul.Syslet()
-    for _ in range(4):
+    for _ in range(n):
         s.nop()
     return s.compile()
+
+
+def nop4_program() -> ul.Program:
+    """Four linked no-ops: the cost of an execution with no work in it."""
+    return nop_program(4)
 
 
 def file3_program() -> tuple[ul.Program, ul.Ref]:
@@ -189,6 +242,36 @@ def build_c_ref() -> Path:
     return C_REF
 
 
+def c_ref_argv(
+    workload: str,
+    executions: int,
+    *,
+    directory: Path | None = None,
+    nfiles: int = NFILES,
+    batch: int = BATCH,
+    port: int | None = None,
+    chain: int = 4,
+) -> list[str]:
+    """The command line of the C reference for ``executions`` executions of
+    ``workload`` (see ``c_ref_seconds``; 0 executions: setup and teardown only)."""
+    unit = nfiles if workload == "file3" else batch
+    loops, rest = divmod(executions, unit)
+    if rest or loops < 0:
+        raise ValueError(f"{workload}: {executions} executions is not a whole number of {unit}")
+    if workload == "nop4":
+        return [str(C_REF), "nop4", str(loops), str(batch)]
+    if workload == "nop":
+        return [str(C_REF), "nop", str(loops), str(batch), str(chain)]
+    if workload == "tcp5":
+        if port is None:
+            raise ValueError("tcp5 needs the port of an echo server")
+        return [str(C_REF), "tcp5", str(loops), str(port), str(batch)]
+    if workload == "file3":
+        directory = bench_dir() if directory is None else Path(directory)
+        return [str(C_REF), "file3", str(loops), str(directory), str(nfiles), str(batch)]
+    raise ValueError(f"unknown workload {workload!r}")
+
+
 def c_ref_seconds(
     workload: str,
     executions: int,
@@ -197,31 +280,23 @@ def c_ref_seconds(
     nfiles: int = NFILES,
     batch: int = BATCH,
     port: int | None = None,
+    chain: int = 4,
 ) -> float:
     """Run the C reference for ``executions`` executions of ``workload``
-    (``"nop4"`` and ``"tcp5"``: a multiple of ``batch``, tcp5 against the echo
-    server on ``port``; ``"file3"``: a multiple of ``nfiles``, whole passes
-    over the file set) and return the seconds it measured around its own loop
-    (process start and setup excluded)."""
-    if workload == "nop4":
-        loops, rest = divmod(executions, batch)
-        argv = [str(C_REF), "nop4", str(loops), str(batch)]
-    elif workload == "tcp5":
-        if port is None:
-            raise ValueError("tcp5 needs the port of an echo server")
-        loops, rest = divmod(executions, batch)
-        argv = [str(C_REF), "tcp5", str(loops), str(port), str(batch)]
-    elif workload == "file3":
-        loops, rest = divmod(executions, nfiles)
-        directory = bench_dir() if directory is None else Path(directory)
-        argv = [str(C_REF), "file3", str(loops), str(directory), str(nfiles), str(batch)]
-    else:
-        raise ValueError(f"unknown workload {workload!r}")
-    if rest or loops < 1:
-        raise ValueError(
-            f"{workload}: {executions} executions is not a positive whole number "
-            f"of {nfiles if workload == 'file3' else batch}"
-        )
+    (``"nop4"``, ``"nop"`` (``chain`` linked no-ops) and ``"tcp5"``: a
+    multiple of ``batch``, tcp5 against the echo server on ``port``;
+    ``"file3"``: a multiple of ``nfiles``, whole passes over the file set in
+    submits of ``batch``) and return the seconds it measured around its own
+    loop (process start and setup excluded)."""
+    argv = c_ref_argv(
+        workload,
+        executions,
+        directory=directory,
+        nfiles=nfiles,
+        batch=batch,
+        port=port,
+        chain=chain,
+    )
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr}")

@@ -2,7 +2,8 @@
  * uring_ref.c - C/liburing reference numbers for the Python io_uring benchmarks.
  *
  * Usage:
- *   uring_ref nop4  LOOPS [BATCH]              BATCH chains of 4 linked NOPs per loop
+ *   uring_ref nop   LOOPS BATCH CHAIN          BATCH chains of CHAIN linked NOPs per loop
+ *   uring_ref nop4  LOOPS [BATCH]              the same with CHAIN = 4
  *   uring_ref file3 LOOPS DIR NFILES [BATCH]   openat_direct -> read 4 KiB -> close_direct
  *                                              for DIR/f0000 .. DIR/f{NFILES-1:04d}
  *   uring_ref tcp5  LOOPS PORT [BATCH]         socket_direct -> connect 127.0.0.1:PORT ->
@@ -13,6 +14,10 @@
  * Prints exactly one line on stdout:  elapsed_ns=<int> executions=<int>
  * where elapsed_ns covers only the measured loops (CLOCK_MONOTONIC) and
  * executions is the number of chains completed (LOOPS*BATCH or LOOPS*NFILES).
+ * LOOPS may be 0: setup and teardown only (the baseline of a syscall count).
+ * The submission ring is sized to hold one loop's SQEs (BATCH * SQEs per chain,
+ * rounded up to a power of two), so each loop is one io_uring_enter to submit
+ * and wait, plus more only if the CQEs come in several goes.
  * Errors go to stderr with a non-zero exit status.
  *
  * Build: cc -O2 -Wall -Wextra uring_ref.c -luring
@@ -28,7 +33,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SQ_ENTRIES 512
+#define MAX_ENTRIES 32768	/* the kernel's IORING_MAX_ENTRIES */
 #define READ_SIZE 4096
 #define MSG_SIZE 64
 #define LINK_SKIP (IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS)
@@ -39,13 +44,14 @@ static void die(const char *what, int err)
 	exit(1);
 }
 
-static long parse_pos(const char *s, const char *name)
+static long parse_num(const char *s, const char *name, long min)
 {
 	char *end;
 	long v = strtol(s, &end, 10);
 
-	if (*s == '\0' || *end != '\0' || v <= 0) {
-		fprintf(stderr, "uring_ref: %s must be a positive integer, got '%s'\n", name, s);
+	if (*s == '\0' || *end != '\0' || v < min) {
+		fprintf(stderr, "uring_ref: %s must be an integer >= %ld, got '%s'\n", name, min,
+			s);
 		exit(2);
 	}
 	return v;
@@ -59,11 +65,22 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Set up the ring with the fast-path flags, falling back to plain flags on -EINVAL. */
-static void ring_init(struct io_uring *ring, unsigned entries)
+/*
+ * Set up a ring for `sqes` SQEs per submit (rounded up to a power of two) with
+ * the fast-path flags, falling back to plain flags on -EINVAL.
+ */
+static void ring_init(struct io_uring *ring, long sqes)
 {
 	struct io_uring_params p;
+	unsigned entries = 8;
 	int ret;
+
+	if (sqes > MAX_ENTRIES) {
+		fprintf(stderr, "uring_ref: %ld SQEs per submit exceed %d\n", sqes, MAX_ENTRIES);
+		exit(2);
+	}
+	while (entries < sqes)
+		entries <<= 1;
 
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -124,28 +141,24 @@ static long submit_and_reap(struct io_uring *ring, unsigned chains)
 	return errors;
 }
 
-/* nop4: per loop BATCH chains of 4 linked NOPs, only the tail posts a CQE. */
-static void run_nop4(long loops, long batch)
+/* nop: per loop BATCH chains of CHAIN linked NOPs, only the tail posts a CQE. */
+static void run_nop(long loops, long batch, long chain)
 {
 	struct io_uring ring;
 	struct io_uring_sqe *sqe;
 	long errors = 0;
 	uint64_t t0, t1;
 
-	if (batch * 4 > SQ_ENTRIES) {
-		fprintf(stderr, "uring_ref: BATCH*4 must be <= %d\n", SQ_ENTRIES);
-		exit(2);
-	}
-	ring_init(&ring, SQ_ENTRIES);
+	ring_init(&ring, batch * chain);
 
 	t0 = now_ns();
 	for (long l = 0; l < loops; l++) {
 		for (long c = 0; c < batch; c++) {
-			for (int k = 0; k < 4; k++) {
+			for (long k = 0; k < chain; k++) {
 				sqe = get_sqe(&ring);
 				io_uring_prep_nop(sqe);
 				io_uring_sqe_set_data64(sqe, (uint64_t)c);
-				if (k < 3)
+				if (k < chain - 1)
 					io_uring_sqe_set_flags(sqe, LINK_SKIP);
 			}
 		}
@@ -155,7 +168,7 @@ static void run_nop4(long loops, long batch)
 
 	io_uring_queue_exit(&ring);
 	if (errors) {
-		fprintf(stderr, "uring_ref: nop4: %ld failed CQEs\n", errors);
+		fprintf(stderr, "uring_ref: nop: %ld failed CQEs\n", errors);
 		exit(1);
 	}
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
@@ -172,10 +185,6 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	uint64_t t0, t1;
 	int ret;
 
-	if (batch * 3 > SQ_ENTRIES) {
-		fprintf(stderr, "uring_ref: BATCH*3 must be <= %d\n", SQ_ENTRIES);
-		exit(2);
-	}
 	/* Setup (not timed): paths, per-chain buffers, ring, sparse file table. */
 	paths = calloc(nfiles, sizeof(*paths));
 	if (!paths)
@@ -186,7 +195,7 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * READ_SIZE);
 	if (ret)
 		die("posix_memalign", ret);
-	ring_init(&ring, SQ_ENTRIES);
+	ring_init(&ring, batch * 3);
 	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
 	if (ret < 0)
 		die("io_uring_register_files_sparse", ret);
@@ -261,10 +270,6 @@ static void run_tcp5(long loops, long port, long batch)
 	uint64_t t0, t1;
 	int ret;
 
-	if (batch * 5 > SQ_ENTRIES) {
-		fprintf(stderr, "uring_ref: BATCH*5 must be <= %d\n", SQ_ENTRIES);
-		exit(2);
-	}
 	if (port > 65535) {
 		fprintf(stderr, "uring_ref: PORT must be <= 65535\n");
 		exit(2);
@@ -274,7 +279,7 @@ static void run_tcp5(long loops, long port, long batch)
 	bufs = calloc((size_t)batch, MSG_SIZE);
 	if (!bufs)
 		die("calloc", ENOMEM);
-	ring_init(&ring, SQ_ENTRIES);
+	ring_init(&ring, batch * 5);
 	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
 	if (ret < 0)
 		die("io_uring_register_files_sparse", ret);
@@ -334,7 +339,8 @@ static void run_tcp5(long loops, long port, long batch)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: uring_ref nop4 LOOPS [BATCH]\n"
+	fprintf(stderr, "usage: uring_ref nop LOOPS BATCH CHAIN\n"
+			"       uring_ref nop4 LOOPS [BATCH]\n"
 			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n"
 			"       uring_ref tcp5 LOOPS PORT [BATCH]\n");
 	exit(2);
@@ -342,17 +348,21 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+	long loops;
+
 	if (argc < 3)
 		usage();
-	if (!strcmp(argv[1], "nop4") && argc <= 4) {
-		run_nop4(parse_pos(argv[2], "LOOPS"),
-			 argc > 3 ? parse_pos(argv[3], "BATCH") : 64);
+	loops = parse_num(argv[2], "LOOPS", 0);
+	if (!strcmp(argv[1], "nop") && argc == 5) {
+		run_nop(loops, parse_num(argv[3], "BATCH", 1), parse_num(argv[4], "CHAIN", 1));
+	} else if (!strcmp(argv[1], "nop4") && argc <= 4) {
+		run_nop(loops, argc > 3 ? parse_num(argv[3], "BATCH", 1) : 64, 4);
 	} else if (!strcmp(argv[1], "file3") && (argc == 5 || argc == 6)) {
-		run_file3(parse_pos(argv[2], "LOOPS"), argv[3], parse_pos(argv[4], "NFILES"),
-			  argc > 5 ? parse_pos(argv[5], "BATCH") : 64);
+		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1),
+			  argc > 5 ? parse_num(argv[5], "BATCH", 1) : 64);
 	} else if (!strcmp(argv[1], "tcp5") && (argc == 4 || argc == 5)) {
-		run_tcp5(parse_pos(argv[2], "LOOPS"), parse_pos(argv[3], "PORT"),
-			 argc > 4 ? parse_pos(argv[4], "BATCH") : 64);
+		run_tcp5(loops, parse_num(argv[3], "PORT", 1),
+			 argc > 4 ? parse_num(argv[4], "BATCH", 1) : 64);
 	} else {
 		usage();
 	}
