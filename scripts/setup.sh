@@ -11,6 +11,10 @@ if [[ "$extras" == *test* ]]; then
     # real peers for the network tests
     packages+=(redis-server redis-tools memcached curl)
 fi
+if [[ "$extras" == *bench* ]]; then
+    # the C liburing reference, syscall accounting and profiles
+    packages+=(make liburing-dev strace linux-perf)
+fi
 
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     missing=()
