@@ -274,3 +274,14 @@ def test_a_not_exported_descriptor_is_none(run, sandbox):
     s = ul.Syslet()
     fd = s.openat(sandbox / "ten")
     assert run(s.compile())[fd] is None
+
+
+def test_a_completion_refuses_refs_of_other_programs(run, sandbox):
+    prog, data = one(lambda s: s.read(0, 0))
+    other, other_ref = one(lambda s: s.nop())
+    c = run(prog)
+    with pytest.raises(KeyError):
+        c[other_ref]  # atom 0 of another program, another op
+    with pytest.raises(KeyError):
+        c["not a ref"]
+    assert c.ok and c[data] == b""

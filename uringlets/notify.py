@@ -30,7 +30,7 @@ class Completion:
     or its descriptor was not exported.  The completion owns its bytes; it
     holds no kernel resource."""
 
-    __slots__ = ("_values", "cancelled", "program", "results", "stopped_at", "tag")
+    __slots__ = ("_values", "cancelled", "ok", "program", "results", "stopped_at", "tag")
 
     def __init__(
         self,
@@ -47,22 +47,17 @@ class Completion:
         self.stopped_at = stopped_at
         self.cancelled = cancelled
         self._values = values
-
-    @property
-    def ok(self) -> bool:
-        """Every atom ran and none stopped the execution."""
-        return self.stopped_at is None and not self.cancelled and None not in self.results
+        # Every atom ran and none stopped the execution.
+        self.ok: bool = stopped_at is None and not cancelled and None not in results
 
     def _index(self, ref: Any) -> int:
-        index = getattr(ref, "index", None)
-        atoms = getattr(self.program, "atoms", ())
-        if (
-            index is None
-            or not 0 <= index < len(atoms)
-            or getattr(ref, "op", None) != (atoms[index].op.name)
-        ):
-            raise KeyError(f"{ref!r} is not a Ref of this completion's program")
-        return int(index)
+        try:
+            index = ref.index
+            if index >= 0 and self.program.atoms[index].op.name == ref.op:
+                return int(index)
+        except (AttributeError, IndexError, TypeError):
+            pass
+        raise KeyError(f"{ref!r} is not a Ref of this completion's program")
 
     def __getitem__(self, ref: Any) -> Any:
         index = self._index(ref)
