@@ -277,11 +277,12 @@ def test_a_not_exported_descriptor_is_none(run, sandbox):
 
 
 def test_a_completion_refuses_refs_of_other_programs(run, sandbox):
-    prog, data = one(lambda s: s.read(0, 0))
-    other, other_ref = one(lambda s: s.nop())
-    c = run(prog)
+    s = ul.Syslet()
+    data = s.read(s.openat(sandbox / "ten"), 3)
+    _, other_ref = one(lambda s: s.nop())
+    c = run(s.compile())
     with pytest.raises(KeyError):
         c[other_ref]  # atom 0 of another program, another op
     with pytest.raises(KeyError):
         c["not a ref"]
-    assert c.ok and c[data] == b""
+    assert c.ok and c[data] == b"012"
