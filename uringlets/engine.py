@@ -159,7 +159,7 @@ class Engine:
             features = kernel.probe()
             if features.available:
                 try:
-                    return UringBackend(self._notify, capacity, sq_entries, features)
+                    return UringBackend(self._notify, capacity, sq_entries)
                 except OSError as exc:
                     if choice == "uring" or exc.errno not in kernel.UNAVAILABLE_ERRNOS:
                         raise

@@ -188,8 +188,7 @@ class Plan:
     atoms: tuple[PlanAtom, ...]
     segments: tuple[Segment, ...]
     segment_of: tuple[int, ...]  # atom index -> segment index
-    images: bytes  # SQE_SIZE bytes per atom; zero for userspace atoms
-    images_c: Any  # the same bytes as a C buffer, for ur_push
+    images_c: Any  # the SQE images (SQE_SIZE bytes each) as a C buffer, for ur_push
     patches: Any  # struct ur_patch[] (cdata), kept by the plan
     npatches: int
     value_defaults: tuple[int, ...]
@@ -676,7 +675,6 @@ def translate(
         atoms=tuple(plan_atoms),
         segments=tuple(segments),
         segment_of=tuple(segment_of),
-        images=images,
         images_c=ffi.new("char[]", images),
         patches=patches,
         npatches=len(tr.patches),

@@ -163,12 +163,10 @@ class UringBackend:
         notify: NotificationRing,
         capacity: int,
         sq_entries: int,
-        features: kernel.KernelFeatures,
     ) -> None:
         if capacity > UD_EXEC_MASK + 1:
             raise ValueError(f"capacity is at most {UD_EXEC_MASK + 1}")
         self._notify = notify
-        self.features = features
         cq_entries = 1 << max(capacity * 2, sq_entries * 2, 16).bit_length()
         self._ring, self.setup_flags, self.dropped_flags = kernel.setup_ring(
             sq_entries, min(cq_entries, 65536)
