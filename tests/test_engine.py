@@ -55,7 +55,7 @@ def test_ring_wrap_100k_executions_through_a_small_ring(make_engine, sandbox):
     assert seen == total
 
 
-def test_backpressure_ring_full_and_exactly_once(make_engine):
+def test_rule_6_backpressure_ring_full_and_exactly_once(make_engine):
     prog = nop_chain(2)
     with make_engine(capacity=8) as eng:
         hs = eng.submit_many(prog, 8, tags=list(range(8)))
@@ -102,7 +102,7 @@ def test_cancel_a_blocked_read_mid_chain(make_engine):
         os.close(w)
 
 
-def test_close_with_executions_in_flight_delivers_cancelled_completions(make_engine, sandbox):
+def test_rule_6_close_with_work_in_flight_delivers_cancelled_completions(make_engine, sandbox):
     fds_before = open_fds()
     s = ul.Syslet()
     fd = s.openat(sandbox / "ten")
@@ -126,7 +126,7 @@ def test_close_with_executions_in_flight_delivers_cancelled_completions(make_eng
     assert eng.close() == []
 
 
-def test_the_buffer_of_an_in_flight_read_survives_del_and_gc(make_engine):
+def test_rule_5_the_buffer_of_an_in_flight_read_survives_del_and_gc(make_engine):
     r, w = os.pipe()
     try:
         with make_engine(capacity=4) as eng:
@@ -145,7 +145,7 @@ def test_the_buffer_of_an_in_flight_read_survives_del_and_gc(make_engine):
         os.close(w)
 
 
-def test_no_leaks_after_10k_executions_with_failures_cancels_and_close(make_engine, sandbox):
+def test_rule_5_no_leaks_after_10k_executions_with_failures_cancels_and_close(make_engine, sandbox):
     rng = random.Random(1234)
     fds_before = open_fds()
     progs = []
@@ -246,3 +246,25 @@ def test_cq_overflow_loses_nothing(make_engine):
                 assert len(done) == 16 and all(c.ok and c.results == [3] * 60 for c in done)
     finally:
         os.close(devnull)
+
+
+def test_rule_7_submit_only_binds_and_copies(make_engine, monkeypatch, sandbox):
+    """After compile(), translation never runs again: submit binds params and
+    copies the pre-built images."""
+    from uringlets import translate
+
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    data = s.read(fd, 100)
+    s.close(fd)
+    prog = s.compile()
+
+    def no_more(*args, **kwargs):
+        raise AssertionError("translated again")
+
+    monkeypatch.setattr(translate, "translate", no_more)
+    monkeypatch.setattr(translate._Translator, "translate", no_more)
+    with make_engine(capacity=4) as eng:
+        for _ in range(3):
+            c = eng.run(prog, path=sandbox / "ten")
+            assert c.ok and c[data] == b"0123456789"
