@@ -268,3 +268,14 @@ def test_rule_7_submit_only_binds_and_copies(make_engine, monkeypatch, sandbox):
         for _ in range(3):
             c = eng.run(prog, path=sandbox / "ten")
             assert c.ok and c[data] == b"0123456789"
+
+
+def test_clean_path_completions_are_whole(make_engine, sandbox):
+    """The io_uring engine builds clean-path completions field by field:
+    every field and method must be there, as on the general path."""
+    prog, data = file3(sandbox / "ten")
+    with make_engine(capacity=4) as eng:
+        c = eng.run(prog)
+    assert (c.tag, c.ok, c.cancelled, c.stopped_at) == (None, True, False, None)
+    assert c.results == [0, 10, 0] and c[data] == b"0123456789" and c.error(data) is None
+    assert "ok" in repr(c) and c.program is prog

@@ -30,6 +30,8 @@ class Completion:
     or its descriptor was not exported.  The completion owns its bytes; it
     holds no kernel resource."""
 
+    # uring.UringBackend._route builds the clean path's completions field by
+    # field: a new field must be set there too.
     __slots__ = ("_values", "cancelled", "ok", "program", "results", "stopped_at", "tag")
 
     def __init__(

@@ -421,6 +421,7 @@ class UringBackend:
         notify, pools = self._notify, self._scratch
         ready_append = notify.ready.append
         buffer = ffi.buffer
+        new_object = object.__new__
         finished = 0
         try:
             for ud, res in zip(uds, ress, strict=True):
@@ -463,7 +464,16 @@ class UringBackend:
                     pools[clean.scratch_size].append(ex.scratch)
                 if ex.slots:
                     free_slots += ex.slots
-                c = Completion(ex.tag, batch.program, results, stopped, False, values)
+                # Completion(ex.tag, batch.program, results, stopped, False,
+                # values), field by field: a third of the cost of the call.
+                c = new_object(Completion)
+                c.tag = ex.tag
+                c.program = batch.program
+                c.results = results
+                c.stopped_at = stopped
+                c.cancelled = False
+                c._values = values
+                c.ok = stopped is None
                 if batch.sink is not None:
                     batch.sink.append(c)
                 ready_append(c)
