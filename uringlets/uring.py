@@ -56,6 +56,7 @@ _CQ_OVERFLOW = lib.IORING_SQ_CQ_OVERFLOW
 _AUX_EXPORT = 0xF
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 _MINUS_ONE = ffi.new("int32_t[1]", [-1])
+_NO_SLOTS: list[int] = []  # shared by executions without slots; never mutated
 
 
 def _check(ret: int, what: str) -> int:
@@ -262,7 +263,10 @@ class UringBackend:
         # Each table entry keeps its Execution object for reuse: setting its
         # fields costs a quarter of making a new one (see Execution.reset).
         objects = self._pool
-        started = []
+        slot_lists = (
+            [slots[k * nslots : (k + 1) * nslots] for k in range(n)] if nslots else [_NO_SLOTS] * n
+        )
+        fast_uds = [ud | fast for ud in uds] if fast >= 0 else [-1] * n
         for k, e in enumerate(idx):
             ex = objects[e]
             ex.batch = batch
@@ -271,18 +275,17 @@ class UringBackend:
             ex.tag = tags[k]
             ex.ud = uds[k]
             ex.scratch = scratch[k]
-            ex.slots = slots[k * nslots : (k + 1) * nslots]
+            ex.slots = slot_lists[k]
             ex.run_last = run_last
-            ex.fast_ud = uds[k] | fast if fast >= 0 else -1
+            ex.fast_ud = fast_uds[k]
             ex.raw = None
             execs[e] = ex
-            started.append(ex)
         self.in_flight += n
         if whole:
             self._push(plan.images_c, 0, first_sqes, plan, flat, n, n)
         else:
-            for ex in started:
-                self._advance(ex, 0)
+            for e in idx:
+                self._advance(objects[e], 0)
         self._enter(0)
         return uds
 
