@@ -9,6 +9,7 @@ from typing import Any
 
 from .atoms import MAX_TRANSFER
 from .errors import ParamError
+from .plan import LINK_END, Plan
 from .syslet import (
     STOP_ON_NEGATIVE,
     STOP_ON_NON_POSITIVE,
@@ -18,7 +19,6 @@ from .syslet import (
     Param,
     Ref,
 )
-from .translate import LINK_END, Plan
 
 _STOP_NAMES = (
     (STOP_ON_NEGATIVE, "NEGATIVE"),

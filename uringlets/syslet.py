@@ -20,7 +20,7 @@ from .errors import TranslateError
 
 if TYPE_CHECKING:
     from .kernel import KernelFeatures
-    from .translate import Program
+    from .program import Program
 
 # Stop rules, as in the 2007 syslet patches; combine with |.
 NEVER_STOP = 0

@@ -52,8 +52,7 @@ the Program lives; each in-flight execution holds its Program.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import atoms, kernel
@@ -65,193 +64,26 @@ from .syslet import NEVER_STOP, Atom, Param, Ref, stop_holds
 if TYPE_CHECKING:
     from .program import Program
 
-SQE_SIZE = 64
-# SQE field -> (byte offset, width); see struct io_uring_sqe.
-FIELDS: dict[str, tuple[int, int]] = {
-    "flags": (1, 1),
-    "fd": (4, 4),
-    "off": (8, 8),
-    "addr": (16, 8),
-    "len": (24, 4),
-    "op_flags": (28, 4),
-    "user_data": (32, 8),
-    "file_index": (44, 4),
-    # IORING_OP_URING_CMD on a socket (io_uring_prep_cmd_sock)
-    "cmd_op": (8, 4),
-    "level": (16, 4),
-    "optname": (20, 4),
-    "optlen": (44, 4),
-    "optval": (48, 8),
-}
+from .plan import (
+    _PACK,
+    FIELDS,
+    LINK_END,
+    LINK_HARD,
+    LINK_SOFT,
+    SQE_SIZE,
+    UD_LINK_TIMEOUT,
+    V_SCRATCH,
+    V_SLOTS,
+    V_USER_DATA,
+    ParamUse,
+    Plan,
+    PlanAtom,
+    Segment,
+    clean_path,
+)
+
 # struct msghdr / struct iovec (x86_64 and aarch64 LP64 layouts)
 _MSG_NAME, _MSG_NAMELEN, _MSG_IOV, _MSG_IOVLEN, _MSG_FLAGS = 0, 8, 16, 24, 48
-_PACK = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}
-
-# user_data = generation << 32 | execution << 12 | aux << 8 | atom.
-UD_EXEC_SHIFT = 12
-UD_EXEC_MASK = (1 << 20) - 1
-UD_GEN_SHIFT = 32
-UD_INSTALL = 64  # atom byte 64 + i: installing the descriptor of atom i
-UD_LINK_TIMEOUT = 128  # atom byte 128 + i: the LINK_TIMEOUT SQE of atom i
-UD_CANCEL = 0xFF  # atom byte of an ASYNC_CANCEL issued by the engine
-
-# Per-execution value row: [user_data base, scratch address, slot 0..n-1, ...].
-V_USER_DATA = 0
-V_SCRATCH = 1
-V_SLOTS = 2
-
-LINK_SOFT = "IO_LINK"
-LINK_HARD = "IO_HARDLINK"
-LINK_END = "end"
-
-
-@dataclass(frozen=True)
-class ParamUse:
-    """Where a Param goes: ``value`` holds its address (path, data) or value;
-    ``length_value`` the length of a data param."""
-
-    name: str
-    kind: str
-    value: int
-    length_value: int | None
-
-
-@dataclass(frozen=True)
-class PlanAtom:
-    """One atom as the engine runs it.  ``link`` is the link to the next atom
-    (``LINK_END`` closes the segment); ``success`` the normalised result a
-    skipped CQE stands for; ``slot`` the local slot this atom fills;
-    ``fd_slots`` the local slots of the descriptor Refs it takes, by argument;
-    ``out`` (offset, size) of its scratch buffer; ``data_at`` where a
-    userspace step copies the bytes it received; ``length_value`` the value
-    index holding the length the kernel must transfer, when variable;
-    ``feeds`` the value indexes to set to its result (data Refs downstream)."""
-
-    index: int
-    op: atoms.Op
-    args: Mapping[str, Any]
-    stop: int
-    in_kernel: bool
-    link: str
-    skip: bool
-    success: int | None
-    slot: int | None
-    fd_slots: Mapping[str, int]
-    fd_values: Mapping[str, int]  # value indexes of the real fds it takes, by argument
-    fd_value: int | None  # where the real fd it creates goes (None: a slot, or none)
-    closes: int | None  # the value index of the real fd this close atom closes
-    out: tuple[int, int] | None
-    data_at: tuple[int, int] | None  # a userspace step's copy of its bytes
-    sqe: int  # its SQE in the images (-1: a userspace step)
-    sqe_end: int  # one past its last SQE (its LINK_TIMEOUT, if timed)
-    timeout: float | None
-    length_value: int | None
-    feeds: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Atoms ``first..last`` run as one io_uring link (``in_kernel``) or as
-    one userspace step."""
-
-    first: int
-    last: int
-    in_kernel: bool
-
-
-@dataclass(frozen=True)
-class CleanPath:
-    """What a clean execution looks like, when the whole program is one
-    kernel link, nothing is exported and a clean run leaves no slot open:
-    then the CQE of the last atom, with only the CQEs of the ``posted`` atoms
-    before it, means every skip-flagged atom returned its one success result
-    (``results``; placeholders for the rest), and the engine finishes the
-    execution without walking the plan.  ``outs``: (atom, offset, size) of the skipped
-    atoms' scratch buffers, each filled completely."""
-
-    results: tuple[int, ...]
-    outs: tuple[tuple[int, int, int], ...]
-    last: PlanAtom
-    last_out: tuple[int, int, int] | None  # the last atom's scratch buffer
-    normalise: Callable[[int], int] | None  # the last atom's; None: identity
-    stop: int  # the last atom's stop rule
-    buffers: bool  # whether any atom returns data through scratch
-    scratch_size: int
-    last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
-    # Earlier atoms that post a CQE anyway: (atom, stop rule, full length or
-    # None, hard-linked).  Their results come from ``Execution.raw``.
-    posted: tuple[tuple[int, int, int | None, bool], ...]
-
-
-@dataclass(frozen=True, eq=False)
-class Plan:
-    atoms: tuple[PlanAtom, ...]
-    segments: tuple[Segment, ...]
-    segment_of: tuple[int, ...]  # atom index -> segment index
-    images_c: Any  # the SQE images (SQE_SIZE bytes each) as a C buffer, for ur_push
-    patches: Any  # struct ur_patch[] (cdata), kept by the plan
-    npatches: int
-    value_defaults: tuple[int, ...]
-    nslots: int
-    scratch_size: int  # bytes of the per-execution scratch buffer (at least 1)
-    out_size: int  # 0 when no atom writes into scratch: no buffer needed
-    params: tuple[ParamUse, ...]
-    keepalive: tuple[Any, ...]  # constant buffers the images point into
-    features: KernelFeatures
-    # Written into the scratch buffer per execution, before its SQEs go out:
-    # (offset, width, "const" | "scratch" | "value", x) -> x, scratch + x, row[x].
-    scratch_init: tuple[tuple[int, int, str, int], ...]
-    creators: tuple[int, ...]  # atoms that fill a slot
-    slot_index: Mapping[int, int]  # {creator atom: its local slot}
-    real_creators: tuple[int, ...]  # atoms that make a real fd
-    closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
-    clean: CleanPath | None
-
-
-def _clean_path(
-    plan_atoms: list[PlanAtom],
-    segments: list[Segment],
-    exports: tuple[int, ...],
-    closers: tuple[tuple[int, int], ...],
-    scratch_size: int,
-) -> CleanPath | None:
-    if len(segments) != 1 or not segments[0].in_kernel or exports:
-        return None
-    if any(pa.timeout is not None for pa in plan_atoms):
-        return None  # a timed-out atom's result needs its LINK_TIMEOUT's CQE
-    *before, last = plan_atoms
-    posted: list[tuple[int, int, int | None, bool]] = []
-    for pa in before:
-        if pa.skip and pa.success is not None:
-            continue
-        # It posts its CQE even on success: fine for the clean path if there
-        # is nothing to copy out or normalise, and its verdict is simple.
-        full = pa.op.full_length(pa.args)
-        if pa.out is not None or pa.op.result not in (atoms.ZERO, atoms.COUNT):
-            return None
-        if pa.link == LINK_END or (pa.op.short_fails(pa.args) and full is None):
-            return None
-        posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD))
-    if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
-        return None  # only plain bytes are copied out without decoding
-    closed = {creator for _, creator in closers}
-    if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
-        return None
-    results = (*(pa.success if pa.success is not None else 0 for pa in before), 0)
-    outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
-    identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
-    return CleanPath(
-        results,
-        outs,
-        last,
-        (last.index, *last.out) if last.out is not None else None,
-        None if identity else last.op.normalise,
-        last.stop,
-        any(pa.out is not None for pa in plan_atoms),
-        scratch_size,
-        last.op.decode is None,
-        tuple(posted),
-    )
 
 
 class _Writer:
@@ -690,6 +522,6 @@ def translate(
         slot_index=dict(tr.slot_of),
         real_creators=tuple(tr.fd_value),
         closers=closers,
-        clean=_clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
+        clean=clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
     )
     return Program(program_atoms, exports, plan)

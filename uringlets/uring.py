@@ -34,10 +34,7 @@ from . import atoms, kernel
 from .errors import EngineClosed
 from .kernel import ffi
 from .notify import Completion, NotificationRing
-from .program import Program
-from .syslet import STOP_ON_NEGATIVE, Param, Ref, stop_holds
-from .threads import call_blocking
-from .translate import (
+from .plan import (
     LINK_SOFT,
     UD_CANCEL,
     UD_EXEC_MASK,
@@ -49,6 +46,9 @@ from .translate import (
     Plan,
     PlanAtom,
 )
+from .program import Program
+from .syslet import STOP_ON_NEGATIVE, Param, Ref, stop_holds
+from .threads import call_blocking
 
 lib = kernel.lib
 _LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
