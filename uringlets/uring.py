@@ -7,8 +7,13 @@ plan.  Its tables:
 * ``_execs``: ``{execution index: Execution}`` as a list, ``None`` when free;
   the index and a generation are in every SQE's ``user_data``, so a late CQE
   for a finished or cancelled execution can never reach another one;
+* ``_pool``: one ``Execution`` object per table entry, reused;
 * ``_free_slots``: the empty slots of the sparse fixed-file table;
-* ``_scratch``: ``{size: [(buffer, address)]}``, per-execution buffers.
+* ``_scratch``: ``{size: [(buffer, address, view)]}``, per-execution buffers.
+
+The clean path (``plan.clean``: a program that is one kernel link, where the
+CQE of its last atom says it all) is handled inline in ``_route``; anything
+else walks the plan (``_run_over``, ``_advance``, ``_finish``).
 
 Ownership.  An execution owns its slots, its scratch buffer and its
 parameter buffers from ``start`` until ``_finish``; the kernel may write into
