@@ -31,12 +31,12 @@ from __future__ import annotations
 import errno
 import os
 import resource
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import atoms, kernel
 from .errors import EngineClosed
+from .execution import Batch, Execution, check_ret, init_scratch, single_sqe
 from .kernel import ffi
 from .notify import Completion, NotificationRing
 from .plan import (
@@ -59,103 +59,8 @@ lib = kernel.lib
 _LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
 _CQ_OVERFLOW = lib.IORING_SQ_CQ_OVERFLOW
 _AUX_EXPORT = 0xF
-_SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 _MINUS_ONE = ffi.new("int32_t[1]", [-1])
 _NO_SLOTS: list[int] = []  # shared by executions without slots; never mutated
-
-
-def _check(ret: int, what: str) -> int:
-    """Map a ``-errno`` return of the ring layer to OSError."""
-    if ret < 0:
-        raise OSError(-ret, f"{what}: {os.strerror(-ret)}")
-    return ret
-
-
-def _single_sqe(opcode: int, fd: int, addr: int, op_flags: int, flags: int, ud: int) -> bytes:
-    return _SQE.pack(opcode, flags, 0, fd, 0, addr, 0, op_flags, ud, 0, 0, 0, 0, 0)
-
-
-class Batch:
-    """What the executions started by one call share: the program, the
-    parameter columns and their buffers, the value columns (``flat``: value
-    ``v`` of execution ``k`` is ``flat[v * n + k]``), and ``run()``'s sink."""
-
-    __slots__ = ("clean", "flat", "keep", "n", "params", "program", "sink")
-
-    def __init__(
-        self,
-        program: Program,
-        params: Mapping[str, list[Any]],
-        keep: Any,
-        flat: Any,
-        n: int,
-        sink: list[Completion] | None,
-    ) -> None:
-        self.program = program
-        # Read only on the clean path, which ``fast_ud`` opens only when set.
-        self.clean: CleanPath = program.plan.clean  # type: ignore[assignment]
-        self.params = params
-        self.keep = keep  # parameter buffers the SQEs point into
-        self.flat = flat
-        self.n = n
-        self.sink = sink
-
-
-class Execution:
-    """One submission of a program, from ``start`` to ``_finish``.
-
-    Hot state lives in slots; what the batch shares is in ``batch``.  Its
-    value row stays in the batch's columns until a resume needs to patch it
-    (``row``).  Cold state (results, values, installs, cancel) is created on
-    the slow path only; the class attributes below are its defaults."""
-
-    __slots__ = (
-        "__dict__",
-        "batch",
-        "fast_ud",
-        "k",
-        "program",
-        "raw",
-        "run_last",
-        "scratch",
-        "slots",
-        "tag",
-        "ud",
-    )
-    run_first = 0
-    results: list[int | None] | None = None
-    values: dict[int, Any] | None = None
-    row: list[int] | None = None
-    installed: dict[int, int] | None = None  # aux (argument number or creator) -> fd or -errno
-    pending = 0  # install CQEs still to come
-    exports: dict[int, int] | None = None  # creator atom -> exported fd
-    stopped_at: int | None = None
-    cancelled = False
-    timed_out: frozenset[int] | None = None  # atoms whose LINK_TIMEOUT fired
-
-    @classmethod
-    def blank(cls) -> Execution:
-        """An unused object for the backend's pool; ``start`` fills it."""
-        return cls.__new__(cls)
-
-    def reset(self) -> None:
-        """Forget the cold state a slow-path execution left, so the pooled
-        object comes back clean (the clean path never sets any)."""
-        self.__dict__.clear()
-
-    # The slots, filled by ``UringBackend.start`` for each execution:
-    batch: Batch
-    program: Program  # batch.program, kept here for the hot path
-    k: int  # its place in the batch
-    tag: Any
-    ud: int  # user_data base: generation and table index
-    scratch: Any  # (buffer, address, view) from the pool, or None
-    slots: list[int]
-    run_last: int
-    # The user_data of the CQE that ends this execution on the clean path,
-    # or -1 when that path cannot apply.
-    fast_ud: int
-    raw: dict[int, int] | None  # CQEs of the run so far, by atom
 
 
 class UringBackend:
@@ -182,7 +87,7 @@ class UringBackend:
         soft_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         nslots = max(16, min(capacity * 4, soft_nofile, 65536))
         try:
-            _check(lib.ur_register_sparse_files(ring, nslots), "register files")
+            check_ret(lib.ur_register_sparse_files(ring, nslots), "register files")
         except OSError:
             lib.ur_teardown(ring)
             raise
@@ -257,7 +162,7 @@ class UringBackend:
                 def value_of(v: int, k: int = k) -> int:
                     return int(flat[v * n + k])
 
-                _init_scratch(plan, scratch[k][1], value_of)
+                init_scratch(plan, scratch[k][1], value_of)
         first = plan.segments[0]
         first_sqes = plan.atoms[first.last].sqe_end if first.in_kernel else 0
         whole = first.in_kernel and first_sqes <= self.sq_entries
@@ -355,7 +260,7 @@ class UringBackend:
                 n - done,
                 _LAST_CLEAR,
             )
-            _check(k, "push")
+            check_ret(k, "push")
             done += k
             if done < n:
                 self._enter(0)
@@ -372,7 +277,7 @@ class UringBackend:
         count = patoms[end].sqe_end - start
         ex.run_first, ex.run_last = first, end
         if plan.scratch_init:  # lengths may have changed since the last run
-            _init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
+            init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         self._push(plan.images_c, start, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
 
     def _push_single(self, sqe: bytes) -> None:
@@ -396,7 +301,7 @@ class UringBackend:
             return True
         if r == -errno.EBADR:
             self._break("the kernel dropped a CQE (CQ overflow allocation failure)")
-        _check(r, "io_uring_enter")
+        check_ret(r, "io_uring_enter")
         return True
 
     def reap(self, min_complete: int, timeout_ns: int) -> bool:
@@ -654,7 +559,7 @@ class UringBackend:
         op = kernel.opcode("FIXED_FD_INSTALL")
         for n, slot in enumerate(slots):
             ud = ex.ud | n << 8 | (UD_INSTALL + atom)
-            self._push_single(_single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
+            self._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
 
     def _installed(self, ex: Execution, atom: int, aux: int, res: int) -> None:
         assert ex.installed is not None and ex.pending > 0, "unexpected install CQE"
@@ -742,14 +647,14 @@ class UringBackend:
                 for creator in wanted:
                     ud = ex.ud | _AUX_EXPORT << 8 | (UD_INSTALL + creator)
                     slot = ex.slots[slot_of[creator]]
-                    self._push_single(_single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
+                    self._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
                 return
         if ex.installed and ex.exports is not None:
             ex.exports.update((c, fd) for c, fd in ex.installed.items() if fd >= 0)
             ex.installed = None
         for creator in live:  # exported ones too: the caller has its own fd now
             slot = ex.slots[slot_of[creator]]
-            _check(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
+            check_ret(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
         if reals:
             row = self._row(ex)
             for creator in reals:
@@ -800,7 +705,7 @@ class UringBackend:
         op = kernel.opcode("ASYNC_CANCEL")
         flags = lib.IORING_ASYNC_CANCEL_ALL
         for atom in range(ex.run_first, ex.run_last + 1):
-            sqe = _single_sqe(op, -1, ex.ud | atom, flags, 0, ex.ud | UD_CANCEL)
+            sqe = single_sqe(op, -1, ex.ud | atom, flags, 0, ex.ud | UD_CANCEL)
             self._push_single(sqe)
 
     def close(self) -> None:
@@ -822,12 +727,3 @@ class UringBackend:
                             break
         finally:
             lib.ur_teardown(self._ring)
-
-
-def _init_scratch(plan: Plan, base: int, value_of: Callable[[int], int]) -> None:
-    """Write the plan's per-execution structures (msghdrs) into a scratch
-    buffer at ``base``, before any SQE that points there is submitted."""
-    buf = ffi.buffer(ffi.cast("char *", base), plan.scratch_size)
-    for offset, width, kind, x in plan.scratch_init:
-        v = x if kind == "const" else base + x if kind == "scratch" else value_of(x)
-        struct.pack_into("=Q" if width == 8 else "=I", buf, offset, v)
