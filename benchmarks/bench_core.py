@@ -103,9 +103,9 @@ def files() -> list[bytes]:
 
 
 @functools.cache
-def file3_batches() -> list[list[dict[str, bytes]]]:
+def file3_batches(batch: int = BATCH) -> list[list[dict[str, bytes]]]:
     params = [{"path": p} for p in files()]
-    return [params[i : i + BATCH] for i in range(0, len(params), BATCH)]
+    return [params[i : i + batch] for i in range(0, len(params), batch)]
 
 
 @functools.cache
@@ -175,8 +175,8 @@ def time_nop4_pyliburing(loops: int) -> float:
 
 
 # -- file3 ------------------------------------------------------------------------------
-def time_file3_uringlets(loops: int, eng: ul.Engine | None = None) -> float:
-    eng, (prog, data), batches = eng or engine(), file3(), file3_batches()
+def time_file3_uringlets(loops: int, eng: ul.Engine | None = None, batch: int = BATCH) -> float:
+    eng, (prog, data), batches = eng or engine(), file3(), file3_batches(batch)
     submit_many, wait = eng.submit_many, eng.wait
     t0 = perf_counter()
     for _ in range(loops):

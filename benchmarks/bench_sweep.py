@@ -68,11 +68,6 @@ def nop_program(n: int) -> ul.Program:
 
 
 @functools.cache
-def file3_batches(batch: int) -> list[list[dict[str, bytes]]]:
-    params = [{"path": p} for p in bench_core.files()]
-    return [params[i : i + batch] for i in range(0, len(params), batch)]
-
-
 def run_nop(loops: int, prog: ul.Program, batch: int) -> float:
     eng = engine()
     submit_many, wait = eng.submit_many, eng.wait
@@ -97,19 +92,7 @@ def time_nop4_c(loops: int, batch: int) -> float:
 
 
 def time_file3_uringlets(loops: int, batch: int) -> float:
-    eng, (prog, data), batches = engine(), bench_core.file3(), file3_batches(batch)
-    submit_many, wait = eng.submit_many, eng.wait
-    t0 = perf_counter()
-    for _ in range(loops):
-        for params in batches:
-            submit_many(prog, params=params)
-            done = wait(len(params))
-            if len(done) != len(params):
-                _fail("file3: completions", len(done))
-            for c in done:
-                if not c.ok or len(c[data]) != SIZE:
-                    _fail("file3: failed or short", c)
-    return perf_counter() - t0
+    return bench_core.time_file3_uringlets(loops, engine(), batch)
 
 
 def time_file3_c(loops: int, batch: int) -> float:

@@ -304,11 +304,7 @@ def main() -> None:
     finally:
         for srv in servers.values():
             srv.stop()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.output.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp_out, args.output)
-    print(f"wrote {args.output}")
+    wl.write_json(args.output, result)
 
 
 if __name__ == "__main__":

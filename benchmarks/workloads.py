@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -308,3 +309,12 @@ def c_ref_seconds(
             f"{' '.join(argv)} ran {fields['executions']} executions, expected {executions}"
         )
     return int(fields["elapsed_ns"]) / 1e9
+
+
+def write_json(path: Path, result: object) -> None:
+    """Write ``result`` to ``path`` whole or not at all (via a temporary file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
