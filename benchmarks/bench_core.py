@@ -148,19 +148,24 @@ def read_file(path: bytes) -> bytes:
 
 
 # -- nop4 -------------------------------------------------------------------------------
-def time_nop4_uringlets(loops: int) -> float:
-    eng, prog = engine(), nop4()
+def run_nop(loops: int, prog: ul.Program, batch: int, eng: ul.Engine | None = None) -> float:
+    """``loops`` batches of ``batch`` executions of a program of no-ops."""
+    eng = eng or engine()
     submit_many, wait = eng.submit_many, eng.wait
     t0 = perf_counter()
     for _ in range(loops):
-        submit_many(prog, BATCH)
-        done = wait(BATCH)
-        if len(done) != BATCH:
-            _fail("nop4: completions", len(done))
+        submit_many(prog, batch)
+        done = wait(batch)
+        if len(done) != batch:
+            _fail("nop: completions", len(done))
         for c in done:
             if not c.ok:
-                _fail("nop4: failed", c)
+                _fail("nop: failed", c)
     return perf_counter() - t0
+
+
+def time_nop4_uringlets(loops: int) -> float:
+    return run_nop(loops, nop4(), BATCH)
 
 
 def time_nop4_c(loops: int) -> float:

@@ -67,20 +67,9 @@ def nop_program(n: int) -> ul.Program:
     return wl.nop_program(n)
 
 
-@functools.cache
 def run_nop(loops: int, prog: ul.Program, batch: int) -> float:
-    eng = engine()
-    submit_many, wait = eng.submit_many, eng.wait
-    t0 = perf_counter()
-    for _ in range(loops):
-        submit_many(prog, batch)
-        done = wait(batch)
-        if len(done) != batch:
-            _fail("nop: completions", len(done))
-        for c in done:
-            if not c.ok:
-                _fail("nop: failed", c)
-    return perf_counter() - t0
+    # Timed afresh on every call (a cached result would repeat one value).
+    return bench_core.run_nop(loops, prog, batch, engine())
 
 
 def time_nop4_uringlets(loops: int, batch: int) -> float:
