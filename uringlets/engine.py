@@ -57,7 +57,7 @@ class Backend(Protocol):
         n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
-    ) -> list[int]:
+    ) -> Sequence[int]:
         """Start ``n`` executions with validated parameter columns; the
         notification ring has room reserved for each.  Returns their ids."""
         ...

@@ -1,8 +1,8 @@
 """The state of one execution on the io_uring engine, and the small helpers
 the backend's submit and reap paths share.
 
-``Batch``: what the executions started by one call share.  ``Execution``:
-one submission, pooled per table entry by the backend.  Ownership of buffers,
+``Batch``: the executions started by one call, one entry of the backend's
+table.  ``Execution``: one of them, once it leaves the clean path.  Ownership of buffers,
 slots and descriptors is described in ``uring.py``.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .kernel import ffi
 from .notify import Completion
-from .plan import CleanPath, Plan
+from .plan import UD_K_SHIFT, CleanPath, Plan
 from .program import Program
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
@@ -33,11 +33,44 @@ def single_sqe(opcode: int, fd: int, addr: int, op_flags: int, flags: int, ud: i
 
 
 class Batch:
-    """What the executions started by one call share: the program, the
-    parameter columns and their buffers, the value columns (``flat``: value
-    ``v`` of execution ``k`` is ``flat[v * n + k]``), and ``run()``'s sink."""
+    """The executions started by one call, in one entry of the backend's
+    table: execution ``k`` of the batch has user_data ``ud_base | k << 12``.
 
-    __slots__ = ("clean", "flat", "keep", "n", "params", "program", "sink")
+    Shared: the program, the parameter columns and their buffers (``keep``),
+    the value columns (``flat``: value ``v`` of execution ``k`` is
+    ``flat[v * n + k]``), the tags, and ``run()``'s sink.  Per execution,
+    indexed by ``k``: its scratch buffer, its ``nslots`` slots
+    (``slots[k * nslots:(k + 1) * nslots]``), whether it is ``done``, and the
+    CQEs of ``posted`` atoms (``posted[k * len(clean.posted) + j]``).
+
+    An execution stays on the clean path (no Python object of its own) until
+    something unusual happens to it: a CQE other than its clean one, a
+    cancel, a resume.  It is then *promoted*: ``slow[k]`` holds its
+    ``Execution`` until it finishes.  The batch leaves the table when
+    ``remaining`` reaches 0; its buffers stay alive until then."""
+
+    __slots__ = (
+        "clean",
+        "done",
+        "fast_ud",
+        "flat",
+        "index",
+        "keep",
+        "n",
+        "nslots",
+        "params",
+        "posted",
+        "program",
+        "promoted",
+        "remaining",
+        "run_last",
+        "scratch",
+        "sink",
+        "slots",
+        "slow",
+        "tags",
+        "ud_base",
+    )
 
     def __init__(
         self,
@@ -46,40 +79,57 @@ class Batch:
         keep: Any,
         flat: Any,
         n: int,
+        tags: Sequence[Any],
         sink: list[Completion] | None,
     ) -> None:
+        plan = program.plan
         self.program = program
-        # Read only on the clean path, which ``fast_ud`` opens only when set.
-        self.clean: CleanPath = program.plan.clean  # type: ignore[assignment]
+        self.clean: CleanPath | None = plan.clean
         self.params = params
-        self.keep = keep  # parameter buffers the SQEs point into
+        self.keep = keep  # parameter and value buffers the SQEs point into
         self.flat = flat
         self.n = n
+        self.tags = tags
         self.sink = sink
+        self.nslots = plan.nslots
+        self.done = bytearray(n)
+        self.remaining = n
+        self.slow: dict[int, Execution] = {}
+        self.promoted = False  # whether any execution of the batch was promoted
+        npost = len(plan.clean.posted) if plan.clean is not None else 0
+        self.posted: list[int | None] | None = [None] * (n * npost) if npost else None
+        # Set by the backend when it takes a table entry:
+        self.index = -1
+        self.ud_base = 0
+        # The user_data (k bits zero) of the CQE that ends a clean execution,
+        # or -1 when the clean path cannot apply.
+        self.fast_ud = -1
+        self.run_last = -1  # the last atom of the first run (-1: not pushed whole)
+        self.scratch: list[Any] | None = None  # (buffer, address, view) per k
+        self.slots: list[int] = []
 
 
 class Execution:
-    """One submission of a program, from ``start`` to ``_finish``.
+    """One execution off the clean path, from its promotion to ``_finish``.
 
     Hot state lives in slots; what the batch shares is in ``batch``.  Its
     value row stays in the batch's columns until a resume needs to patch it
-    (``row``).  Cold state (results, values, installs, cancel) is created on
-    the slow path only; the class attributes below are its defaults."""
+    (``row``).  Cold state (results, values, installs, cancel) is created
+    when needed; the class attributes below are its defaults."""
 
     __slots__ = (
         "__dict__",
         "batch",
-        "fast_ud",
         "k",
         "program",
         "raw",
+        "run_first",
         "run_last",
         "scratch",
         "slots",
         "tag",
         "ud",
     )
-    run_first = 0
     results: list[int | None] | None = None
     values: dict[int, Any] | None = None
     row: list[int] | None = None
@@ -90,29 +140,29 @@ class Execution:
     cancelled = False
     timed_out: frozenset[int] | None = None  # atoms whose LINK_TIMEOUT fired
 
-    @classmethod
-    def blank(cls) -> Execution:
-        """An unused object for the backend's pool; ``start`` fills it."""
-        return cls.__new__(cls)
-
-    def reset(self) -> None:
-        """Forget the cold state a slow-path execution left, so the pooled
-        object comes back clean (the clean path never sets any)."""
-        self.__dict__.clear()
-
-    # The slots, filled by ``UringBackend.start`` for each execution:
-    batch: Batch
-    program: Program  # batch.program, kept here for the hot path
-    k: int  # its place in the batch
-    tag: Any
-    ud: int  # user_data base: generation and table index
-    scratch: Any  # (buffer, address, view) from the pool, or None
-    slots: list[int]
-    run_last: int
-    # The user_data of the CQE that ends this execution on the clean path,
-    # or -1 when that path cannot apply.
-    fast_ud: int
-    raw: dict[int, int] | None  # CQEs of the run so far, by atom
+    def __init__(self, batch: Batch, k: int) -> None:
+        self.batch = batch
+        self.program = batch.program
+        self.k = k
+        self.tag = batch.tags[k]
+        self.ud = batch.ud_base | k << UD_K_SHIFT  # user_data base: the low 12 bits are 0
+        # (buffer, address, view) from the pool, or None
+        self.scratch: Any = batch.scratch[k] if batch.scratch is not None else None
+        ns = batch.nslots
+        self.slots: list[int] = batch.slots[k * ns : (k + 1) * ns] if ns else []
+        self.run_first = 0
+        self.run_last = batch.run_last
+        # CQEs of the run so far, by atom (the posted ones the batch kept).
+        self.raw: dict[int, int] | None = None
+        clean = batch.clean
+        if batch.posted is not None and clean is not None:
+            npost = len(clean.posted)
+            for j, (atom, *_) in enumerate(clean.posted):
+                r = batch.posted[k * npost + j]
+                if r is not None:
+                    if self.raw is None:
+                        self.raw = {}
+                    self.raw[atom] = r
 
 
 def init_scratch(plan: Plan, base: int, value_of: Callable[[int], int]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import atoms
-from .kernel import KernelFeatures
+from .kernel import KernelFeatures, lib
 
 SQE_SIZE = 64
 # SQE field -> (byte offset, width); see struct io_uring_sqe.
@@ -35,10 +35,18 @@ FIELDS: dict[str, tuple[int, int]] = {
 }
 _PACK = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}
 
-# user_data = generation << 32 | execution << 12 | aux << 8 | atom.
-UD_EXEC_SHIFT = 12
-UD_EXEC_MASK = (1 << 20) - 1
-UD_GEN_SHIFT = 32
+# user_data = generation << 44 | batch << 28 | k << 12 | aux << 8 | atom:
+# execution number k of the batch in table entry ``batch``, started in that
+# entry's ``generation``-th use.
+# The k and batch fields are defined in ring.h (ur_reap_split reads them).
+UD_K_SHIFT: int = lib.UR_UD_K_SHIFT
+UD_K_MASK: int = lib.UR_UD_K_MASK
+UD_K_FIELD = UD_K_MASK << UD_K_SHIFT
+UD_BATCH_SHIFT: int = lib.UR_UD_BATCH_SHIFT
+UD_BATCH_MASK: int = lib.UR_UD_BATCH_MASK
+UD_GEN_SHIFT = 44
+UD_GEN_MASK = (1 << 20) - 1
+MAX_CAPACITY = UD_K_MASK + 1  # executions in flight (and in one batch) at most
 UD_INSTALL = 64  # atom byte 64 + i: installing the descriptor of atom i
 UD_LINK_TIMEOUT = 128  # atom byte 128 + i: the LINK_TIMEOUT SQE of atom i
 UD_CANCEL = 0xFF  # atom byte of an ASYNC_CANCEL issued by the engine
@@ -127,8 +135,9 @@ class CleanPath:
     scratch_size: int
     last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
     # Earlier atoms that post a CQE anyway: (atom, stop rule, full length or
-    # None, hard-linked).  Their results come from ``Execution.raw``.
+    # None, hard-linked).  Their CQEs are kept in ``Batch.posted``.
     posted: tuple[tuple[int, int, int | None, bool], ...]
+    posted_at: Mapping[int, int]  # {posted atom: its place j in ``posted``}
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,4 +208,5 @@ def clean_path(
         scratch_size,
         last.op.decode is None,
         tuple(posted),
+        {atom: j for j, (atom, *_) in enumerate(posted)},
     )

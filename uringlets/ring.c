@@ -350,3 +350,50 @@ int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
     }
     return (int)n;
 }
+
+/* Like ur_reap, but sorts the CQEs while copying them.  A CQE is *clean* when
+ * its user_data with the k field cleared equals fast_ud[batch] of its batch
+ * (the user_data that ends a clean execution of that batch; 0: none): it goes
+ * to clean_batch/clean_k/clean_res, and *nclean counts them.  Every other CQE
+ * goes to user_data/res, in ring order.  Returns the number copied in all.
+ * Only the CQ ring is shared here: fast_ud is the caller's, read only. */
+int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
+                  unsigned nbatches, uint64_t *user_data, int32_t *res,
+                  uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
+                  unsigned max, unsigned *nclean)
+{
+    const struct io_uring_cqe *cqes = ring->cqes;
+    unsigned mask = *ring->cq_mask;
+    unsigned head = load_relaxed(ring->cq_head);
+    /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
+    unsigned tail = load_acquire(ring->cq_tail);
+    unsigned n = 0, nc = 0, no = 0;
+
+    while (head != tail && n < max) {
+        const struct io_uring_cqe *cqe = &cqes[head & mask];
+        uint64_t ud = cqe->user_data;
+        uint64_t b = (ud >> UR_UD_BATCH_SHIFT) & UR_UD_BATCH_MASK;
+        uint64_t k_field = (uint64_t)UR_UD_K_MASK << UR_UD_K_SHIFT;
+
+        if (b < nbatches && fast_ud[b] != 0 && (ud & ~k_field) == fast_ud[b]) {
+            clean_batch[nc] = (uint32_t)b;
+            clean_k[nc] = (uint32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
+            clean_res[nc] = cqe->res;
+            nc++;
+        } else {
+            user_data[no] = ud;
+            res[no] = cqe->res;
+            no++;
+        }
+        n++;
+        head++;
+    }
+    if (n) {
+        /* Release: our reads of the CQEs complete before the kernel may reuse
+         * their slots (pairs with the kernel's acquire of cq.head). */
+        store_release(ring->cq_head, head);
+    }
+    *nclean = nc;
+    return (int)n;
+}
+

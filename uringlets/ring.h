@@ -45,6 +45,13 @@ struct ur_patch {
     int64_t addend;
 };
 
+/* The user_data layout (plan.py takes these from here): bits 12-27 hold an
+ * execution's place k in its batch, bits 28-43 the batch's table entry. */
+#define UR_UD_K_SHIFT 12
+#define UR_UD_K_MASK 65535
+#define UR_UD_BATCH_SHIFT 28
+#define UR_UD_BATCH_MASK 65535
+
 /* cold: set up and tear down */
 int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
              unsigned flags);
@@ -62,5 +69,9 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
 int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
 int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
             unsigned max);
+int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
+                  unsigned nbatches, uint64_t *user_data, int32_t *res,
+                  uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
+                  unsigned max, unsigned *nclean);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

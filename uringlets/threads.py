@@ -316,7 +316,7 @@ class ThreadsBackend:
         n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
-    ) -> list[int]:
+    ) -> Sequence[int]:
         first = self._next
         self._next += n
         jobs = [

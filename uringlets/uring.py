@@ -4,26 +4,29 @@ clean up.
 Everything per-op was decided by the translator; this module only follows the
 plan.  Its tables:
 
-* ``_execs``: ``{execution index: Execution}`` as a list, ``None`` when free;
-  the index and a generation are in every SQE's ``user_data``, so a late CQE
-  for a finished or cancelled execution can never reach another one;
-* ``_pool``: one ``Execution`` object per table entry, reused;
+* ``_batches``: one entry per batch of executions in flight (``Batch``), the
+  entry's number and a generation in every SQE's ``user_data`` beside the
+  execution's place ``k`` in its batch, so a late CQE for a finished or
+  cancelled execution can never reach another one;
 * ``_free_slots``: the empty slots of the sparse fixed-file table;
 * ``_scratch``: ``{size: [(buffer, address, view)]}``, per-execution buffers.
 
-The clean path (``plan.clean``: a program that is one kernel link, where the
-CQE of its last atom says it all) is handled inline in ``_route``; anything
-else walks the plan (``_run_over``, ``_advance``, ``_finish``).
+Starting a batch costs Python a constant amount of work plus a few
+C-speed column operations; an execution gets an ``Execution`` object of its
+own only when it leaves the clean path (``Batch.slow``).  The clean path
+(``plan.clean``: a program that is one kernel link, where the CQE of its last
+atom says it all) is handled inline in ``_route``; anything else walks the
+plan (``_run_over``, ``_advance``, ``_finish``).
 
 Ownership.  An execution owns its slots, its scratch buffer and its
-parameter buffers from ``start`` until ``_finish``; the kernel may write into
-the scratch buffer only while a run is in flight, and ``_finish`` is reached
-only after the CQE that ends the run, so the buffers outlive the kernel's use
-of them.  A slot is released once: ``_finish`` empties the slots the
-execution's own atoms did not close (or installs exported ones as real fds
-first), then puts them back on the free list.  One execution, one completion:
-``_finish`` asserts the execution is still in the table, removes it, and
-posts exactly one ``Completion``.
+parameter buffers (through its batch) from ``start`` until it finishes; the
+kernel may write into the scratch buffer only while a run is in flight, and
+an execution finishes only after the CQE that ends its run, so the buffers
+outlive the kernel's use of them.  A slot is released once: ``_finish``
+empties the slots the execution's own atoms did not close (or installs
+exported ones as real fds first), then puts them back on the free list.  One
+execution, one completion: ``Batch.done[k]`` is set exactly once, where the
+completion is posted.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from __future__ import annotations
 import errno
 import os
 import resource
+from array import array
 from collections.abc import Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from . import atoms, kernel
@@ -41,11 +47,16 @@ from .kernel import ffi
 from .notify import Completion, NotificationRing
 from .plan import (
     LINK_SOFT,
+    MAX_CAPACITY,
+    UD_BATCH_MASK,
+    UD_BATCH_SHIFT,
     UD_CANCEL,
-    UD_EXEC_MASK,
-    UD_EXEC_SHIFT,
+    UD_GEN_MASK,
     UD_GEN_SHIFT,
     UD_INSTALL,
+    UD_K_FIELD,
+    UD_K_MASK,
+    UD_K_SHIFT,
     UD_LINK_TIMEOUT,
     CleanPath,
     Plan,
@@ -60,7 +71,9 @@ _LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUC
 _CQ_OVERFLOW = lib.IORING_SQ_CQ_OVERFLOW
 _AUX_EXPORT = 0xF
 _MINUS_ONE = ffi.new("int32_t[1]", [-1])
-_NO_SLOTS: list[int] = []  # shared by executions without slots; never mutated
+_K_STEP = 1 << UD_K_SHIFT
+_UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
+_address = itemgetter(1)  # of a scratch entry (buffer, address, view)
 
 
 class UringBackend:
@@ -75,8 +88,8 @@ class UringBackend:
         capacity: int,
         sq_entries: int,
     ) -> None:
-        if capacity > UD_EXEC_MASK + 1:
-            raise ValueError(f"capacity is at most {UD_EXEC_MASK + 1}")
+        if capacity > MAX_CAPACITY:
+            raise ValueError(f"capacity is at most {MAX_CAPACITY}")
         self._notify = notify
         cq_entries = 1 << max(capacity * 2, sq_entries * 2, 16).bit_length()
         self._ring, self.setup_flags, self.dropped_flags = kernel.setup_ring(
@@ -93,22 +106,29 @@ class UringBackend:
             raise
         self.nslots = nslots
         self._free_slots = list(range(nslots - 1, -1, -1))
-        self._execs: list[Execution | None] = [None] * capacity
-        self._pool = [Execution.blank() for _ in range(capacity)]  # one per table entry
-        self._free = list(range(capacity - 1, -1, -1))
+        # A batch holds at least one execution in flight, and the
+        # notification ring bounds those by capacity: the table never fills.
+        self._batches: list[Batch | None] = [None] * capacity
+        self._free_batches = list(range(capacity - 1, -1, -1))
+        self._generations = [0] * capacity
+        # fast_ud of each entry's batch (0: none), for ur_reap_split
+        self._fast = ffi.new("uint64_t[]", capacity)
         self._scratch: dict[
             int, list[tuple[Any, int, Any]]
         ] = {}  # {size: [(buffer, address, view)]}
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)
-        self._seq = 0  # execution sequence number, the generation in user_data
+        self._clean_b = ffi.new("uint32_t[]", self._reap_max)
+        self._clean_k = ffi.new("uint32_t[]", self._reap_max)
+        self._clean_res = ffi.new("int32_t[]", self._reap_max)
+        self._nclean = ffi.new("unsigned[1]")
         self.in_flight = 0
         self.broken: str | None = None
 
     # -- submission ------------------------------------------------------------
     def can_start(self, program: Program, n: int) -> bool:
-        return len(self._free_slots) >= n * program.plan.nslots and len(self._free) >= n
+        return len(self._free_slots) >= n * program.plan.nslots
 
     def start(
         self,
@@ -117,24 +137,22 @@ class UringBackend:
         n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
-    ) -> list[int]:
-        """Start one execution per bind (the caller checked ``can_start``):
-        build the batch's value columns, push the first runs in one call, and
-        enter the kernel once.  Returns the executions' user_data bases."""
+    ) -> Sequence[int]:
+        """Start ``n`` executions as one batch (the caller checked
+        ``can_start`` and reserved their completions): build the batch's
+        value columns, push the first runs in one call, and enter the kernel
+        once.  Returns the executions' user_data bases."""
         plan = program.plan
         nslots = plan.nslots
-        free = self._free
-        idx = free[-n:]
-        del free[-n:]
-        seq = self._seq
-        self._seq = (seq + n) & 0x7FFFFFFF
-        uds = [
-            ((seq + k) & 0x7FFFFFFF) << UD_GEN_SHIFT | e << UD_EXEC_SHIFT for k, e in enumerate(idx)
-        ]
+        index = self._free_batches.pop()
+        # never 0, so that no fast_ud is 0
+        generation = self._generations[index] = self._generations[index] % UD_GEN_MASK + 1
+        ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
+        uds = range(ud_base, ud_base + n * _K_STEP, _K_STEP)
         # {value index: column of n values}; value v of execution k is
         # flat[v * n + k] (see ur_push).
-        columns: list[list[int]] = [uds]
-        scratch: list[Any]
+        columns: list[Any] = [uds]
+        scratch: list[Any] | None = None
         if plan.out_size:
             pool = self._scratch.setdefault(plan.scratch_size, [])
             while len(pool) < n:
@@ -142,65 +160,52 @@ class UringBackend:
                 pool.append((buf, int(ffi.cast("uintptr_t", buf)), ffi.buffer(buf)))
             scratch = pool[-n:]
             del pool[-n:]
-            columns.append([entry[1] for entry in scratch])
+            columns.append(map(_address, scratch))
         else:
-            scratch = [None] * n
-            columns.append([0] * n)
+            columns.append(repeat(0, n))
         slots: list[int] = []
         if nslots:
             free_slots = self._free_slots
             slots = free_slots[-n * nslots :]
             del free_slots[-n * nslots :]
-            columns += [slots[k::nslots] for k in range(nslots)]
+            columns += [slots[s::nslots] for s in range(nslots)]
         defaults = plan.value_defaults
-        columns += [[defaults[v]] * n for v in range(len(columns), len(defaults))]
+        columns += [repeat(defaults[v], n) for v in range(len(columns), len(defaults))]
         keep = self._bind(plan, params, columns) if plan.params else None
-        flat = ffi.new("int64_t[]", [v for column in columns for v in column])
+        flat = array("q")
+        for column in columns:
+            flat.extend(column)
+        batch = Batch(program, params, keep, flat, n, tags, sink)
+        batch.index, batch.ud_base = index, ud_base
+        batch.scratch, batch.slots = scratch, slots
         if plan.scratch_init:
+            assert scratch is not None
             for k in range(n):
 
                 def value_of(v: int, k: int = k) -> int:
-                    return int(flat[v * n + k])
+                    return flat[v * n + k]
 
                 init_scratch(plan, scratch[k][1], value_of)
         first = plan.segments[0]
         first_sqes = plan.atoms[first.last].sqe_end if first.in_kernel else 0
         whole = first.in_kernel and first_sqes <= self.sq_entries
-        run_last = first.last if whole else -1
-        fast = run_last if whole and plan.clean is not None else -1
-        execs = self._execs
-        batch = Batch(program, params, keep, flat, n, sink)
-        # Each table entry keeps its Execution object for reuse: setting its
-        # fields costs a quarter of making a new one (see Execution.reset).
-        objects = self._pool
-        slot_lists = (
-            [slots[k * nslots : (k + 1) * nslots] for k in range(n)] if nslots else [_NO_SLOTS] * n
-        )
-        fast_uds = [ud | fast for ud in uds] if fast >= 0 else [-1] * n
-        for k, e in enumerate(idx):
-            ex = objects[e]
-            ex.batch = batch
-            ex.program = program
-            ex.k = k
-            ex.tag = tags[k]
-            ex.ud = uds[k]
-            ex.scratch = scratch[k]
-            ex.slots = slot_lists[k]
-            ex.run_last = run_last
-            ex.fast_ud = fast_uds[k]
-            ex.raw = None
-            execs[e] = ex
+        if whole:
+            batch.run_last = first.last
+            if plan.clean is not None:
+                batch.fast_ud = self._fast[index] = ud_base | first.last
+        self._batches[index] = batch
         self.in_flight += n
         if whole:
-            self._push(plan.images_c, 0, first_sqes, plan, flat, n, n)
+            values = ffi.from_buffer("int64_t[]", flat)
+            self._push(plan.images_c, 0, first_sqes, plan, values, n, n)
         else:
-            for e in idx:
-                self._advance(objects[e], 0)
+            for k in range(n):
+                self._advance(self._promote(batch, k), 0)
         self._enter(0)
         return uds
 
     @staticmethod
-    def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[list[int]]) -> Any:
+    def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[Any]) -> Any:
         """Fill the parameter columns.  Paths and data of the whole batch go
         into one buffer each (a path NUL-terminated), which every execution of
         the batch keeps alive.  Returns what must be kept."""
@@ -222,6 +227,12 @@ class UringBackend:
             else:
                 columns[use.value] = items
         return keep
+
+    def _promote(self, batch: Batch, k: int) -> Execution:
+        """Take execution ``k`` of ``batch`` off the clean path."""
+        ex = batch.slow[k] = Execution(batch, k)
+        batch.promoted = True
+        return ex
 
     def _row(self, ex: Execution) -> list[int]:
         """The execution's value row, copied out of its batch's columns the
@@ -309,10 +320,28 @@ class UringBackend:
         limit), then route every CQE there is.  Returns False on timeout."""
         ok = self._enter(min_complete, timeout_ns)
         ring, uds, ress, cap = self._ring, self._uds, self._ress, self._reap_max
+        fast, nbatches = self._fast, len(self._batches)
+        clean_b, clean_k, clean_res, nclean = (
+            self._clean_b,
+            self._clean_k,
+            self._clean_res,
+            self._nclean,
+        )
+        unpack = ffi.unpack
         while True:
-            n = lib.ur_reap(ring, uds, ress, cap)
+            n = lib.ur_reap_split(
+                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean
+            )
             if n:
-                self._route(ffi.unpack(uds, n), ffi.unpack(ress, n))
+                nc = nclean[0]
+                # The others first: they include the posted CQEs the clean
+                # endings after them look for.
+                if n > nc:
+                    self._route_others(unpack(uds, n - nc), unpack(ress, n - nc))
+                if nc:
+                    self._route_clean(
+                        unpack(clean_b, nc), unpack(clean_k, nc), unpack(clean_res, nc)
+                    )
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
                 lib.ur_enter(ring, 0, -1)
@@ -325,100 +354,119 @@ class UringBackend:
         raise EngineClosed(f"engine broken: {why}")
 
     # -- routing CQEs ------------------------------------------------------------
-    def _route(self, uds: list[int], ress: list[int]) -> None:
-        """Route a batch of CQEs.  The clean path (``plan.clean``: the lone
-        CQE of a program's last atom, ``ex.fast_ud``) is handled inline, as
-        it is most of the traffic; everything else goes to ``_route_one``."""
-        execs, free_slots = self._execs, self._free_slots
-        free_append = self._free.append
+    def _route_others(self, uds: list[int], ress: list[int]) -> None:
+        batches = self._batches
+        for ud, res in zip(uds, ress, strict=True):
+            self._route_one(batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
+
+    def _route_clean(self, bis: list[int], ks: list[int], ress: list[int]) -> None:
+        """Finish the executions whose clean ending arrived (``ur_reap_split``
+        found them: the CQE of a program's last atom, ``Batch.fast_ud``),
+        unless something took them off the clean path (``Batch.slow``)."""
+        batches, free_slots = self._batches, self._free_slots
         notify, pools = self._notify, self._scratch
         ready_append = notify.ready.append
         buffer = ffi.buffer
         new_object = object.__new__
         finished = 0
         try:
-            for ud, res in zip(uds, ress, strict=True):
-                e = (ud >> UD_EXEC_SHIFT) & UD_EXEC_MASK
-                ex = execs[e]
-                if ex is None or ud != ex.fast_ud:
-                    self._route_one(ex, ud, res)
+            for bi, k, res in zip(bis, ks, ress, strict=True):
+                b: Batch = batches[bi]  # type: ignore[assignment]
+                if b.promoted and (k in b.slow or b.done[k]):
+                    self._route_one(b, b.fast_ud | k << UD_K_SHIFT, res)
                     continue
-                batch = ex.batch
-                clean = batch.clean
+                clean: CleanPath = b.clean  # type: ignore[assignment]
                 results: list[int | None] = list(clean.results)
-                if clean.posted and not self._posted_ok(ex, clean, results):
-                    self._run_over(ex, ud & 0xFF, res)  # something failed: the general path
+                if clean.posted and not self._posted_ok(b, k, clean, results):
+                    # something failed: the general path
+                    self._run_over(self._promote(b, k), clean.last.index, res)
                     continue
                 r = results[-1] = res if clean.normalise is None else clean.normalise(res)
                 values = None
                 if clean.buffers:
                     # skipped reads were full; the scratch goes back to the pool,
                     # so the completion gets its own copy of the bytes
-                    view = ex.scratch[2]
+                    scratch = b.scratch[k]  # type: ignore[index]
+                    view = scratch[2]
                     values = {i: view[off : off + size] for i, off, size in clean.outs}
                     if clean.last_out is not None and r >= 0:
                         i, off, size = clean.last_out
                         if clean.last_bytes:
                             values[i] = view[off : off + r]
                         else:
-                            values[i] = clean.last.op.value_from(
-                                buffer(ex.scratch[0] + off, size), r
-                            )
+                            values[i] = clean.last.op.value_from(buffer(scratch[0] + off, size), r)
+                    pools[clean.scratch_size].append(scratch)
                 stop = clean.stop
                 if stop and (r < 0 if stop == STOP_ON_NEGATIVE else stop_holds(stop, r)):
                     stopped: int | None = clean.last.index
                 else:
                     stopped = None
-                # release: table entry, slots (all closed by the program's own
-                # atoms on this path), scratch buffer; then the one completion.
-                execs[e] = None
-                free_append(e)
-                if clean.buffers:
-                    pools[clean.scratch_size].append(ex.scratch)
-                if ex.slots:
-                    free_slots += ex.slots
-                # Completion(ex.tag, batch.program, results, stopped, False,
-                # values), field by field: a third of the cost of the call.
+                # release: slots (all closed by the program's own atoms on
+                # this path), scratch buffer (above); then the one completion.
+                b.done[k] = 1
+                if b.nslots:
+                    ns = b.nslots
+                    free_slots += b.slots[k * ns : (k + 1) * ns]
+                # Completion(tag, program, results, stopped, False, values),
+                # field by field: a third of the cost of the call.
                 c = new_object(Completion)
-                c.tag = ex.tag
-                c.program = batch.program
+                c.tag = b.tags[k]
+                c.program = b.program
                 c.results = results
                 c.stopped_at = stopped
                 c.cancelled = False
                 c._values = values
                 c.ok = stopped is None
-                if batch.sink is not None:
-                    batch.sink.append(c)
+                if b.sink is not None:
+                    b.sink.append(c)
                 ready_append(c)
                 finished += 1
+                b.remaining -= 1
+                if not b.remaining:
+                    self._drop(b)
         finally:
             self.in_flight -= finished
             notify.reserved -= finished
 
+    def _drop(self, b: Batch) -> None:
+        """The batch's last execution finished: free its table entry."""
+        self._batches[b.index] = None
+        self._fast[b.index] = 0
+        self._free_batches.append(b.index)
+
     @staticmethod
-    def _posted_ok(ex: Execution, clean: CleanPath, results: list[int | None]) -> bool:
+    def _posted_ok(b: Batch, k: int, clean: CleanPath, results: list[int | None]) -> bool:
         """Fill in the results of the atoms that posted before the last one;
         False if one of them stopped the execution or broke the link."""
-        raw = ex.raw
-        if raw is None:
-            return False
-        for index, stop, full, hard in clean.posted:
-            r = raw.get(index)
+        posted = b.posted
+        assert posted is not None
+        base = k * len(clean.posted)
+        for j, (index, stop, full, hard) in enumerate(clean.posted):
+            r = posted[base + j]
             if r is None or (stop and stop_holds(stop, r)):
                 return False
             if not hard and (r < 0 or (full is not None and r != full)):
                 return False
             results[index] = r
-        ex.raw = None
         return True
 
-    def _route_one(self, ex: Execution | None, ud: int, res: int) -> None:
+    def _route_one(self, b: Batch | None, ud: int, res: int) -> None:
         atom = ud & 0xFF
-        if ex is None or ex.ud != ud & ~0xFFF:
+        k = (ud >> UD_K_SHIFT) & UD_K_MASK
+        if b is None or ud & _UD_BASE_MASK != b.ud_base or k >= b.n or b.done[k]:
             if atom == UD_CANCEL or UD_LINK_TIMEOUT <= atom < UD_CANCEL:
                 return  # a cancel or link timeout that outlived its execution
             self._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
-        assert ex is not None
+        assert b is not None
+        ex = b.slow.get(k)
+        if ex is None:
+            clean = b.clean
+            if clean is not None and atom in clean.posted_at:
+                # an earlier atom's CQE on the clean path: keep it for the last
+                assert b.posted is not None
+                b.posted[k * len(clean.posted) + clean.posted_at[atom]] = res
+                return
+            ex = self._promote(b, k)
         if UD_LINK_TIMEOUT <= atom < UD_CANCEL:
             if res == -errno.ETIME:  # it fired: its atom was cancelled for it
                 ex.timed_out = (ex.timed_out or frozenset()) | {atom - UD_LINK_TIMEOUT}
@@ -434,8 +482,6 @@ class UringBackend:
                 ex.raw = {}
             ex.raw[atom] = res
             pa = ex.program.plan.atoms[atom]
-            if pa.skip:  # it posts only when it failed: not the clean path
-                ex.fast_ud = -1
             if pa.skip and pa.link == LINK_SOFT:
                 # A skip-flagged request posts only when it failed, and then
                 # the kernel silences the rest of its chain.
@@ -451,7 +497,6 @@ class UringBackend:
         patoms = ex.program.plan.atoms
         raw = ex.raw
         ex.raw = None
-        ex.fast_ud = -1  # later runs are resumes: never the clean path
         results = ex.results
         if results is None:
             results = ex.results = [None] * len(patoms)
@@ -668,12 +713,13 @@ class UringBackend:
         self._release(ex)
 
     def _release(self, ex: Execution) -> None:
-        """Give back the execution's table entry, slots and scratch buffer
-        (its slots are empty by now), and post its one completion."""
-        index = (ex.ud >> UD_EXEC_SHIFT) & UD_EXEC_MASK
-        assert self._execs[index] is ex, "an execution finished twice"
-        self._execs[index] = None
-        self._free.append(index)
+        """Give back the execution's slots and scratch buffer (its slots are
+        empty by now), post its one completion, and give back its batch's
+        table entry if it was the batch's last."""
+        b, k = ex.batch, ex.k
+        assert not b.done[k] and b.slow.get(k) is ex, "an execution finished twice"
+        b.done[k] = 1
+        del b.slow[k]
         if ex.slots:
             self._free_slots += ex.slots
         if ex.scratch is not None:
@@ -681,25 +727,27 @@ class UringBackend:
         self.in_flight -= 1
         assert ex.results is not None
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
-        if ex.batch.sink is not None:
-            ex.batch.sink.append(c)
-        ex.reset()
+        if b.sink is not None:
+            b.sink.append(c)
         self._notify.post(c)
+        b.remaining -= 1
+        if not b.remaining:
+            self._drop(b)
 
     # -- cancel and close -------------------------------------------------------
     def cancel(self, ud: int) -> bool:
         """Ask the kernel to cancel the run in flight of execution ``ud``.
         Returns False if it is no longer in flight."""
-        ex = self._execs[(ud >> UD_EXEC_SHIFT) & UD_EXEC_MASK]
-        if ex is None or ex.ud != ud:
+        b = self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
+        k = (ud >> UD_K_SHIFT) & UD_K_MASK
+        if b is None or ud & ~UD_K_FIELD != b.ud_base or k >= b.n or b.done[k]:
             return False
-        self._cancel(ex)
+        self._cancel(b.slow.get(k) or self._promote(b, k))
         self._enter(0)
         return True
 
     def _cancel(self, ex: Execution) -> None:
         ex.cancelled = True
-        ex.fast_ud = -1  # a cancelled execution never takes the clean path
         if ex.run_first < 0:
             return
         op = kernel.opcode("ASYNC_CANCEL")
@@ -708,21 +756,24 @@ class UringBackend:
             sqe = single_sqe(op, -1, ex.ud | atom, flags, 0, ex.ud | UD_CANCEL)
             self._push_single(sqe)
 
+    def _cancel_all(self) -> None:
+        for b in list(self._batches):
+            if b is not None:
+                for k in range(b.n):
+                    if not b.done[k]:
+                        self._cancel(b.slow.get(k) or self._promote(b, k))
+
     def close(self) -> None:
         """Cancel everything in flight, wait until the kernel has let go of
         every buffer (every run's last CQE), then tear the ring down."""
         try:
             if self.broken is None:
-                for ex in list(self._execs):
-                    if ex is not None:
-                        self._cancel(ex)
+                self._cancel_all()
                 rounds = 0
                 while self.in_flight:
                     if not self.reap(1, 1_000_000_000):
                         rounds += 1
-                        for ex in list(self._execs):
-                            if ex is not None:
-                                self._cancel(ex)
+                        self._cancel_all()
                         if rounds > 30:
                             break
         finally:
