@@ -56,6 +56,39 @@ def test_push_refuses_a_run_longer_than_the_ring():
     try:
         images = ffi.new("char[]", 64 * 8)
         values = ffi.new("int64_t[1]")
-        assert lib.ur_push(ring, images, 0, 8, ffi.NULL, 0, values, 1, 1, 0) == -errno.EINVAL
+        assert lib.ur_push(ring, images, 0, 8, ffi.NULL, 0, values, 1, 1, 0, 0, 0) == -errno.EINVAL
+    finally:
+        lib.ur_teardown(ring)
+
+
+def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_endings():
+    """Three runs of two linked NOPs: execution e's SQEs carry image
+    user_data + ud_first + e * ud_step; ur_reap_split puts the CQEs whose
+    user_data (k field cleared) equals fast_ud[batch] aside as clean."""
+    from uringlets.plan import UD_BATCH_SHIFT, UD_K_SHIFT
+
+    ring = ffi.new("struct ur_ring *")
+    assert lib.ur_setup(ring, 8, 0, 0) == 0
+    try:
+        images = ffi.new("char[]", 64 * 2)
+        images[1] = bytes([lib.IOSQE_IO_LINK])  # SQE 0 links to SQE 1
+        ffi.cast("uint64_t *", images + 32)[0] = 0  # SQE 0: atom 0
+        ffi.cast("uint64_t *", images + 64 + 32)[0] = 1  # SQE 1: atom 1
+        values = ffi.new("int64_t[3]")
+        base, step = 3 << UD_BATCH_SHIFT, 1 << UD_K_SHIFT
+        assert lib.ur_push(ring, images, 0, 2, ffi.NULL, 0, values, 3, 3, 0, base, step) == 3
+        assert lib.ur_enter(ring, 6, -1) == 6
+        fast = ffi.new("uint64_t[4]")
+        fast[3] = base | 1  # atom 1 ends a clean execution of batch 3
+        uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
+        cb, ck, cr = ffi.new("uint32_t[8]"), ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
+        nclean = ffi.new("unsigned[1]")
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean) == 6
+        assert nclean[0] == 3
+        assert sorted(ffi.unpack(uds, 3)) == [base | k * step for k in range(3)]
+        assert ffi.unpack(cb, 3) == [3, 3, 3]
+        assert sorted(ffi.unpack(ck, 3)) == [0, 1, 2]
+        assert ffi.unpack(cr, 3) == [0, 0, 0]
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean) == 0
     finally:
         lib.ur_teardown(ring)

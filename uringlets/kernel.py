@@ -151,7 +151,7 @@ def _try_setsockopt(ring: Any) -> bool:
         struct.pack_into("=Q", sqe, 48, int(ffi.cast("uintptr_t", value)))
         image = ffi.from_buffer(bytes(sqe))
         values = ffi.new("int64_t[1]")
-        if lib.ur_push(ring, image, 0, 1, ffi.NULL, 0, values, 1, 1, 0) != 1:
+        if lib.ur_push(ring, image, 0, 1, ffi.NULL, 0, values, 1, 1, 0, 0, 0) != 1:
             return False
         if lib.ur_enter(ring, 1, 1_000_000_000) < 0:
             return False

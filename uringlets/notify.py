@@ -14,12 +14,25 @@ import errno
 import os
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+try:  # CPython's C accessor behind namedtuple fields
+    from collections import _tuplegetter  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    _tuplegetter = None
 
 from .errors import RingFull
 
 
-class Completion:
+def _field(index: int, doc: str) -> Any:
+    """A read-only attribute that reads slot ``index`` of the tuple under a
+    Completion, in C where CPython offers it (namedtuple's accessor)."""
+    if _tuplegetter is not None:
+        return _tuplegetter(index, doc)
+    return property(lambda self: tuple.__getitem__(self, index), doc=doc)  # pragma: no cover
+
+
+class Completion(tuple):
     """The single event that ends an execution.
 
     ``results`` has one int per atom: the normalised result (``-errno`` on
@@ -28,29 +41,72 @@ class Completion:
     statx/fstat, the real fd of an exported descriptor (the caller owns and
     closes it), the int result otherwise; ``None`` if the atom did not succeed
     or its descriptor was not exported.  The completion owns its bytes; it
-    holds no kernel resource."""
+    holds no kernel resource.
 
-    # uring.UringBackend._route builds the clean path's completions field by
-    # field: a new field must be set there too.
-    __slots__ = ("_values", "cancelled", "ok", "program", "results", "stopped_at", "tag")
+    Underneath it is a tuple of its seven fields, so that the io_uring
+    engine can make a whole batch of completions in C
+    (``map(tuple.__new__, repeat(Completion), field_tuples)``, see
+    ``UringBackend._finish_clean``).  The tuple is an implementation detail
+    and kept out of sight: a completion has no length, is not iterable, and
+    compares and hashes by identity like any object.  The field order is
+    ``FIELDS``."""
 
-    def __init__(
-        self,
+    __slots__ = ()
+    FIELDS = ("tag", "program", "results", "stopped_at", "cancelled", "_values", "ok")
+
+    if TYPE_CHECKING:
+        tag: Any
+        program: Any
+        results: list[int | None]
+        stopped_at: int | None
+        cancelled: bool
+        _values: dict[int, Any] | None
+        ok: bool
+    else:
+        tag = _field(0, "what the submitter passed as tag")
+        program = _field(1, "the Program that ran")
+        results = _field(2, "one int per atom (-errno on error), None where it did not run")
+        stopped_at = _field(3, "the index of the atom whose stop rule held, or None")
+        cancelled = _field(4, "whether the execution was cancelled")
+        _values = _field(5, "{atom index: typed value} for atoms with one beyond their int")
+        ok = _field(6, "every atom ran and none stopped the execution")
+
+    def __new__(
+        cls,
         tag: Any,
         program: Any,
         results: list[int | None],
         stopped_at: int | None,
         cancelled: bool,
         values: dict[int, Any] | None,
-    ) -> None:
-        self.tag = tag
-        self.program = program
-        self.results = results
-        self.stopped_at = stopped_at
-        self.cancelled = cancelled
-        self._values = values
-        # Every atom ran and none stopped the execution.
-        self.ok: bool = stopped_at is None and not cancelled and None not in results
+    ) -> Completion:
+        ok = stopped_at is None and not cancelled and None not in results
+        return tuple.__new__(cls, (tag, program, results, stopped_at, cancelled, values, ok))
+
+    # The tuple stays out of sight: identity semantics, no length, no iteration.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def _unordered(self, other: object) -> Any:
+        return NotImplemented
+
+    __lt__ = __le__ = __gt__ = __ge__ = _unordered
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        raise TypeError("a Completion has no length")
+
+    def __iter__(self) -> Any:
+        raise TypeError("a Completion is not iterable; see its results")
+
+    def __contains__(self, item: object) -> bool:
+        raise TypeError("a Completion is not a container; see its results")
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple.__getitem__(self, slice(0, 6))
 
     def _index(self, ref: Any) -> int:
         try:

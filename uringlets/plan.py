@@ -51,10 +51,11 @@ UD_INSTALL = 64  # atom byte 64 + i: installing the descriptor of atom i
 UD_LINK_TIMEOUT = 128  # atom byte 128 + i: the LINK_TIMEOUT SQE of atom i
 UD_CANCEL = 0xFF  # atom byte of an ASYNC_CANCEL issued by the engine
 
-# Per-execution value row: [user_data base, scratch address, slot 0..n-1, ...].
-V_USER_DATA = 0
-V_SCRATCH = 1
-V_SLOTS = 2
+# Per-execution value row: [scratch address, slot 0..n-1, ...].  (The
+# user_data is not a value: an image carries its atom byte and ur_push adds
+# the execution's base.)
+V_SCRATCH = 0
+V_SLOTS = 1
 
 LINK_SOFT = "IO_LINK"
 LINK_HARD = "IO_HARDLINK"

@@ -240,14 +240,18 @@ unsigned ur_sq_flags(struct ur_ring *ring)
  * the SQ ring and apply the patches of that range.  The values are stored by
  * column: value v of execution e is values[v * vstride + e].  The flags in
  * `last_flags_clear` are cleared on the last SQE of each run, so each run is
- * a complete chain.  Only whole runs are queued.  Returns the number of
+ * a complete chain.  Execution e's SQEs get user_data image.user_data +
+ * ud_first + e * ud_step (the images carry the atom byte; the caller gives
+ * the execution's base and the step between executions), so no column of
+ * per-execution user_data is needed.  Only whole runs are queued.  Returns
+ * the number of
  * executions queued (fewer than nexec when the SQ ring is full: enter, then
  * call again from the next execution), or -EINVAL for a run that can never
  * fit. */
 int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             unsigned count, const struct ur_patch *patches, unsigned npatches,
             const int64_t *values, unsigned vstride, unsigned nexec,
-            uint8_t last_flags_clear)
+            uint8_t last_flags_clear, uint64_t ud_first, uint64_t ud_step)
 {
     const struct io_uring_sqe *src = (const struct io_uring_sqe *)images + first;
     struct io_uring_sqe *sqes = ring->sqes;
@@ -260,8 +264,14 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
         return -EINVAL;
     for (e = 0; e < nexec && space >= count; e++, space -= count) {
 
-        for (i = 0; i < count; i++)
-            sqes[(tail + i) & mask] = src[i];
+        uint64_t ud = ud_first + (uint64_t)e * ud_step;
+
+        for (i = 0; i < count; i++) {
+            struct io_uring_sqe *sqe = &sqes[(tail + i) & mask];
+
+            *sqe = src[i];
+            sqe->user_data += ud;
+        }
         for (p = 0; p < npatches; p++) {
             const struct ur_patch *pt = &patches[p];
             char *field;

@@ -65,7 +65,7 @@ int ur_update_files(struct ur_ring *ring, unsigned offset, const int32_t *fds,
 int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             unsigned count, const struct ur_patch *patches, unsigned npatches,
             const int64_t *values, unsigned vstride, unsigned nexec,
-            uint8_t last_flags_clear);
+            uint8_t last_flags_clear, uint64_t ud_first, uint64_t ud_step);
 int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
 int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
             unsigned max);

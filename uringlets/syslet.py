@@ -41,6 +41,20 @@ def stop_holds(rule: int, result: int) -> bool:
     )
 
 
+def stop_holds_for_any(rule: int, results: list[int]) -> bool:
+    """Whether a stop rule holds for at least one of ``results`` (not
+    empty), tested a column at a time."""
+    if not rule:
+        return False
+    lo, hi = min(results), max(results)
+    return bool(
+        (rule & STOP_ON_NEGATIVE and lo < 0)
+        or (rule & STOP_ON_NONZERO and (lo != 0 or hi != 0))
+        or (rule & STOP_ON_ZERO and 0 in results)
+        or (rule & STOP_ON_NON_POSITIVE and lo <= 0)
+    )
+
+
 class Param:
     """A value bound per execution: ``eng.submit(prog, name=value)``."""
 

@@ -74,7 +74,6 @@ from .plan import (
     UD_LINK_TIMEOUT,
     V_SCRATCH,
     V_SLOTS,
-    V_USER_DATA,
     ParamUse,
     Plan,
     PlanAtom,
@@ -242,7 +241,7 @@ class _Translator:
         self.slot_of: dict[int, int] = {}
         self.out: dict[int, tuple[int, int]] = {}
         self.scratch_size = 0
-        self.values: list[int] = [0, 0]
+        self.values: list[int] = [0]  # V_SCRATCH
         self.params: dict[str, ParamUse] = {}
         self.length_value: dict[int, int] = {}
         self.feeds: dict[int, list[int]] = {}
@@ -380,7 +379,7 @@ class _Translator:
         ts = self.const_buffer(struct.pack("=qq", nsec // 10**9, nsec % 10**9))
         struct.pack_into("=Q", image, FIELDS["addr"][0], ts)
         struct.pack_into("=I", image, FIELDS["len"][0], 1)
-        self.patches.append((sqe, *FIELDS["user_data"], V_USER_DATA, UD_LINK_TIMEOUT + atom.index))
+        struct.pack_into("=Q", image, FIELDS["user_data"][0], UD_LINK_TIMEOUT + atom.index)
         return bytes(image)
 
     # -- the plan -------------------------------------------------------------
@@ -397,7 +396,7 @@ class _Translator:
                 assert op.prep is not None and op.kernel_op is not None
                 writer.image[0] = kernel.opcode(op.kernel_op)
                 op.prep(writer, atom.args)
-                self.patches.append((sqe, *FIELDS["user_data"], V_USER_DATA, atom.index))
+                struct.pack_into("=Q", writer.image, FIELDS["user_data"][0], atom.index)
                 link = self.link(atom)
             else:
                 link = LINK_END

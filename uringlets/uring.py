@@ -36,7 +36,7 @@ import os
 import resource
 from array import array
 from collections.abc import Mapping, Sequence
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -63,7 +63,7 @@ from .plan import (
     PlanAtom,
 )
 from .program import Program
-from .syslet import STOP_ON_NEGATIVE, Param, Ref, stop_holds
+from .syslet import Param, Ref, stop_holds, stop_holds_for_any
 from .threads import call_blocking
 
 lib = kernel.lib
@@ -74,6 +74,22 @@ _MINUS_ONE = ffi.new("int32_t[1]", [-1])
 _K_STEP = 1 << UD_K_SHIFT
 _UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
 _address = itemgetter(1)  # of a scratch entry (buffer, address, view)
+_ZERO = (0,)
+
+
+def _clean_values(clean: CleanPath, scratch: Any, r: int) -> dict[int, Any]:
+    """The values of a clean execution, copied out of its scratch buffer
+    (which goes back to the pool): the skipped reads were full, the last
+    atom's value has its result ``r``."""
+    view = scratch[2]
+    values = {i: view[off : off + size] for i, off, size in clean.outs}
+    if clean.last_out is not None and r >= 0:
+        i, off, size = clean.last_out
+        if clean.last_bytes:
+            values[i] = view[off : off + r]
+        else:
+            values[i] = clean.last.op.value_from(ffi.buffer(scratch[0] + off, size), r)
+    return values
 
 
 class UringBackend:
@@ -148,10 +164,10 @@ class UringBackend:
         # never 0, so that no fast_ud is 0
         generation = self._generations[index] = self._generations[index] % UD_GEN_MASK + 1
         ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
-        uds = range(ud_base, ud_base + n * _K_STEP, _K_STEP)
         # {value index: column of n values}; value v of execution k is
-        # flat[v * n + k] (see ur_push).
-        columns: list[Any] = [uds]
+        # flat[v * n + k] (see ur_push).  Columns are arrays: a constant
+        # column is one memcpy (array * n), a list converts in C.
+        columns: list[Any] = []
         scratch: list[Any] | None = None
         if plan.out_size:
             pool = self._scratch.setdefault(plan.scratch_size, [])
@@ -160,21 +176,21 @@ class UringBackend:
                 pool.append((buf, int(ffi.cast("uintptr_t", buf)), ffi.buffer(buf)))
             scratch = pool[-n:]
             del pool[-n:]
-            columns.append(map(_address, scratch))
+            columns.append(array("q", map(_address, scratch)))
         else:
-            columns.append(repeat(0, n))
+            columns.append(array("q", _ZERO) * n)
         slots: list[int] = []
         if nslots:
             free_slots = self._free_slots
             slots = free_slots[-n * nslots :]
             del free_slots[-n * nslots :]
-            columns += [slots[s::nslots] for s in range(nslots)]
+            columns += [array("q", slots[s::nslots]) for s in range(nslots)]
         defaults = plan.value_defaults
-        columns += [repeat(defaults[v], n) for v in range(len(columns), len(defaults))]
+        columns += [array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))]
         keep = self._bind(plan, params, columns) if plan.params else None
-        flat = array("q")
-        for column in columns:
-            flat.extend(column)
+        flat = columns[0]
+        for column in columns[1:]:
+            flat += column
         batch = Batch(program, params, keep, flat, n, tags, sink)
         batch.index, batch.ud_base = index, ud_base
         batch.scratch, batch.slots = scratch, slots
@@ -197,12 +213,12 @@ class UringBackend:
         self.in_flight += n
         if whole:
             values = ffi.from_buffer("int64_t[]", flat)
-            self._push(plan.images_c, 0, first_sqes, plan, values, n, n)
+            self._push(plan.images_c, 0, first_sqes, plan, values, n, n, ud_base, _K_STEP)
         else:
             for k in range(n):
                 self._advance(self._promote(batch, k), 0)
         self._enter(0)
-        return uds
+        return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
 
     @staticmethod
     def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[Any]) -> Any:
@@ -221,11 +237,11 @@ class UringBackend:
                 starts = [address]
                 for item in items[:-1]:
                     starts.append(starts[-1] + len(item) + len(sep))
-                columns[use.value] = starts
+                columns[use.value] = array("q", starts)
                 if use.length_value is not None:
-                    columns[use.length_value] = [len(item) for item in items]
+                    columns[use.length_value] = array("q", map(len, items))
             else:
-                columns[use.value] = items
+                columns[use.value] = array("q", items)
         return keep
 
     def _promote(self, batch: Batch, k: int) -> Execution:
@@ -252,9 +268,12 @@ class UringBackend:
         values: Any,
         stride: int,
         n: int,
+        ud_first: int,
+        ud_step: int = 0,
     ) -> None:
         """Queue ``n`` runs of images ``first..first+count-1`` with their value
-        columns; enter the kernel whenever the SQ ring is full."""
+        columns, run ``i`` with user_data base ``ud_first + i * ud_step``;
+        enter the kernel whenever the SQ ring is full."""
         done = 0
         patches = plan.patches if plan is not None else ffi.NULL
         npatches = plan.npatches if plan is not None else 0
@@ -270,6 +289,8 @@ class UringBackend:
                 stride,
                 n - done,
                 _LAST_CLEAR,
+                ud_first + done * ud_step,
+                ud_step,
             )
             check_ret(k, "push")
             done += k
@@ -289,10 +310,11 @@ class UringBackend:
         ex.run_first, ex.run_last = first, end
         if plan.scratch_init:  # lengths may have changed since the last run
             init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
-        self._push(plan.images_c, start, count, plan, ffi.new("int64_t[]", self._row(ex)), 1, 1)
+        row = ffi.new("int64_t[]", self._row(ex))
+        self._push(plan.images_c, start, count, plan, row, 1, 1, ex.ud)
 
     def _push_single(self, sqe: bytes) -> None:
-        self._push(ffi.from_buffer(sqe), 0, 1, None, ffi.new("int64_t[1]"), 1, 1)
+        self._push(ffi.from_buffer(sqe), 0, 1, None, ffi.new("int64_t[1]"), 1, 1, 0)
 
     # -- entering the kernel ------------------------------------------------
     def _enter(self, min_complete: int, timeout_ns: int = -1) -> bool:
@@ -361,72 +383,100 @@ class UringBackend:
 
     def _route_clean(self, bis: list[int], ks: list[int], ress: list[int]) -> None:
         """Finish the executions whose clean ending arrived (``ur_reap_split``
-        found them: the CQE of a program's last atom, ``Batch.fast_ud``),
-        unless something took them off the clean path (``Batch.slow``)."""
-        batches, free_slots = self._batches, self._free_slots
-        notify, pools = self._notify, self._scratch
-        ready_append = notify.ready.append
-        buffer = ffi.buffer
-        new_object = object.__new__
-        finished = 0
-        try:
-            for bi, k, res in zip(bis, ks, ress, strict=True):
-                b: Batch = batches[bi]  # type: ignore[assignment]
-                if b.promoted and (k in b.slow or b.done[k]):
+        found them: the CQE of a program's last atom, ``Batch.fast_ud``), a
+        batch at a time; usually all of them belong to one batch."""
+        if bis.count(bis[0]) == len(bis):
+            self._finish_clean(self._batches[bis[0]], ks, ress)  # type: ignore[arg-type]
+            return
+        runs: dict[int, tuple[list[int], list[int]]] = {}
+        for bi, k, res in zip(bis, ks, ress, strict=True):
+            run = runs.get(bi)
+            if run is None:
+                run = runs[bi] = ([], [])
+            run[0].append(k)
+            run[1].append(res)
+        for bi, (run_ks, run_ress) in runs.items():
+            self._finish_clean(self._batches[bi], run_ks, run_ress)  # type: ignore[arg-type]
+
+    def _finish_clean(self, b: Batch, ks: list[int], ress: list[int]) -> None:
+        """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
+        atoms (``ress``), without walking the plan: every skip-flagged atom
+        returned its known success result (``clean.results``).  The work is
+        done a column at a time, in C where Python allows it; one completion
+        each, all made by one ``map``."""
+        if b.promoted:  # those off the clean path take the general one
+            stays = [not (k in b.slow or b.done[k]) for k in ks]
+            for k, res, stay in zip(ks, ress, stays, strict=True):
+                if not stay:
                     self._route_one(b, b.fast_ud | k << UD_K_SHIFT, res)
-                    continue
-                clean: CleanPath = b.clean  # type: ignore[assignment]
-                results: list[int | None] = list(clean.results)
-                if clean.posted and not self._posted_ok(b, k, clean, results):
-                    # something failed: the general path
-                    self._run_over(self._promote(b, k), clean.last.index, res)
-                    continue
-                r = results[-1] = res if clean.normalise is None else clean.normalise(res)
-                values = None
-                if clean.buffers:
-                    # skipped reads were full; the scratch goes back to the pool,
-                    # so the completion gets its own copy of the bytes
-                    scratch = b.scratch[k]  # type: ignore[index]
-                    view = scratch[2]
-                    values = {i: view[off : off + size] for i, off, size in clean.outs}
-                    if clean.last_out is not None and r >= 0:
-                        i, off, size = clean.last_out
-                        if clean.last_bytes:
-                            values[i] = view[off : off + r]
-                        else:
-                            values[i] = clean.last.op.value_from(buffer(scratch[0] + off, size), r)
-                    pools[clean.scratch_size].append(scratch)
-                stop = clean.stop
-                if stop and (r < 0 if stop == STOP_ON_NEGATIVE else stop_holds(stop, r)):
-                    stopped: int | None = clean.last.index
-                else:
-                    stopped = None
-                # release: slots (all closed by the program's own atoms on
-                # this path), scratch buffer (above); then the one completion.
+            ks = list(compress(ks, stays))
+            ress = list(compress(ress, stays))
+            if not ks:
+                return
+        clean: CleanPath = b.clean  # type: ignore[assignment]
+        if clean.posted:  # earlier CQEs decide: take out those that failed
+            posted = [self._posted_ok(b, k, clean) for k in ks]
+            if not all(posted):
+                for k, res, ok in zip(ks, ress, posted, strict=True):
+                    if not ok:  # something failed: the general path
+                        self._run_over(self._promote(b, k), clean.last.index, res)
+                ks = list(compress(ks, posted))
+                ress = list(compress(ress, posted))
+                if not ks:
+                    return
+        n = len(ks)
+        rs = ress if clean.normalise is None else list(map(clean.normalise, ress))
+        prefix = clean.results[:-1]
+        if clean.posted:
+            results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
+        else:
+            results = [[*prefix, r] for r in rs]
+        stop = clean.stop
+        if stop_holds_for_any(stop, rs):
+            last = clean.last.index
+            stopped: Any = [last if stop_holds(stop, r) else None for r in rs]
+            oks: Any = [s is None for s in stopped]
+        else:
+            stopped, oks = repeat(None, n), repeat(True, n)
+        values: Any = repeat(None, n)
+        if clean.buffers:
+            assert b.scratch is not None
+            scratch = list(map(b.scratch.__getitem__, ks))
+            values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
+            self._scratch[clean.scratch_size] += scratch
+        fields = zip(
+            map(b.tags.__getitem__, ks),
+            repeat(b.program, n),
+            results,
+            stopped,
+            repeat(False, n),
+            values,
+            oks,
+            strict=True,
+        )
+        completions = list(map(tuple.__new__, repeat(Completion, n), fields))
+        # release: done marks, slots (all closed by the program's own atoms on
+        # this path), scratch buffers (above); then the completions.
+        lo, hi = min(ks), max(ks)
+        ns = b.nslots
+        if hi - lo + 1 == n:  # the usual case: a contiguous run of the batch
+            b.done[lo : hi + 1] = bytes([1]) * n
+            if ns:
+                self._free_slots += b.slots[lo * ns : (hi + 1) * ns]
+        else:
+            for k in ks:
                 b.done[k] = 1
-                if b.nslots:
-                    ns = b.nslots
-                    free_slots += b.slots[k * ns : (k + 1) * ns]
-                # Completion(tag, program, results, stopped, False, values),
-                # field by field: a third of the cost of the call.
-                c = new_object(Completion)
-                c.tag = b.tags[k]
-                c.program = b.program
-                c.results = results
-                c.stopped_at = stopped
-                c.cancelled = False
-                c._values = values
-                c.ok = stopped is None
-                if b.sink is not None:
-                    b.sink.append(c)
-                ready_append(c)
-                finished += 1
-                b.remaining -= 1
-                if not b.remaining:
-                    self._drop(b)
-        finally:
-            self.in_flight -= finished
-            notify.reserved -= finished
+                if ns:
+                    self._free_slots += b.slots[k * ns : (k + 1) * ns]
+        if b.sink is not None:
+            b.sink += completions
+        notify = self._notify
+        notify.ready += completions
+        notify.reserved -= n
+        self.in_flight -= n
+        b.remaining -= n
+        if not b.remaining:
+            self._drop(b)
 
     def _drop(self, b: Batch) -> None:
         """The batch's last execution finished: free its table entry."""
@@ -435,20 +485,30 @@ class UringBackend:
         self._free_batches.append(b.index)
 
     @staticmethod
-    def _posted_ok(b: Batch, k: int, clean: CleanPath, results: list[int | None]) -> bool:
-        """Fill in the results of the atoms that posted before the last one;
-        False if one of them stopped the execution or broke the link."""
+    def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:
+        """Whether the atoms that posted before the last one all went as on
+        the clean path: none stopped the execution or broke the link."""
         posted = b.posted
         assert posted is not None
         base = k * len(clean.posted)
-        for j, (index, stop, full, hard) in enumerate(clean.posted):
+        for j, (_, stop, full, hard) in enumerate(clean.posted):
             r = posted[base + j]
             if r is None or (stop and stop_holds(stop, r)):
                 return False
             if not hard and (r < 0 or (full is not None and r != full)):
                 return False
-            results[index] = r
         return True
+
+    @staticmethod
+    def _posted_results(b: Batch, k: int, clean: CleanPath, last: int) -> list[int | None]:
+        results: list[int | None] = list(clean.results)
+        posted = b.posted
+        assert posted is not None
+        base = k * len(clean.posted)
+        for j, (index, *_) in enumerate(clean.posted):
+            results[index] = posted[base + j]
+        results[-1] = last
+        return results
 
     def _route_one(self, b: Batch | None, ud: int, res: int) -> None:
         atom = ud & 0xFF
