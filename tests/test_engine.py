@@ -279,3 +279,63 @@ def test_clean_path_completions_are_whole(make_engine, sandbox):
     assert (c.tag, c.ok, c.cancelled, c.stopped_at) == (None, True, False, None)
     assert c.results == [0, 10, 0] and c[data] == b"0123456789" and c.error(data) is None
     assert "ok" in repr(c) and c.program is prog
+
+
+def test_polling_wait_zero_delivers_completions_that_need_the_kernel_to_run(make_engine):
+    """An event-loop callback drains with wait(0): that alone must make
+    progress (with DEFER_TASKRUN a recv's completion is only posted inside
+    io_uring_enter)."""
+    import socket
+    import time
+
+    a, b = socket.socketpair()
+    try:
+        s = ul.Syslet()
+        data = s.recv(a.fileno(), 16)
+        prog = s.compile()
+        with make_engine(capacity=4) as eng:
+            eng.submit(prog, tag="poll")
+            assert eng.wait(0) == []
+            b.send(b"hello")
+            got: list[ul.Completion] = []
+            until = time.monotonic() + 10
+            while not got and time.monotonic() < until:
+                got = eng.wait(0)
+                time.sleep(0.001)
+            assert [(c.tag, c[data]) for c in got] == [("poll", b"hello")]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_completion_is_an_object_not_a_tuple(make_engine, sandbox):
+    """Completions are tuples underneath (made a batch at a time in C);
+    none of that shows."""
+    prog, _ = file3(sandbox / "ten")
+    with make_engine(capacity=4) as eng:
+        c, d = eng.run(prog), eng.run(prog)
+    assert c != d and c == c and len({c, d}) == 2 and bool(c)
+    for misuse in (len, list, lambda x: 1 in x, lambda x: x < d):
+        with pytest.raises(TypeError):
+            misuse(c)
+    with pytest.raises(KeyError):
+        c[0]
+
+
+def test_one_batch_mixes_clean_and_unusual_endings(make_engine, sandbox):
+    """A batch where some executions fail, some are cancelled and the rest
+    end cleanly: each gets its own exact completion."""
+    prog, data = file3()
+    paths = [str(sandbox / ("ten" if k % 3 else "missing")).encode() for k in range(48)]
+    with make_engine(capacity=64) as eng:
+        hs = eng.submit_many(prog, params=[{"path": p} for p in paths], tags=list(range(48)))
+        eng.cancel(hs[7])
+        cs = sorted(eng.wait(48), key=lambda c: c.tag)
+    assert [c.tag for c in cs] == list(range(48))
+    for k, c in enumerate(cs):
+        if k % 3 == 0:
+            assert c.results == [-2, None, None] and c.stopped_at == 0 and not c.ok
+        elif c.cancelled:
+            assert k == 7 and not c.ok
+        else:
+            assert c.ok and c.results == [0, 10, 0] and c[data] == b"0123456789"

@@ -228,6 +228,13 @@ unsigned ur_sq_space(struct ur_ring *ring)
     return ring->sq_entries - (tail - head);
 }
 
+/* CQEs waiting in the CQ ring.  Acquire pairs with the kernel's release of
+ * the tail: a count read here covers CQEs whose contents are visible. */
+unsigned ur_cq_ready(struct ur_ring *ring)
+{
+    return load_acquire(ring->cq_tail) - load_relaxed(ring->cq_head);
+}
+
 /* The SQ ring flags the kernel sets (IORING_SQ_CQ_OVERFLOW: CQEs wait in the
  * kernel's overflow list and reach the CQ ring at the next enter with
  * GETEVENTS).  Acquire pairs with the kernel's update of the flags. */
@@ -364,13 +371,15 @@ int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
 /* Like ur_reap, but sorts the CQEs while copying them.  A CQE is *clean* when
  * its user_data with the k field cleared equals fast_ud[batch] of its batch
  * (the user_data that ends a clean execution of that batch; 0: none): it goes
- * to clean_batch/clean_k/clean_res, and *nclean counts them.  Every other CQE
- * goes to user_data/res, in ring order.  Returns the number copied in all.
+ * to clean_batch/clean_k/clean_res, *nclean counts them, and clean_span[0]
+ * and [1] get the lowest and highest of their res (a stop rule is then
+ * tested on two numbers, not on every result).  Every other CQE goes to
+ * user_data/res, in ring order.  Returns the number copied in all.
  * Only the CQ ring is shared here: fast_ud is the caller's, read only. */
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
-                  unsigned max, unsigned *nclean)
+                  unsigned max, unsigned *nclean, int32_t *clean_span)
 {
     const struct io_uring_cqe *cqes = ring->cqes;
     unsigned mask = *ring->cq_mask;
@@ -378,6 +387,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
     /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
     unsigned tail = load_acquire(ring->cq_tail);
     unsigned n = 0, nc = 0, no = 0;
+    int32_t lo = INT32_MAX, hi = INT32_MIN;
 
     while (head != tail && n < max) {
         const struct io_uring_cqe *cqe = &cqes[head & mask];
@@ -389,6 +399,8 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
             clean_batch[nc] = (uint32_t)b;
             clean_k[nc] = (uint32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
             clean_res[nc] = cqe->res;
+            lo = cqe->res < lo ? cqe->res : lo;
+            hi = cqe->res > hi ? cqe->res : hi;
             nc++;
         } else {
             user_data[no] = ud;
@@ -404,6 +416,8 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
         store_release(ring->cq_head, head);
     }
     *nclean = nc;
+    clean_span[0] = lo;
+    clean_span[1] = hi;
     return (int)n;
 }
 

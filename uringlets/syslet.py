@@ -41,12 +41,9 @@ def stop_holds(rule: int, result: int) -> bool:
     )
 
 
-def stop_holds_for_any(rule: int, results: list[int]) -> bool:
+def stop_holds_for_any(rule: int, lo: int, hi: int, results: list[int]) -> bool:
     """Whether a stop rule holds for at least one of ``results`` (not
-    empty), tested a column at a time."""
-    if not rule:
-        return False
-    lo, hi = min(results), max(results)
+    empty), whose lowest is ``lo`` and highest ``hi``."""
     return bool(
         (rule & STOP_ON_NEGATIVE and lo < 0)
         or (rule & STOP_ON_NONZERO and (lo != 0 or hi != 0))

@@ -139,6 +139,7 @@ class UringBackend:
         self._clean_k = ffi.new("uint32_t[]", self._reap_max)
         self._clean_res = ffi.new("int32_t[]", self._reap_max)
         self._nclean = ffi.new("unsigned[1]")
+        self._clean_span = ffi.new("int32_t[2]")  # lowest and highest clean res
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -322,8 +323,14 @@ class UringBackend:
         ``timeout_ns``.  Returns False if the wait timed out or a signal
         interrupted it."""
         ring = self._ring
-        if min_complete == 0 and ring.pending == 0:
-            return True
+        if not ring.pending:
+            # Nothing to submit: no system call when the CQ ring already
+            # holds what is asked for, or when nothing is in flight.  A poll
+            # (min_complete 0) on an empty CQ ring does enter: with
+            # DEFER_TASKRUN completions are only posted inside the call.
+            ready = lib.ur_cq_ready(ring)
+            if (ready and ready >= min_complete) or (not min_complete and not self.in_flight):
+                return True
         r = lib.ur_enter(ring, min_complete, timeout_ns)
         if r >= 0:
             return True
@@ -343,16 +350,12 @@ class UringBackend:
         ok = self._enter(min_complete, timeout_ns)
         ring, uds, ress, cap = self._ring, self._uds, self._ress, self._reap_max
         fast, nbatches = self._fast, len(self._batches)
-        clean_b, clean_k, clean_res, nclean = (
-            self._clean_b,
-            self._clean_k,
-            self._clean_res,
-            self._nclean,
-        )
+        clean_b, clean_k, clean_res = self._clean_b, self._clean_k, self._clean_res
+        nclean, span = self._nclean, self._clean_span
         unpack = ffi.unpack
         while True:
             n = lib.ur_reap_split(
-                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean
+                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean, span
             )
             if n:
                 nc = nclean[0]
@@ -362,7 +365,7 @@ class UringBackend:
                     self._route_others(unpack(uds, n - nc), unpack(ress, n - nc))
                 if nc:
                     self._route_clean(
-                        unpack(clean_b, nc), unpack(clean_k, nc), unpack(clean_res, nc)
+                        unpack(clean_b, nc), unpack(clean_k, nc), unpack(clean_res, nc), span
                     )
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
@@ -381,12 +384,14 @@ class UringBackend:
         for ud, res in zip(uds, ress, strict=True):
             self._route_one(batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
 
-    def _route_clean(self, bis: list[int], ks: list[int], ress: list[int]) -> None:
+    def _route_clean(self, bis: list[int], ks: list[int], ress: list[int], span: Any) -> None:
         """Finish the executions whose clean ending arrived (``ur_reap_split``
         found them: the CQE of a program's last atom, ``Batch.fast_ud``), a
-        batch at a time; usually all of them belong to one batch."""
+        batch at a time; usually all of them belong to one batch.  ``span``:
+        the lowest and highest of ``ress``."""
         if bis.count(bis[0]) == len(bis):
-            self._finish_clean(self._batches[bis[0]], ks, ress)  # type: ignore[arg-type]
+            b = self._batches[bis[0]]
+            self._finish_clean(b, ks, ress, span[0], span[1])  # type: ignore[arg-type]
             return
         runs: dict[int, tuple[list[int], list[int]]] = {}
         for bi, k, res in zip(bis, ks, ress, strict=True):
@@ -396,14 +401,15 @@ class UringBackend:
             run[0].append(k)
             run[1].append(res)
         for bi, (run_ks, run_ress) in runs.items():
-            self._finish_clean(self._batches[bi], run_ks, run_ress)  # type: ignore[arg-type]
+            b = self._batches[bi]
+            self._finish_clean(b, run_ks, run_ress, min(run_ress), max(run_ress))  # type: ignore[arg-type]
 
-    def _finish_clean(self, b: Batch, ks: list[int], ress: list[int]) -> None:
+    def _finish_clean(self, b: Batch, ks: list[int], ress: list[int], lo: int, hi: int) -> None:
         """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
-        atoms (``ress``), without walking the plan: every skip-flagged atom
-        returned its known success result (``clean.results``).  The work is
-        done a column at a time, in C where Python allows it; one completion
-        each, all made by one ``map``."""
+        atoms (``ress``, from ``lo`` to ``hi``), without walking the plan:
+        every skip-flagged atom returned its known success result
+        (``clean.results``).  The work is done a column at a time, in C where
+        Python allows it; one completion each, all made by one ``map``."""
         if b.promoted:  # those off the clean path take the general one
             stays = [not (k in b.slow or b.done[k]) for k in ks]
             for k, res, stay in zip(ks, ress, stays, strict=True):
@@ -413,6 +419,7 @@ class UringBackend:
             ress = list(compress(ress, stays))
             if not ks:
                 return
+            lo, hi = min(ress), max(ress)
         clean: CleanPath = b.clean  # type: ignore[assignment]
         if clean.posted:  # earlier CQEs decide: take out those that failed
             posted = [self._posted_ok(b, k, clean) for k in ks]
@@ -424,15 +431,19 @@ class UringBackend:
                 ress = list(compress(ress, posted))
                 if not ks:
                     return
+                lo, hi = min(ress), max(ress)
         n = len(ks)
-        rs = ress if clean.normalise is None else list(map(clean.normalise, ress))
+        rs = ress
+        if clean.normalise is not None:
+            rs = list(map(clean.normalise, ress))
+            lo, hi = min(rs), max(rs)
         prefix = clean.results[:-1]
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         else:
             results = [[*prefix, r] for r in rs]
         stop = clean.stop
-        if stop_holds_for_any(stop, rs):
+        if stop_holds_for_any(stop, lo, hi, rs):
             last = clean.last.index
             stopped: Any = [last if stop_holds(stop, r) else None for r in rs]
             oks: Any = [s is None for s in stopped]
@@ -457,12 +468,11 @@ class UringBackend:
         completions = list(map(tuple.__new__, repeat(Completion, n), fields))
         # release: done marks, slots (all closed by the program's own atoms on
         # this path), scratch buffers (above); then the completions.
-        lo, hi = min(ks), max(ks)
         ns = b.nslots
-        if hi - lo + 1 == n:  # the usual case: a contiguous run of the batch
-            b.done[lo : hi + 1] = bytes([1]) * n
+        if n == b.n:  # the usual case: the whole batch at once; it leaves the
+            # table below, and the done marks of a batch not in it are never read
             if ns:
-                self._free_slots += b.slots[lo * ns : (hi + 1) * ns]
+                self._free_slots += b.slots
         else:
             for k in ks:
                 b.done[k] = 1
