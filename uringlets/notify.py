@@ -118,9 +118,18 @@ class Completion(tuple):
         raise KeyError(f"{ref!r} is not a Ref of this completion's program")
 
     def __getitem__(self, ref: Any) -> Any:
+        values = self._values
+        if values is not None:  # the common case first, without a call
+            try:
+                index = ref.index
+                value = values[index]
+                if self.program.atoms[index].op.name == ref.op:
+                    return value
+            except (AttributeError, KeyError, TypeError):
+                pass
         index = self._index(ref)
-        if self._values is not None and index in self._values:
-            return self._values[index]
+        if values is not None and index in values:
+            return values[index]
         result = self.results[index]
         if result is None or result < 0:
             return None

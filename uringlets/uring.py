@@ -36,8 +36,8 @@ import os
 import resource
 from array import array
 from collections.abc import Mapping, Sequence
-from itertools import compress, repeat
-from operator import itemgetter
+from itertools import accumulate, compress, islice, repeat
+from operator import add, itemgetter
 from typing import Any
 
 from . import atoms, kernel
@@ -74,6 +74,7 @@ _MINUS_ONE = ffi.new("int32_t[1]", [-1])
 _K_STEP = 1 << UD_K_SHIFT
 _UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
 _address = itemgetter(1)  # of a scratch entry (buffer, address, view)
+_view = itemgetter(2)
 _ZERO = (0,)
 
 
@@ -235,10 +236,9 @@ class UringBackend:
                 buf = ffi.from_buffer(blob)
                 keep.append((blob, buf))
                 address = int(ffi.cast("uintptr_t", buf))
-                starts = [address]
-                for item in items[:-1]:
-                    starts.append(starts[-1] + len(item) + len(sep))
-                columns[use.value] = array("q", starts)
+                # item j starts after items 0..j-1 and their separators
+                steps = map(add, map(len, islice(items, len(items) - 1)), repeat(len(sep)))
+                columns[use.value] = array("q", accumulate(steps, initial=address))
                 if use.length_value is not None:
                     columns[use.length_value] = array("q", map(len, items))
             else:
@@ -453,7 +453,12 @@ class UringBackend:
         if clean.buffers:
             assert b.scratch is not None
             scratch = list(map(b.scratch.__getitem__, ks))
-            values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
+            if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
+                i, off, size = clean.outs[0]
+                end = off + size
+                values = [{i: view[off:end]} for view in map(_view, scratch)]
+            else:
+                values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
             self._scratch[clean.scratch_size] += scratch
         fields = zip(
             map(b.tags.__getitem__, ks),
