@@ -457,6 +457,10 @@ class UringBackend:
                 i, off, size = clean.outs[0]
                 end = off + size
                 values = [{i: view[off:end]} for view in map(_view, scratch)]
+            elif clean.last_out is not None and clean.last_bytes and not clean.outs and lo >= 0:
+                i, off, _ = clean.last_out  # the last atom's bytes: rr's recv
+                views = map(_view, scratch)
+                values = [{i: view[off : off + r]} for view, r in zip(views, rs, strict=True)]
             else:
                 values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
             self._scratch[clean.scratch_size] += scratch
