@@ -26,7 +26,11 @@ tcp5-c-liburing   benchmarks/c/uring_ref tcp5 LOOPS PORT 64 (its own clock): 64 
 rr: one request-response (send 64 B, recv 64 B) on each of 64 connections that
 stay open (TCP_NODELAY, made outside the timed loops; server without -c).
 
-rr-uringlets      one loop = submit_many(send+recv with Param fd, params=64 fds) + wait(64)
+rr-uringlets      each connection does LOOPS request-responses in turn (one program:
+                  send+recv with Param fd): submit_many over the 64 fds, then whenever
+                  wait(1) returns completions, one submit_many for those connections again
+rr-uringlets-batch  one loop = submit_many(params=64 fds) + wait(64): every connection
+                  waits for the slowest of its batch
 rr-plain          one loop = sendall + recv on each of the 64 blocking sockets in turn
 rr-asyncio        64 tasks, one per connection, each doing LOOPS request-responses
 rr-uvloop         the same coroutines on a uvloop event loop
@@ -328,14 +332,50 @@ def time_tcp5_c(loops: int) -> float:
 
 # -- rr ---------------------------------------------------------------------------------
 def time_rr_uringlets(loops: int) -> float:
+    """Each of the 64 connections does ``loops`` request-responses in turn,
+    like the asyncio/uvloop tasks: whenever completions come back, the same
+    connections are resubmitted at once (one ``submit_many``), so the server
+    never waits for the slowest of a batch."""
     eng, (prog, got) = engine(), rr()
     params = [{"fd": s.fileno()} for s in rr_sockets(True)]
     submit_many, wait = eng.submit_many, eng.wait
     errors = Errors("rr-uringlets")
+    left = [loops] * BATCH  # requests still to make, per connection
+    t0 = perf_counter()
+    submit_many(prog, params=params, tags=range(BATCH))
+    in_flight = BATCH
+    while in_flight:
+        done = wait(1, HANG_SECONDS)
+        if not done:
+            raise RuntimeError(f"rr-uringlets: nothing completed within {HANG_SECONDS:g} s")
+        again = []
+        for c in done:
+            if not c.ok or c[got] != MESSAGE:
+                errors.add(c)
+            i = c.tag
+            left[i] -= 1
+            if left[i]:
+                again.append(i)
+        in_flight -= len(done)
+        if again:
+            submit_many(prog, params=[params[i] for i in again], tags=again)
+            in_flight += len(again)
+    elapsed = perf_counter() - t0
+    errors.check(loops * BATCH)
+    return elapsed
+
+
+def time_rr_uringlets_batch(loops: int) -> float:
+    """One request on each of the 64 connections per loop: submit all 64,
+    wait for all 64 (the server idles while the batch's tail is awaited)."""
+    eng, (prog, got) = engine(), rr()
+    params = [{"fd": s.fileno()} for s in rr_sockets(True)]
+    submit_many, wait = eng.submit_many, eng.wait
+    errors = Errors("rr-uringlets-batch")
     t0 = perf_counter()
     for _ in range(loops):
         submit_many(prog, params=params)
-        check_batch("rr-uringlets", wait(BATCH, HANG_SECONDS), got, errors)
+        check_batch("rr-uringlets-batch", wait(BATCH, HANG_SECONDS), got, errors)
     elapsed = perf_counter() - t0
     errors.check(loops * BATCH)
     return elapsed
@@ -456,6 +496,7 @@ BENCHMARKS = {
     "tcp5-uvloop": (time_tcp5_loop, BATCH, "request"),
     "tcp5-c-liburing": (time_tcp5_c, BATCH, "request"),
     "rr-uringlets": (time_rr_uringlets, BATCH, "request"),
+    "rr-uringlets-batch": (time_rr_uringlets_batch, BATCH, "request"),
     "rr-plain": (time_rr_plain, BATCH, "request"),
     "rr-asyncio": (time_rr_loop, BATCH, "request"),
     "rr-uvloop": (time_rr_loop, BATCH, "request"),

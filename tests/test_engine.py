@@ -339,3 +339,37 @@ def test_one_batch_mixes_clean_and_unusual_endings(make_engine, sandbox):
             assert k == 7 and not c.ok
         else:
             assert c.ok and c.results == [0, 10, 0] and c[data] == b"0123456789"
+
+
+def test_clean_endings_of_several_batches_and_of_part_of_a_batch(make_engine, sandbox):
+    """Clean endings reaped together from several batches, and a batch whose
+    executions end at different times: every completion is its own."""
+    import socket
+
+    prog, data = file3()
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        s = ul.Syslet()
+        got = s.recv(ul.Param("fd"), 16)
+        recv_prog = s.compile()
+        with make_engine(capacity=64) as eng:
+            eng.submit_many(recv_prog, params=[{"fd": a.fileno()} for a, _ in pairs], tags="abcd")
+            for tag in range(3):
+                path = str(sandbox / "ten").encode()
+                eng.submit_many(prog, params=[{"path": path}] * 5, tags=[tag] * 5)
+            files = eng.wait(15, timeout=10)
+            assert sorted(c.tag for c in files) == [0] * 5 + [1] * 5 + [2] * 5
+            assert all(c.ok and c[data] == b"0123456789" for c in files)
+            pairs[1][1].send(b"one")
+            pairs[3][1].send(b"three")
+            first = eng.wait(2, timeout=10)
+            assert sorted((c.tag, c[got]) for c in first) == [("b", b"one"), ("d", b"three")]
+            pairs[0][1].send(b"zero")
+            pairs[2][1].send(b"two")
+            rest = eng.wait(2, timeout=10)
+            assert sorted((c.tag, c[got]) for c in rest) == [("a", b"zero"), ("c", b"two")]
+            assert eng.in_flight == 0
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

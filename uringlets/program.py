@@ -120,7 +120,7 @@ class Program:
             columns = {name: [b[name] for b in binds] for name in kinds}
         except KeyError:
             columns = {}
-        if columns and all(len(b) == nkeys for b in binds):
+        if columns and {*map(len, binds)} == {nkeys}:
             for name, kind in kinds.items():
                 if not _column_ok(kind, columns[name]):
                     break

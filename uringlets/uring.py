@@ -35,9 +35,10 @@ import errno
 import os
 import resource
 from array import array
-from collections.abc import Mapping, Sequence
-from itertools import accumulate, compress, islice, repeat
-from operator import add, itemgetter
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import accumulate, compress, groupby, islice, repeat
+from operator import add, itemgetter, setitem
 from typing import Any
 
 from . import atoms, kernel
@@ -75,6 +76,8 @@ _K_STEP = 1 << UD_K_SHIFT
 _UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
 _address = itemgetter(1)  # of a scratch entry (buffer, address, view)
 _view = itemgetter(2)
+_first = itemgetter(0)
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 _ZERO = (0,)
 
 
@@ -393,16 +396,14 @@ class UringBackend:
             b = self._batches[bis[0]]
             self._finish_clean(b, ks, ress, span[0], span[1])  # type: ignore[arg-type]
             return
-        runs: dict[int, tuple[list[int], list[int]]] = {}
-        for bi, k, res in zip(bis, ks, ress, strict=True):
-            run = runs.get(bi)
-            if run is None:
-                run = runs[bi] = ([], [])
-            run[0].append(k)
-            run[1].append(res)
-        for bi, (run_ks, run_ress) in runs.items():
-            b = self._batches[bi]
-            self._finish_clean(b, run_ks, run_ress, min(run_ress), max(run_ress))  # type: ignore[arg-type]
+        # Several batches: sorted by batch (then k), in C, and cut into runs.
+        batches = self._batches
+        for bi, run in groupby(sorted(zip(bis, ks, ress, strict=True)), _first):
+            _, run_ks, run_ress = zip(*run, strict=True)
+            lo, hi = min(run_ress), max(run_ress)
+            b = batches[bi]
+            assert b is not None
+            self._finish_clean(b, list(run_ks), list(run_ress), lo, hi)
 
     def _finish_clean(self, b: Batch, ks: list[int], ress: list[int], lo: int, hi: int) -> None:
         """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
@@ -483,9 +484,11 @@ class UringBackend:
             if ns:
                 self._free_slots += b.slots
         else:
-            for k in ks:
-                b.done[k] = 1
-                if ns:
+            _consume(map(setitem, repeat(b.done, n), ks, repeat(1, n)))
+            if ns == 1:
+                self._free_slots += map(b.slots.__getitem__, ks)
+            elif ns:
+                for k in ks:
                     self._free_slots += b.slots[k * ns : (k + 1) * ns]
         if b.sink is not None:
             b.sink += completions
