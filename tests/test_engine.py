@@ -271,7 +271,7 @@ def test_rule_7_submit_only_binds_and_copies(make_engine, monkeypatch, sandbox):
 
 
 def test_clean_path_completions_are_whole(make_engine, sandbox):
-    """The io_uring engine builds clean-path completions field by field:
+    """The io_uring engine builds clean-path completions a batch at a time:
     every field and method must be there, as on the general path."""
     prog, data = file3(sandbox / "ten")
     with make_engine(capacity=4) as eng:

@@ -3,7 +3,7 @@ the backend's submit and reap paths share.
 
 ``Batch``: the executions started by one call, one entry of the backend's
 table.  ``Execution``: one of them, once it leaves the clean path.  Ownership of buffers,
-slots and descriptors is described in ``uring.py``.
+slots and descriptors is described in ``follow.py``.
 """
 
 from __future__ import annotations

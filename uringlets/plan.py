@@ -3,7 +3,7 @@
 Immutable records (``PlanAtom``, ``Segment``, ``CleanPath``, ``Plan``) and the
 numbers both sides agree on: the SQE field offsets, the user_data layout, the
 value row layout and the link kinds.  ``translate.py`` builds plans;
-``uring.py`` follows them; ``program.py`` explains them.
+``uring.py`` and ``follow.py`` follow them; ``program.py`` explains them.
 """
 
 from __future__ import annotations
