@@ -373,3 +373,27 @@ def test_clean_endings_of_several_batches_and_of_part_of_a_batch(make_engine, sa
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_scratch_buffers_go_back_to_the_pool_with_their_own_addresses(make_engine, tmp_path):
+    """Rounds of batches reading distinct files, ending whole or in parts,
+    with a cancel among them: every read lands in the buffer its completion
+    copies from (the pool keeps each buffer with its address)."""
+    paths = []
+    for i in range(24):
+        (tmp_path / f"f{i}").write_bytes(b"%04d" % i * 1024)  # 4096: a full read, the clean path
+        paths.append(str(tmp_path / f"f{i}").encode())
+    prog, data = file3()
+    with make_engine(capacity=64) as eng:
+        for round_ in range(6):
+            order = paths[round_ % 3 :] + paths[: round_ % 3]
+            hs = eng.submit_many(prog, params=[{"path": p} for p in order], tags=order)
+            if round_ == 2:
+                eng.cancel(hs[5])
+            # odd rounds end in parts, even ones as a whole batch
+            got = eng.wait(5) + eng.wait(len(order) - 5) if round_ % 2 else eng.wait(len(order))
+            assert sorted(c.tag for c in got) == sorted(order)
+            for c in got:
+                if not c.cancelled:
+                    i = int(c.tag.rsplit(b"f", 1)[1])
+                    assert c.ok and c[data] == b"%04d" % i * 1024, (round_, c)

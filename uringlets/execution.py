@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import struct
+from array import array
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from .kernel import ffi
@@ -19,6 +21,7 @@ from .plan import UD_K_SHIFT, CleanPath, Plan
 from .program import Program
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
+_address = itemgetter(1)
 
 
 def check_ret(ret: int, what: str) -> int:
@@ -106,7 +109,7 @@ class Batch:
         self.fast_ud = -1
         self.run_last = -1  # the last atom of the first run (-1: not pushed whole)
         self.scratch: list[Any] | None = None  # (buffer, address, view) per k
-        self.slots: list[int] = []
+        self.slots = array("q")  # nslots per execution, execution k's at k * nslots
 
 
 class Execution:
@@ -149,7 +152,7 @@ class Execution:
         # (buffer, address, view) from the pool, or None
         self.scratch: Any = batch.scratch[k] if batch.scratch is not None else None
         ns = batch.nslots
-        self.slots: list[int] = batch.slots[k * ns : (k + 1) * ns] if ns else []
+        self.slots: list[int] = batch.slots[k * ns : (k + 1) * ns].tolist() if ns else []
         self.run_first = 0
         self.run_last = batch.run_last
         # CQEs of the run so far, by atom (the posted ones the batch kept).
@@ -163,6 +166,39 @@ class Execution:
                     if self.raw is None:
                         self.raw = {}
                     self.raw[atom] = r
+
+
+class ScratchPool:
+    """Per-execution scratch buffers of one size, reused: ``entries`` are
+    ``(buffer, address, view)``; ``addresses`` holds the same addresses as an
+    int64 array, so a batch's address column is one slice (no conversion of
+    Python ints).  Invariant: ``addresses[i] == entries[i][1]``.  A buffer
+    taken belongs to one execution until it is given back, which happens
+    only after the CQE that ends that execution's last run."""
+
+    __slots__ = ("addresses", "entries", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: list[tuple[Any, int, Any]] = []
+        self.addresses = array("q")
+
+    def take(self, n: int) -> tuple[list[tuple[Any, int, Any]], array[int]]:
+        """``n`` buffers and their addresses (the column, in the same order)."""
+        entries, addresses = self.entries, self.addresses
+        while len(entries) < n:
+            buf = ffi.new("char[]", self.size)
+            address = int(ffi.cast("uintptr_t", buf))
+            entries.append((buf, address, ffi.buffer(buf)))
+            addresses.append(address)
+        taken, column = entries[-n:], addresses[-n:]
+        del entries[-n:], addresses[-n:]
+        return taken, column
+
+    def give(self, entries: list[tuple[Any, int, Any]], addresses: Any = None) -> None:
+        """Take buffers back (``addresses``: theirs, if the caller has them)."""
+        self.entries += entries
+        self.addresses.extend(addresses if addresses is not None else map(_address, entries))
 
 
 def init_scratch(plan: Plan, base: int, value_of: Callable[[int], int]) -> None:

@@ -362,9 +362,9 @@ class PlanFollower(RingIO):
         b.done[k] = 1
         del b.slow[k]
         if ex.slots:
-            self._free_slots += ex.slots
+            self._free_slots.extend(ex.slots)
         if ex.scratch is not None:
-            self._scratch[ex.program.plan.scratch_size].append(ex.scratch)
+            self._scratch[ex.program.plan.scratch_size].give([ex.scratch])
         self.in_flight -= 1
         assert ex.results is not None
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)

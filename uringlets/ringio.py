@@ -8,8 +8,9 @@ Its tables:
   execution's place ``k`` in its batch, so a late CQE for a finished or
   cancelled execution can never reach another one.  ``_fast`` mirrors each
   entry's ``fast_ud`` for ``ur_reap_split``;
-* ``_free_slots``: the empty slots of the sparse fixed-file table;
-* ``_scratch``: ``{size: [(buffer, address, view)]}``, per-execution buffers.
+* ``_free_slots``: the empty slots of the sparse fixed-file table (an int64
+  array: a batch's slot column is a slice of it);
+* ``_scratch``: ``{size: ScratchPool}``, per-execution buffers.
 
 It queues SQE images (``_push``), enters the kernel (``_enter``) and drains
 the CQ ring (``reap``), sorting the CQEs in C into clean endings and the rest;
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import errno
 import resource
+from array import array
 from typing import Any
 
 from . import kernel
 from .errors import EngineClosed
-from .execution import Batch, check_ret
+from .execution import Batch, ScratchPool, check_ret
 from .kernel import ffi
 from .notify import NotificationRing
 from .plan import (
@@ -67,7 +69,7 @@ class RingIO:
             lib.ur_teardown(ring)
             raise
         self.nslots = nslots
-        self._free_slots = list(range(nslots - 1, -1, -1))
+        self._free_slots = array("q", range(nslots - 1, -1, -1))
         # A batch holds at least one execution in flight, and the
         # notification ring bounds those by capacity: the table never fills.
         self._batches: list[Batch | None] = [None] * capacity
@@ -75,9 +77,7 @@ class RingIO:
         self._generations = [0] * capacity
         # fast_ud of each entry's batch (0: none), for ur_reap_split
         self._fast = ffi.new("uint64_t[]", capacity)
-        self._scratch: dict[
-            int, list[tuple[Any, int, Any]]
-        ] = {}  # {size: [(buffer, address, view)]}
+        self._scratch: dict[int, ScratchPool] = {}
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)

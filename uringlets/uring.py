@@ -22,7 +22,7 @@ from operator import add, itemgetter, setitem
 from typing import Any
 
 from . import kernel
-from .execution import Batch, init_scratch
+from .execution import Batch, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
 from .notify import Completion
@@ -34,6 +34,7 @@ from .plan import (
     UD_K_FIELD,
     UD_K_MASK,
     UD_K_SHIFT,
+    V_SCRATCH,
     CleanPath,
     Plan,
 )
@@ -43,11 +44,11 @@ from .syslet import stop_holds, stop_holds_for_any
 lib = kernel.lib
 
 _K_STEP = 1 << UD_K_SHIFT
-_address = itemgetter(1)  # of a scratch entry (buffer, address, view)
 _view = itemgetter(2)
 _first = itemgetter(0)
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 _ZERO = (0,)
+_NO_SLOTS = array("q")  # the slots of a batch that has none; never mutated
 
 
 def _clean_values(clean: CleanPath, scratch: Any, r: int) -> dict[int, Any]:
@@ -96,21 +97,19 @@ class UringBackend(PlanFollower):
         columns: list[Any] = []
         scratch: list[Any] | None = None
         if plan.out_size:
-            pool = self._scratch.setdefault(plan.scratch_size, [])
-            while len(pool) < n:
-                buf = ffi.new("char[]", plan.scratch_size)
-                pool.append((buf, int(ffi.cast("uintptr_t", buf)), ffi.buffer(buf)))
-            scratch = pool[-n:]
-            del pool[-n:]
-            columns.append(array("q", map(_address, scratch)))
+            pool = self._scratch.get(plan.scratch_size)
+            if pool is None:
+                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
+            scratch, addresses = pool.take(n)
+            columns.append(addresses)
         else:
             columns.append(array("q", _ZERO) * n)
-        slots: list[int] = []
+        slots = _NO_SLOTS
         if nslots:
             free_slots = self._free_slots
             slots = free_slots[-n * nslots :]
             del free_slots[-n * nslots :]
-            columns += [array("q", slots[s::nslots]) for s in range(nslots)]
+            columns += [slots] if nslots == 1 else [slots[s::nslots] for s in range(nslots)]
         defaults = plan.value_defaults
         columns += [array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))]
         keep = self._bind(plan, params, columns) if plan.params else None
@@ -247,7 +246,11 @@ class UringBackend(PlanFollower):
                 values = [{i: view[off : off + r]} for view, r in zip(views, rs, strict=True)]
             else:
                 values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
-            self._scratch[clean.scratch_size] += scratch
+            pool = self._scratch[clean.scratch_size]
+            if n == b.n:  # the whole batch: its address column is the start of flat
+                pool.give(b.scratch, b.flat[V_SCRATCH * n : (V_SCRATCH + 1) * n])  # k order
+            else:
+                pool.give(scratch)
         fields = zip(
             map(b.tags.__getitem__, ks),
             repeat(b.program, n),
@@ -269,10 +272,10 @@ class UringBackend(PlanFollower):
         else:
             _consume(map(setitem, repeat(b.done, n), ks, repeat(1, n)))
             if ns == 1:
-                self._free_slots += map(b.slots.__getitem__, ks)
+                self._free_slots.extend(map(b.slots.__getitem__, ks))
             elif ns:
                 for k in ks:
-                    self._free_slots += b.slots[k * ns : (k + 1) * ns]
+                    self._free_slots += b.slots[k * ns : (k + 1) * ns]  # array slice
         if b.sink is not None:
             b.sink += completions
         notify = self._notify
