@@ -307,6 +307,9 @@ class Engine:
         passed, or an execution's deadline expired (it is then cancelled).
         Returns False once ``until`` has passed."""
         backend, deadlines = self._backend, self._deadlines
+        if until is None and not deadlines:
+            backend.reap(need, -1)
+            return True
         now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
             backend.cancel(heapq.heappop(deadlines)[1])

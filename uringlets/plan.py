@@ -139,6 +139,7 @@ class CleanPath:
     # None, hard-linked).  Their CQEs are kept in ``Batch.posted``.
     posted: tuple[tuple[int, int, int | None, bool], ...]
     posted_at: Mapping[int, int]  # {posted atom: its place j in ``posted``}
+    prefix: tuple[int, ...]  # results[:-1]: what comes before the last atom's result
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +165,12 @@ class Plan:
     real_creators: tuple[int, ...]  # atoms that make a real fd
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
     clean: CleanPath | None
+
+    @property
+    def first_sqes(self) -> int:
+        """SQEs of the first segment, or 0 when it is a userspace step."""
+        first = self.segments[0]
+        return self.atoms[first.last].sqe_end if first.in_kernel else 0
 
 
 def clean_path(
@@ -210,4 +217,5 @@ def clean_path(
         last.op.decode is None,
         tuple(posted),
         {atom: j for j, (atom, *_) in enumerate(posted)},
+        results[:-1],
     )

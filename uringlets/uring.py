@@ -39,7 +39,7 @@ from .plan import (
     Plan,
 )
 from .program import Program
-from .syslet import stop_holds, stop_holds_for_any
+from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 
 lib = kernel.lib
 
@@ -111,7 +111,8 @@ class UringBackend(PlanFollower):
             del free_slots[-n * nslots :]
             columns += [slots] if nslots == 1 else [slots[s::nslots] for s in range(nslots)]
         defaults = plan.value_defaults
-        columns += [array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))]
+        if len(defaults) > len(columns):
+            columns += [array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))]
         keep = self._bind(plan, params, columns) if plan.params else None
         flat = columns[0]
         for column in columns[1:]:
@@ -127,13 +128,12 @@ class UringBackend(PlanFollower):
                     return flat[v * n + k]
 
                 init_scratch(plan, scratch[k][1], value_of)
-        first = plan.segments[0]
-        first_sqes = plan.atoms[first.last].sqe_end if first.in_kernel else 0
-        whole = first.in_kernel and first_sqes <= self.sq_entries
+        first_sqes = plan.first_sqes
+        whole = 0 < first_sqes <= self.sq_entries
         if whole:
-            batch.run_last = first.last
+            batch.run_last = last = plan.segments[0].last
             if plan.clean is not None:
-                batch.fast_ud = self._fast[index] = ud_base | first.last
+                batch.fast_ud = self._fast[index] = ud_base | last
         self._batches[index] = batch
         self.in_flight += n
         if whole:
@@ -220,13 +220,13 @@ class UringBackend(PlanFollower):
         if clean.normalise is not None:
             rs = list(map(clean.normalise, ress))
             lo, hi = min(rs), max(rs)
-        prefix = clean.results[:-1]
+        prefix = clean.prefix
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         else:
             results = [[*prefix, r] for r in rs]
         stop = clean.stop
-        if stop_holds_for_any(stop, lo, hi, rs):
+        if (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs):
             last = clean.last.index
             stopped: Any = [last if stop_holds(stop, r) else None for r in rs]
             oks: Any = [s is None for s in stopped]
@@ -251,7 +251,8 @@ class UringBackend(PlanFollower):
                 pool.give(b.scratch, b.flat[V_SCRATCH * n : (V_SCRATCH + 1) * n])  # k order
             else:
                 pool.give(scratch)
-        fields = zip(
+        # Every column has n items (strict= would parse a keyword per call).
+        fields = zip(  # noqa: B905
             map(b.tags.__getitem__, ks),
             repeat(b.program, n),
             results,
@@ -259,7 +260,6 @@ class UringBackend(PlanFollower):
             repeat(False, n),
             values,
             oks,
-            strict=True,
         )
         completions = list(map(tuple.__new__, repeat(Completion, n), fields))
         # release: done marks, slots (all closed by the program's own atoms on
