@@ -84,6 +84,10 @@ class Batch:
         n: int,
         tags: Sequence[Any],
         sink: list[Completion] | None,
+        index: int,
+        ud_base: int,
+        scratch: list[Any] | None,
+        slots: Any,
     ) -> None:
         plan = program.plan
         self.program = program
@@ -94,22 +98,24 @@ class Batch:
         self.n = n
         self.tags = tags
         self.sink = sink
+        self.index = index  # its entry in the backend's table
+        self.ud_base = ud_base
+        self.scratch = scratch  # (buffer, address, view) per k, or None
+        self.slots = slots  # int64 array: nslots per execution, execution k's at k * nslots
         self.nslots = plan.nslots
         self.done = bytearray(n)
         self.remaining = n
         self.slow: dict[int, Execution] = {}
         self.promoted = False  # whether any execution of the batch was promoted
-        npost = len(plan.clean.posted) if plan.clean is not None else 0
-        self.posted: list[int | None] | None = [None] * (n * npost) if npost else None
-        # Set by the backend when it takes a table entry:
-        self.index = -1
-        self.ud_base = 0
-        # The user_data (k bits zero) of the CQE that ends a clean execution,
-        # or -1 when the clean path cannot apply.
+        clean = plan.clean
+        self.posted: list[int | None] | None = (
+            [None] * (n * len(clean.posted)) if clean is not None and clean.posted else None
+        )
+        # Set by the backend when it pushes the first runs whole: the last
+        # atom of the first run, and the user_data (k bits zero) of the CQE
+        # that ends a clean execution (-1: the clean path cannot apply).
+        self.run_last = -1
         self.fast_ud = -1
-        self.run_last = -1  # the last atom of the first run (-1: not pushed whole)
-        self.scratch: list[Any] | None = None  # (buffer, address, view) per k
-        self.slots = array("q")  # nslots per execution, execution k's at k * nslots
 
 
 class Execution:

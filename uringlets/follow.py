@@ -84,7 +84,7 @@ class PlanFollower(RingIO):
         if plan.scratch_init:  # lengths may have changed since the last run
             init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         row = ffi.new("int64_t[]", self._row(ex))
-        self._push(plan.images_c, start, count, plan, row, 1, 1, ex.ud)
+        self._push(plan.images_c, count, plan, row, 1, 1, ex.ud, first=start)
 
     def _route_others(self, uds: list[int], ress: list[int]) -> None:
         batches = self._batches

@@ -92,7 +92,6 @@ class RingIO:
     def _push(
         self,
         images: Any,
-        first: int,
         count: int,
         plan: Plan | None,
         values: Any,
@@ -100,35 +99,28 @@ class RingIO:
         n: int,
         ud_first: int,
         ud_step: int = 0,
+        first: int = 0,
     ) -> None:
         """Queue ``n`` runs of images ``first..first+count-1`` with their value
         columns, run ``i`` with user_data base ``ud_first + i * ud_step``;
         enter the kernel whenever the SQ ring is full."""
-        done = 0
-        patches = plan.patches if plan is not None else ffi.NULL
-        npatches = plan.npatches if plan is not None else 0
-        while done < n:
+        ring = self._ring
+        patches, npatches = (plan.patches, plan.npatches) if plan is not None else (ffi.NULL, 0)
+        k = lib.ur_push(
+            ring, images, first, count, patches, npatches, values, stride, n,
+            _LAST_CLEAR, ud_first, ud_step,
+        )  # fmt: skip
+        done = check_ret(k, "push")
+        while done < n:  # the SQ ring was full: submit, then the rest
+            self._enter(0)
             k = lib.ur_push(
-                self._ring,
-                images,
-                first,
-                count,
-                patches,
-                npatches,
-                values + done,
-                stride,
-                n - done,
-                _LAST_CLEAR,
-                ud_first + done * ud_step,
-                ud_step,
-            )
-            check_ret(k, "push")
-            done += k
-            if done < n:
-                self._enter(0)
+                ring, images, first, count, patches, npatches, values + done, stride, n - done,
+                _LAST_CLEAR, ud_first + done * ud_step, ud_step,
+            )  # fmt: skip
+            done += check_ret(k, "push")
 
     def _push_single(self, sqe: bytes) -> None:
-        self._push(ffi.from_buffer(sqe), 0, 1, None, ffi.new("int64_t[1]"), 1, 1, 0)
+        self._push(ffi.from_buffer(sqe), 1, None, ffi.new("int64_t[1]"), 1, 1, 0)
 
     def _enter(self, min_complete: int, timeout_ns: int = -1) -> bool:
         """Submit what is queued, and wait for ``min_complete`` CQEs at most

@@ -117,9 +117,7 @@ class UringBackend(PlanFollower):
         flat = columns[0]
         for column in columns[1:]:
             flat += column
-        batch = Batch(program, params, keep, flat, n, tags, sink)
-        batch.index, batch.ud_base = index, ud_base
-        batch.scratch, batch.slots = scratch, slots
+        batch = Batch(program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots)
         if plan.scratch_init:
             assert scratch is not None
             for k in range(n):
@@ -138,7 +136,7 @@ class UringBackend(PlanFollower):
         self.in_flight += n
         if whole:
             values = ffi.from_buffer("int64_t[]", flat)
-            self._push(plan.images_c, 0, first_sqes, plan, values, n, n, ud_base, _K_STEP)
+            self._push(plan.images_c, first_sqes, plan, values, n, n, ud_base, _K_STEP)
         else:
             for k in range(n):
                 self._advance(self._promote(batch, k), 0)
@@ -283,8 +281,11 @@ class UringBackend(PlanFollower):
         notify.reserved -= n
         self.in_flight -= n
         b.remaining -= n
-        if not b.remaining:
-            self._drop(b)
+        if not b.remaining:  # the batch leaves the table (RingIO._drop, inline)
+            index = b.index
+            self._batches[index] = None
+            self._fast[index] = 0
+            self._free_batches.append(index)
 
     @staticmethod
     def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:
