@@ -82,15 +82,16 @@ def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_end
         fast[3] = base | 1  # atom 1 ends a clean execution of batch 3
         uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
         cb, ck, cr = ffi.new("uint32_t[8]"), ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
-        nclean, span = ffi.new("unsigned[1]"), ffi.new("int32_t[2]")
+        nclean, info = ffi.new("unsigned[1]"), ffi.new("int32_t[4]")
         assert lib.ur_cq_ready(ring) == 6
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, span) == 6
-        assert nclean[0] == 3 and list(span) == [0, 0]
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, info) == 6
+        # res 0..0; all of batch 3; k consecutive from 0
+        assert nclean[0] == 3 and list(info) == [0, 0, 3, 0]
         assert lib.ur_cq_ready(ring) == 0
         assert sorted(ffi.unpack(uds, 3)) == [base | k * step for k in range(3)]
         assert ffi.unpack(cb, 3) == [3, 3, 3]
         assert sorted(ffi.unpack(ck, 3)) == [0, 1, 2]
         assert ffi.unpack(cr, 3) == [0, 0, 0]
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, span) == 0
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, info) == 0
     finally:
         lib.ur_teardown(ring)

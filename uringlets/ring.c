@@ -371,15 +371,18 @@ int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
 /* Like ur_reap, but sorts the CQEs while copying them.  A CQE is *clean* when
  * its user_data with the k field cleared equals fast_ud[batch] of its batch
  * (the user_data that ends a clean execution of that batch; 0: none): it goes
- * to clean_batch/clean_k/clean_res, *nclean counts them, and clean_span[0]
- * and [1] get the lowest and highest of their res (a stop rule is then
- * tested on two numbers, not on every result).  Every other CQE goes to
- * user_data/res, in ring order.  Returns the number copied in all.
+ * to clean_batch/clean_k/clean_res and *nclean counts them.  clean_info
+ * describes them so that the caller can often skip reading the columns:
+ * [0] and [1] the lowest and highest res (a stop rule is then tested on two
+ * numbers), [2] their batch when they all have the same one, else -1, and
+ * [3] the first k when the k are consecutive (k0, k0 + 1, ...), else -1.
+ * Every other CQE goes to user_data/res, in ring order.  Returns the number
+ * copied in all.
  * Only the CQ ring is shared here: fast_ud is the caller's, read only. */
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
-                  unsigned max, unsigned *nclean, int32_t *clean_span)
+                  unsigned max, unsigned *nclean, int32_t *clean_info)
 {
     const struct io_uring_cqe *cqes = ring->cqes;
     unsigned mask = *ring->cq_mask;
@@ -387,7 +390,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
     /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
     unsigned tail = load_acquire(ring->cq_tail);
     unsigned n = 0, nc = 0, no = 0;
-    int32_t lo = INT32_MAX, hi = INT32_MIN;
+    int32_t lo = INT32_MAX, hi = INT32_MIN, batch = -1, k0 = -1;
 
     while (head != tail && n < max) {
         const struct io_uring_cqe *cqe = &cqes[head & mask];
@@ -396,8 +399,19 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
         uint64_t k_field = (uint64_t)UR_UD_K_MASK << UR_UD_K_SHIFT;
 
         if (b < nbatches && fast_ud[b] != 0 && (ud & ~k_field) == fast_ud[b]) {
+            uint32_t k = (uint32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
+
+            if (nc == 0) {
+                batch = (int32_t)b;
+                k0 = (int32_t)k;
+            } else {
+                if (batch != (int32_t)b)
+                    batch = -1;
+                if (k0 >= 0 && k != (uint32_t)k0 + nc)
+                    k0 = -1;
+            }
             clean_batch[nc] = (uint32_t)b;
-            clean_k[nc] = (uint32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
+            clean_k[nc] = k;
             clean_res[nc] = cqe->res;
             lo = cqe->res < lo ? cqe->res : lo;
             hi = cqe->res > hi ? cqe->res : hi;
@@ -416,8 +430,10 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
         store_release(ring->cq_head, head);
     }
     *nclean = nc;
-    clean_span[0] = lo;
-    clean_span[1] = hi;
+    clean_info[0] = lo;
+    clean_info[1] = hi;
+    clean_info[2] = batch;
+    clean_info[3] = batch >= 0 ? k0 : -1;
     return (int)n;
 }
 

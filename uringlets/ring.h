@@ -72,7 +72,7 @@ int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
-                  unsigned max, unsigned *nclean, int32_t *clean_span);
+                  unsigned max, unsigned *nclean, int32_t *clean_info);
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

@@ -85,7 +85,7 @@ class RingIO:
         self._clean_k = ffi.new("uint32_t[]", self._reap_max)
         self._clean_res = ffi.new("int32_t[]", self._reap_max)
         self._nclean = ffi.new("unsigned[1]")
-        self._clean_span = ffi.new("int32_t[2]")  # lowest and highest clean res
+        self._clean_info = ffi.new("int32_t[4]")  # see ur_reap_split
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -155,11 +155,11 @@ class RingIO:
         ring, uds, ress, cap = self._ring, self._uds, self._ress, self._reap_max
         fast, nbatches = self._fast, len(self._batches)
         clean_b, clean_k, clean_res = self._clean_b, self._clean_k, self._clean_res
-        nclean, span = self._nclean, self._clean_span
+        nclean, info = self._nclean, self._clean_info
         unpack = ffi.unpack
         while True:
             n = lib.ur_reap_split(
-                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean, span
+                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean, info
             )
             if n:
                 nc = nclean[0]
@@ -168,9 +168,7 @@ class RingIO:
                 if n > nc:
                     self._route_others(unpack(uds, n - nc), unpack(ress, n - nc))
                 if nc:
-                    self._route_clean(
-                        unpack(clean_b, nc), unpack(clean_k, nc), unpack(clean_res, nc), span
-                    )
+                    self._route_clean(nc, info)
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
                 lib.ur_enter(ring, 0, -1)
@@ -192,5 +190,5 @@ class RingIO:
     def _route_others(self, uds: list[int], ress: list[int]) -> None:
         raise NotImplementedError
 
-    def _route_clean(self, bis: list[int], ks: list[int], ress: list[int], span: Any) -> None:
+    def _route_clean(self, nc: int, info: Any) -> None:
         raise NotImplementedError

@@ -167,15 +167,20 @@ class UringBackend(PlanFollower):
         return keep
 
     # -- clean endings ------------------------------------------------------------
-    def _route_clean(self, bis: list[int], ks: list[int], ress: list[int], span: Any) -> None:
-        """Finish the executions whose clean ending arrived (``ur_reap_split``
-        found them: the CQE of a program's last atom, ``Batch.fast_ud``), a
-        batch at a time; usually all of them belong to one batch.  ``span``:
-        the lowest and highest of ``ress``."""
-        if bis.count(bis[0]) == len(bis):
-            b = self._batches[bis[0]]
-            self._finish_clean(b, ks, ress, span[0], span[1])  # type: ignore[arg-type]
+    def _route_clean(self, nc: int, info: Any) -> None:
+        """Finish the ``nc`` executions whose clean ending ``ur_reap_split``
+        found (the CQE of a program's last atom, ``Batch.fast_ud``), a batch
+        at a time.  Usually they all belong to one batch and come in order of
+        k (``info``), and only their results are read."""
+        lo, hi, bi, k0 = info
+        if bi >= 0:
+            b = self._batches[bi]
+            assert b is not None
+            ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
+            self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
             return
+        bis = ffi.unpack(self._clean_b, nc)
+        ks, ress = ffi.unpack(self._clean_k, nc), ffi.unpack(self._clean_res, nc)
         # Several batches: sorted by batch (then k), in C, and cut into runs.
         batches = self._batches
         for bi, run in groupby(sorted(zip(bis, ks, ress, strict=True)), _first):
@@ -185,7 +190,7 @@ class UringBackend(PlanFollower):
             assert b is not None
             self._finish_clean(b, list(run_ks), list(run_ress), lo, hi)
 
-    def _finish_clean(self, b: Batch, ks: list[int], ress: list[int], lo: int, hi: int) -> None:
+    def _finish_clean(self, b: Batch, ks: Sequence[int], ress: list[int], lo: int, hi: int) -> None:
         """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
         atoms (``ress``, from ``lo`` to ``hi``), without walking the plan:
         every skip-flagged atom returned its known success result
