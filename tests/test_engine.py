@@ -397,3 +397,14 @@ def test_scratch_buffers_go_back_to_the_pool_with_their_own_addresses(make_engin
                 if not c.cancelled:
                     i = int(c.tag.rsplit(b"f", 1)[1])
                     assert c.ok and c[data] == b"%04d" % i * 1024, (round_, c)
+
+
+def test_tags_are_taken_at_submit(make_engine):
+    """A caller that reuses its list of tags after submit_many does not
+    change the tags of the completions still to come."""
+    prog = nop_chain()
+    tags = ["a", "b", "c"]
+    with make_engine(capacity=8) as eng:
+        eng.submit_many(prog, 3, tags=tags)
+        tags[:] = ["x", "y", "z"]
+        assert sorted(c.tag for c in eng.wait(3)) == ["a", "b", "c"]

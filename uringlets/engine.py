@@ -227,11 +227,13 @@ class Engine:
         else:
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ValueError(f"count must be a non-negative int, not {count!r}")
-            binds = [common] * count
+            binds = [common] * count  # one mapping, shared: bind_columns does not copy it
         if tags is None:
             tags = [None] * len(binds)
-        elif len(tags) != len(binds):
-            raise ValueError("len(tags) differs from the number of executions")
+        else:
+            tags = list(tags)  # the caller may reuse its sequence; completions keep these
+            if len(tags) != len(binds):
+                raise ValueError("len(tags) differs from the number of executions")
         return self._start(program, binds, tags, block, deadline=deadline)
 
     def _start(

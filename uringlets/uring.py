@@ -236,9 +236,11 @@ class UringBackend(PlanFollower):
         else:
             stopped, oks = repeat(None, n), repeat(True, n)
         values: Any = repeat(None, n)
+        # The whole batch in order of k (the usual case): its columns as they are.
+        whole = n == b.n and type(ks) is range and ks.start == 0
         if clean.buffers:
             assert b.scratch is not None
-            scratch = list(map(b.scratch.__getitem__, ks))
+            scratch = b.scratch if whole else list(map(b.scratch.__getitem__, ks))
             if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
                 i, off, size = clean.outs[0]
                 end = off + size
@@ -256,7 +258,7 @@ class UringBackend(PlanFollower):
                 pool.give(scratch)
         # Every column has n items (strict= would parse a keyword per call).
         fields = zip(  # noqa: B905
-            map(b.tags.__getitem__, ks),
+            b.tags if whole else map(b.tags.__getitem__, ks),
             repeat(b.program, n),
             results,
             stopped,
