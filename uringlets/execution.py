@@ -17,7 +17,7 @@ from typing import Any
 
 from .kernel import ffi
 from .notify import Completion
-from .plan import UD_K_SHIFT, CleanPath, Plan
+from .plan import UD_K_SHIFT, Plan
 from .program import Program
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
@@ -88,14 +88,16 @@ class Batch:
         ud_base: int,
         scratch: list[Any] | None,
         slots: Any,
+        run_last: int,
+        fast_ud: int,
     ) -> None:
         plan = program.plan
+        clean = self.clean = plan.clean
         self.program = program
-        self.clean: CleanPath | None = plan.clean
         self.params = params
         self.keep = keep  # parameter and value buffers the SQEs point into
         self.flat = flat
-        self.n = n
+        self.n = self.remaining = n
         self.tags = tags
         self.sink = sink
         self.index = index  # its entry in the backend's table
@@ -103,19 +105,17 @@ class Batch:
         self.scratch = scratch  # (buffer, address, view) per k, or None
         self.slots = slots  # int64 array: nslots per execution, execution k's at k * nslots
         self.nslots = plan.nslots
+        # The last atom of the first run when it was pushed whole (else -1),
+        # and the user_data (k bits zero) of the CQE that ends a clean
+        # execution (-1: the clean path cannot apply).
+        self.run_last = run_last
+        self.fast_ud = fast_ud
         self.done = bytearray(n)
-        self.remaining = n
         self.slow: dict[int, Execution] = {}
         self.promoted = False  # whether any execution of the batch was promoted
-        clean = plan.clean
-        self.posted: list[int | None] | None = (
-            [None] * (n * len(clean.posted)) if clean is not None and clean.posted else None
-        )
-        # Set by the backend when it pushes the first runs whole: the last
-        # atom of the first run, and the user_data (k bits zero) of the CQE
-        # that ends a clean execution (-1: the clean path cannot apply).
-        self.run_last = -1
-        self.fast_ud = -1
+        self.posted: list[int | None] | None = None
+        if clean is not None and clean.posted:
+            self.posted = [None] * (n * len(clean.posted))
 
 
 class Execution:

@@ -117,7 +117,14 @@ class UringBackend(PlanFollower):
         flat = columns[0]
         for column in columns[1:]:
             flat += column
-        batch = Batch(program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots)
+        first_sqes = plan.first_sqes
+        whole = 0 < first_sqes <= self.sq_entries
+        run_last = plan.segments[0].last if whole else -1
+        fast_ud = ud_base | run_last if whole and plan.clean is not None else -1
+        batch = Batch(
+            program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
+            run_last, fast_ud,
+        )  # fmt: skip
         if plan.scratch_init:
             assert scratch is not None
             for k in range(n):
@@ -126,12 +133,8 @@ class UringBackend(PlanFollower):
                     return flat[v * n + k]
 
                 init_scratch(plan, scratch[k][1], value_of)
-        first_sqes = plan.first_sqes
-        whole = 0 < first_sqes <= self.sq_entries
-        if whole:
-            batch.run_last = last = plan.segments[0].last
-            if plan.clean is not None:
-                batch.fast_ud = self._fast[index] = ud_base | last
+        if fast_ud >= 0:
+            self._fast[index] = fast_ud
         self._batches[index] = batch
         self.in_flight += n
         if whole:
