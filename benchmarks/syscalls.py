@@ -116,6 +116,7 @@ def configs(batches: tuple[int, ...], scale: float) -> list[dict]:
     py("tcp5", "asyncio", 64, "bench_net", "time_tcp5_loop", ["asyncio", "sock"])
     py("tcp5", "uvloop", 64, "bench_net", "time_tcp5_loop", ["uvloop", "protocol"])
     py("rr", "uringlets", 64, "bench_net", "time_rr_uringlets")
+    py("rr", "uringlets-batch", 64, "bench_net", "time_rr_uringlets_batch")
     py("rr", "plain", 1, "bench_net", "time_rr_plain")
     py("rr", "asyncio", 64, "bench_net", "time_rr_loop", ["asyncio", "protocol"])
     py("rr", "uvloop", 64, "bench_net", "time_rr_loop", ["uvloop", "protocol"])
