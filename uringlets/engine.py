@@ -255,11 +255,11 @@ class Engine:
         if not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         n = len(binds)
-        if n == 0:
+        columns = program.bind_columns(binds) if n else {}
+        if not 0 < n <= self._notify.capacity:
+            if n:
+                raise ValueError(f"{n} executions exceed the engine's capacity {self.capacity}")
             return Handles([], [])
-        columns = program.bind_columns(binds)
-        if n > self._notify.capacity:
-            raise ValueError(f"{n} executions exceed the engine's capacity {self.capacity}")
         self._notify.reserve(n)
         backend = self._backend
         try:

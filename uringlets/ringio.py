@@ -86,6 +86,10 @@ class RingIO:
         self._clean_res = ffi.new("int32_t[]", self._reap_max)
         self._nclean = ffi.new("unsigned[1]")
         self._clean_info = ffi.new("int32_t[4]")  # see ur_reap_split
+        self._reap_args = (
+            ring, self._fast, capacity, self._uds, self._ress, self._clean_b, self._clean_k,
+            self._clean_res, self._reap_max, self._nclean, self._clean_info,
+        )  # fmt: skip
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -152,28 +156,24 @@ class RingIO:
         """Wait for ``min_complete`` CQEs (at most ``timeout_ns``, < 0 no
         limit), then route every CQE there is.  Returns False on timeout."""
         ok = self._enter(min_complete, timeout_ns)
-        ring, uds, ress, cap = self._ring, self._uds, self._ress, self._reap_max
-        fast, nbatches = self._fast, len(self._batches)
-        clean_b, clean_k, clean_res = self._clean_b, self._clean_k, self._clean_res
-        nclean, info = self._nclean, self._clean_info
-        unpack = ffi.unpack
+        ring, reap_args, nclean, info = self._ring, self._reap_args, self._nclean, self._clean_info
         while True:
-            n = lib.ur_reap_split(
-                ring, fast, nbatches, uds, ress, clean_b, clean_k, clean_res, cap, nclean, info
-            )
+            n = lib.ur_reap_split(*reap_args)
             if n:
                 nc = nclean[0]
                 # The others first: they include the posted CQEs the clean
                 # endings after them look for.
                 if n > nc:
-                    self._route_others(unpack(uds, n - nc), unpack(ress, n - nc))
+                    self._route_others(
+                        ffi.unpack(self._uds, n - nc), ffi.unpack(self._ress, n - nc)
+                    )
                 if nc:
                     self._route_clean(nc, info)
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
                 lib.ur_enter(ring, 0, -1)
                 continue
-            if n < cap:
+            if n < self._reap_max:
                 return ok
 
     def _break(self, why: str) -> None:
