@@ -342,8 +342,9 @@ def time_rr_uringlets(loops: int) -> float:
     errors = Errors("rr-uringlets")
     left = [loops] * BATCH  # requests still to make, per connection
     t0 = perf_counter()
-    submit_many(prog, params=params, tags=range(BATCH))
-    in_flight = BATCH
+    in_flight = BATCH if loops else 0  # 0 loops: set up only
+    if in_flight:
+        submit_many(prog, params=params, tags=range(BATCH))
     while in_flight:
         done = wait(1, HANG_SECONDS)
         if not done:
