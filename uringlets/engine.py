@@ -174,11 +174,11 @@ class Engine:
 
     # -- guards ------------------------------------------------------------------
     def _check(self) -> None:
-        if threading.get_ident() != self._owner:
-            raise RuntimeError("an Engine may only be used from the thread that created it")
-        if self._closed:
-            raise EngineClosed("the engine is closed")
-        if self._backend.broken:
+        if self._closed or self._backend.broken or threading.get_ident() != self._owner:
+            if threading.get_ident() != self._owner:
+                raise RuntimeError("an Engine may only be used from the thread that created it")
+            if self._closed:
+                raise EngineClosed("the engine is closed")
             raise EngineClosed(f"the engine is broken: {self._backend.broken}")
 
     @property
