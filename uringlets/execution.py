@@ -1,9 +1,10 @@
-"""The state of one execution on the io_uring engine, and the small helpers
-the backend's submit and reap paths share.
+"""The state the io_uring backend keeps, and the small helpers its submit
+and reap paths share.
 
 ``Batch``: the executions started by one call, one entry of the backend's
-table.  ``Execution``: one of them, once it leaves the clean path.  Ownership of buffers,
-slots and descriptors is described in ``follow.py``.
+table.  ``Execution``: one of them, once it leaves the clean path.
+``ScratchPool``: reused per-execution buffers.  Ownership of buffers, slots
+and descriptors is described in ``follow.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class Batch:
     something unusual happens to it: a CQE other than its clean one, a
     cancel, a resume.  It is then *promoted*: ``slow[k]`` holds its
     ``Execution`` until it finishes.  The batch leaves the table when
-    ``remaining`` reaches 0; its buffers stay alive until then."""
+    ``remaining`` reaches 0; its buffers stay alive until then.  A batch
+    whose executions all end together on the clean path never sets ``done``:
+    it leaves the table at once, and nothing reads the marks of a batch that
+    is not in it."""
 
     __slots__ = (
         "clean",
