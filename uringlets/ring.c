@@ -341,36 +341,11 @@ int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns)
     return r;
 }
 
-/* Copy up to max CQEs into user_data[] and res[], then hand their slots back
- * to the kernel.  Returns the number copied. */
-int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
-            unsigned max)
-{
-    const struct io_uring_cqe *cqes = ring->cqes;
-    unsigned mask = *ring->cq_mask;
-    unsigned head = load_relaxed(ring->cq_head);
-    /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
-    unsigned tail = load_acquire(ring->cq_tail);
-    unsigned n = 0;
-
-    while (head != tail && n < max) {
-        const struct io_uring_cqe *cqe = &cqes[head & mask];
-        user_data[n] = cqe->user_data;
-        res[n] = cqe->res;
-        n++;
-        head++;
-    }
-    if (n) {
-        /* Release: our reads of the CQEs complete before the kernel may reuse
-         * their slots (pairs with the kernel's acquire of cq.head). */
-        store_release(ring->cq_head, head);
-    }
-    return (int)n;
-}
-
-/* Like ur_reap, but sorts the CQEs while copying them.  A CQE is *clean* when
- * its user_data with the k field cleared equals fast_ud[batch] of its batch
- * (the user_data that ends a clean execution of that batch; 0: none): it goes
+/* Copy up to max CQEs out of the CQ ring, then hand their slots back to the
+ * kernel, sorting them while copying.  A CQE is *clean* when its user_data
+ * with the k field cleared equals fast_ud[batch] of its batch, batch <
+ * nbatches (the user_data that ends a clean execution of that batch; 0:
+ * none; with nbatches 0 fast_ud may be NULL and no CQE is clean): it goes
  * to clean_batch/clean_k/clean_res and *nclean counts them.  clean_info
  * describes them so that the caller can often skip reading the columns:
  * [0] and [1] the lowest and highest res (a stop rule is then tested on two

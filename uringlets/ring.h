@@ -67,8 +67,6 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             const int64_t *values, unsigned vstride, unsigned nexec,
             uint8_t last_flags_clear, uint64_t ud_first, uint64_t ud_step);
 int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
-int ur_reap(struct ur_ring *ring, uint64_t *user_data, int32_t *res,
-            unsigned max);
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,

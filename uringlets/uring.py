@@ -291,11 +291,8 @@ class UringBackend(PlanFollower):
         notify.reserved -= n
         self.in_flight -= n
         b.remaining -= n
-        if not b.remaining:  # the batch leaves the table (RingIO._drop, inline)
-            index = b.index
-            self._batches[index] = None
-            self._fast[index] = 0
-            self._free_batches.append(index)
+        if not b.remaining:
+            self._drop(b)
 
     @staticmethod
     def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:
