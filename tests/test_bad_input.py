@@ -109,6 +109,9 @@ def test_wrong_program_type_and_bad_engine_arguments(make_engine):
         ul.Engine("fast")
     with pytest.raises(ValueError, match="capacity"):
         ul.Engine("uring", capacity=0)
+    # the batch's place k and the batch's table entry are 16 bits of user_data each
+    with pytest.raises(ValueError, match="capacity is at most 65536"):
+        ul.Engine("uring", capacity=65537)
 
 
 def _nop() -> ul.Program:
