@@ -66,6 +66,7 @@ def test_a_param_used_twice_is_bound_once(run, sandbox):
         ({"path": "/x", "offset": 0, "extra": 1}, "unknown extra"),
         ({"path": 3, "offset": 0}, "'path': expected a path"),
         ({"path": "/x\0y", "offset": 0}, "null byte"),
+        ({"path": b"/x\0y", "offset": 0}, "null byte"),  # bytes: the column check
         ({"path": "/x", "offset": -1}, "'offset': expected an int"),
         ({"path": "/x", "offset": "0"}, "'offset': expected an int"),
         ({"path": "/x", "offset": True}, "'offset': expected an int"),

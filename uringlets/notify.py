@@ -169,7 +169,7 @@ class NotificationRing:
         return self.capacity - self.reserved - len(self.ready)
 
     def reserve(self, n: int) -> None:
-        if n > self.capacity - self.reserved - len(self.ready):  # room(), inline
+        if n > self.room():
             raise RingFull(
                 errno.EAGAIN,
                 f"notification ring full: {self.reserved} execution(s) in flight and "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from .atoms import MAX_TRANSFER
@@ -26,6 +27,7 @@ _STOP_NAMES = (
     (STOP_ON_ZERO, "ZERO"),
     (STOP_ON_NON_POSITIVE, "NON_POSITIVE"),
 )
+_NUL = repeat(b"\0")  # the byte no path may hold
 _PARAM_RANGES = {"int": 2**32 - 1, "offset": 2**63 - 1, "fd": 2**31 - 1}
 
 
@@ -33,7 +35,7 @@ def _column_ok(kind: str, column: list[Any]) -> bool:
     """Whether every value is already of the exact bound type and valid
     (a column at a time: these run in C)."""
     if kind == "path":
-        return {*map(type, column)} == {bytes} and b"\0" not in b"".join(column)
+        return {*map(type, column)} == {bytes} and not any(map(bytes.__contains__, column, _NUL))
     if kind == "data":
         return {*map(type, column)} == {bytes} and max(map(len, column)) <= MAX_TRANSFER
     top = _PARAM_RANGES[kind]
