@@ -49,7 +49,7 @@ def test_ring_wrap_100k_executions_through_a_small_ring(make_engine, sandbox):
             if room > 0:
                 eng.submit_many(prog, room)
             for c in eng.wait(1):
-                assert c.ok and c.results == [0, 10, 0] and c[data] == b"0123456789"
+                assert c.ok and c.results == (0, 10, 0) and c[data] == b"0123456789"
                 seen += 1
         assert eng.in_flight == 0
     assert seen == total
@@ -81,7 +81,7 @@ def test_wait_min_events_zero_never_blocks_and_timeout_returns(make_engine):
         assert eng.wait(1, timeout=0.1) == []
         assert eng.cancel(h)
         (c,) = eng.wait(1, timeout=5)
-        assert c.cancelled and c.results == [-125] and not c.ok  # -ECANCELED
+        assert c.cancelled and c.results == (-125,) and not c.ok  # -ECANCELED
         assert not eng.cancel(h)
 
 
@@ -96,7 +96,7 @@ def test_cancel_a_blocked_read_mid_chain(make_engine):
             assert eng.cancel(h)
             (c,) = eng.wait(1)
             assert c.tag == "blocked" and c.cancelled
-            assert c.results == [0, -125, None] and c[data] is None
+            assert c.results == (0, -125, None) and c[data] is None
     finally:
         os.close(r)
         os.close(w)
@@ -115,7 +115,7 @@ def test_rule_6_close_with_work_in_flight_delivers_cancelled_completions(make_en
     assert sorted(c.tag for c in done) == list(range(10))
     # Acceptable: the sleep was interrupted; on the thread engine also an
     # execution still queued for a worker, which then never ran at all.
-    acceptable = [[0, -125, None]] + ([[None, None, None]] if eng.kind == "threads" else [])
+    acceptable = [(0, -125, None)] + ([(None, None, None)] if eng.kind == "threads" else [])
     for c in done:
         assert c.cancelled and c.results in acceptable
     assert open_fds() == fds_before
@@ -137,9 +137,9 @@ def test_rule_5_the_buffer_of_an_in_flight_read_survives_del_and_gc(make_engine)
             gc.collect()
             os.write(w, b"still here")
             (c,) = eng.wait(1)
-            assert c.results == [0, 10, 0]
+            assert c.results == (0, 10, 0)
             assert c.program.plan.atoms[index].op.name == "read"
-            assert c._values[index] == b"still here"
+            assert c[c.program.refs[index]] == b"still here"
     finally:
         os.close(r)
         os.close(w)
@@ -243,7 +243,7 @@ def test_cq_overflow_loses_nothing(make_engine):
             for _ in range(5):
                 eng.submit_many(prog, 16, data=b"abc")
                 done = eng.wait(16)
-                assert len(done) == 16 and all(c.ok and c.results == [3] * 60 for c in done)
+                assert len(done) == 16 and all(c.ok and c.results == (3,) * 60 for c in done)
     finally:
         os.close(devnull)
 
@@ -277,7 +277,7 @@ def test_clean_path_completions_are_whole(make_engine, sandbox):
     with make_engine(capacity=4) as eng:
         c = eng.run(prog)
     assert (c.tag, c.ok, c.cancelled, c.stopped_at) == (None, True, False, None)
-    assert c.results == [0, 10, 0] and c[data] == b"0123456789" and c.error(data) is None
+    assert c.results == (0, 10, 0) and c[data] == b"0123456789" and c.error(data) is None
     assert "ok" in repr(c) and c.program is prog
 
 
@@ -334,11 +334,11 @@ def test_one_batch_mixes_clean_and_unusual_endings(make_engine, sandbox):
     assert [c.tag for c in cs] == list(range(48))
     for k, c in enumerate(cs):
         if k % 3 == 0:
-            assert c.results == [-2, None, None] and c.stopped_at == 0 and not c.ok
+            assert c.results == (-2, None, None) and c.stopped_at == 0 and not c.ok
         elif c.cancelled:
             assert k == 7 and not c.ok
         else:
-            assert c.ok and c.results == [0, 10, 0] and c[data] == b"0123456789"
+            assert c.ok and c.results == (0, 10, 0) and c[data] == b"0123456789"
 
 
 def test_clean_endings_of_several_batches_and_of_part_of_a_batch(make_engine, sandbox):

@@ -150,7 +150,7 @@ def test_connect_to_a_closed_port_is_econnrefused_and_frees_the_slot(run):
     prog, _ = client(port, b"x")
     before = open_fds()
     c = run(prog)
-    assert c.results == [0, 0, -errno.ECONNREFUSED, None, None, None] and c.stopped_at == 2
+    assert c.results == (0, 0, -errno.ECONNREFUSED, None, None, None) and c.stopped_at == 2
     assert open_fds() == before
 
 
@@ -185,7 +185,7 @@ def test_a_peer_that_closes_mid_chain_gives_what_plain_sockets_give(run):
         t.join()
         lst.close()
     assert expected_eof == b""
-    assert c.results == [0, 0, 2, 0, 0] and c[eof] == b""
+    assert c.results == (0, 0, 2, 0, 0) and c[eof] == b""
 
 
 def test_udp_sendto_recvfrom_and_unix_sockets(run, tmp_path):

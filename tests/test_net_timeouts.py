@@ -59,7 +59,7 @@ def test_a_timed_out_recv_reports_etime_and_leaves_nothing(run, silent_peer):
     start = time.monotonic()
     c = run(prog)
     assert time.monotonic() - start >= 0.09
-    assert c.results == [0, 0, -errno.ETIME, None] and c.stopped_at == 2 and c[got] is None
+    assert c.results == (0, 0, -errno.ETIME, None) and c.stopped_at == 2 and c[got] is None
     assert open_fds() == before
 
 
@@ -77,7 +77,7 @@ def test_a_recv_that_beats_its_timeout_goes_on(run):
     assert conn.recv(10) == b"ping"
     conn.close()
     lst.close()
-    assert c.ok and c.results == [0, 0, 4]
+    assert c.ok and c.results == (0, 0, 4)
 
 
 def test_a_connect_times_out(run, hanging_listener):
@@ -87,7 +87,7 @@ def test_a_connect_times_out(run, hanging_listener):
     s.nop()
     before = open_fds()
     c = run(s.compile())
-    assert c.results == [0, -errno.ETIME, None] and c.stopped_at == 1
+    assert c.results == (0, -errno.ETIME, None) and c.stopped_at == 1
     assert open_fds() == before
 
 
@@ -103,7 +103,7 @@ def test_cancel_in_the_middle_of_a_connect(make_engine, hanging_listener):
         assert eng.wait(1, timeout=0.2) == []  # it hangs
         assert eng.cancel(h)
         (c,) = eng.wait(1, timeout=5)
-        assert c.cancelled and c.results == [0, -errno.ECANCELED, None]
+        assert c.cancelled and c.results == (0, -errno.ECANCELED, None)
         if eng.kind == "uring":
             assert len(eng._backend._free_slots) == eng._backend.nslots
     assert open_fds() == before
@@ -116,7 +116,7 @@ def test_a_per_execution_deadline_cancels(make_engine, silent_peer):
         start = time.monotonic()
         c = eng.run(prog, deadline=0.1)
         assert 0.09 <= time.monotonic() - start < 5
-        assert c.cancelled and c.results == [0, 0, -errno.ECANCELED, None]
+        assert c.cancelled and c.results == (0, 0, -errno.ECANCELED, None)
         h = eng.submit(prog, deadline=0.05, tag="late")
         assert [c.tag for c in eng.wait(1, timeout=5)] == ["late"]
         assert not eng.cancel(h)
@@ -140,7 +140,7 @@ def test_ops_the_kernel_lacks_run_as_userspace_steps(missing):
     assert "userspace: kernel lacks op" in text and "treated as missing" in text
     with ul.Engine("uring", capacity=4) as eng:
         c = eng.run(prog)
-    assert c.ok and c.results == [0, 0, 0, 0]
+    assert c.ok and c.results == (0, 0, 0, 0)
     with socket.socket(fileno=c[lst]) as sock:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
@@ -162,6 +162,6 @@ def test_without_fixed_fd_install_descriptors_that_reach_userspace_are_real_fds(
     before = open_fds()
     with ul.Engine("uring", capacity=4) as eng:
         c = eng.run(prog)
-    assert c.ok and c.results == [0, 0, 4, 0, 2, 0]
+    assert c.ok and c.results == (0, 0, 4, 0, 2, 0)
     assert c[st].st_size == 10 and c[data] == b"0123" and c[more] == b"01"
     assert open_fds() == before

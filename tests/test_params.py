@@ -35,7 +35,7 @@ def test_submit_many_binds_each_execution(shared_engine, sandbox):
     cs = {c.tag: c for c in shared_engine.wait(3)}
     assert cs["a"][data] == b"123456789"
     assert cs["b"][data] == bytes(range(1, 101))
-    assert cs["c"].results == [-2, None, None]
+    assert cs["c"].results == (-2, None, None)
 
 
 def test_data_and_int_params(run, sandbox):
@@ -45,9 +45,9 @@ def test_data_and_int_params(run, sandbox):
     s.close(fd)
     prog = s.compile()
     c = run(prog, mode=0o600, data=b"payload")
-    assert c.results == [0, 7, 0] and (sandbox / "w").read_bytes() == b"payload"
+    assert c.results == (0, 7, 0) and (sandbox / "w").read_bytes() == b"payload"
     c = run(prog, mode=0o600, data=bytearray(b"xy"))
-    assert c.results == [0, 2, 0] and (sandbox / "w").read_bytes() == b"xyyload"
+    assert c.results == (0, 2, 0) and (sandbox / "w").read_bytes() == b"xyyload"
 
 
 def test_a_param_used_twice_is_bound_once(run, sandbox):
@@ -55,7 +55,7 @@ def test_a_param_used_twice_is_bound_once(run, sandbox):
     p = ul.Param("p")
     s.mkdirat(p)
     s.unlinkat(p, rmdir=True)
-    assert run(s.compile(), p=sandbox / "tmpdir").results == [0, 0]
+    assert run(s.compile(), p=sandbox / "tmpdir").results == (0, 0)
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,9 @@ def test_rule_2_every_stop_rule_on_every_sign(run, sandbox, rule, case):
     s.close(fd)
     c = run(s.compile())
     if holds(rule, result):
-        assert c.results == [0, result, None, None] and c.stopped_at == 1 and not c.ok
+        assert c.results == (0, result, None, None) and c.stopped_at == 1 and not c.ok
     else:
-        assert c.results == [0, result, 0, 0] and c.stopped_at is None and c.ok
+        assert c.results == (0, result, 0, 0) and c.stopped_at is None and c.ok
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -48,11 +48,11 @@ def test_rule_2_stop_rules_on_ops_that_succeed_with_zero(run, sandbox, rule):
     s.mkdirat(sandbox / "d", stop=rule)  # EEXIST
     s.nop()
     c = run(s.compile())
-    expected = [0, -errno.EEXIST, 0]
+    expected = (0, -errno.EEXIST, 0)
     for i, r in enumerate(expected):
         if holds(rule, r):
             assert c.stopped_at == i
-            assert c.results == expected[: i + 1] + [None] * (len(expected) - i - 1)
+            assert c.results == expected[: i + 1] + (None,) * (len(expected) - i - 1)
             break
     else:
         assert c.results == expected and c.ok
@@ -69,7 +69,7 @@ def test_rule_3_a_short_read_mid_chain_resumes_with_sequential_results(run, sand
     s.close(fd)
     prog = s.compile()
     c = run(prog)
-    assert c.results == [0, 4, 6, 0, 0, 0] and c.ok
+    assert c.results == (0, 4, 6, 0, 0, 0) and c.ok
     assert (c[first], c[second], c[third]) == (b"0123", b"456789", b"")
 
 
@@ -79,7 +79,7 @@ def test_rule_3_a_zero_byte_recv_like_result_is_not_an_error(run, sandbox):
     s.read(fd, 10, stop=ul.STOP_ON_NEGATIVE)
     s.close(fd)
     c = run(s.compile())
-    assert c.ok and c.results == [0, 0, 0]
+    assert c.ok and c.results == (0, 0, 0)
 
 
 def test_rule_1_atoms_run_in_order(run, sandbox):
@@ -93,7 +93,7 @@ def test_rule_1_atoms_run_in_order(run, sandbox):
     s.renameat(target / "a" / "f", target / "g")
     s.unlinkat(target / "a", rmdir=True)
     c = run(s.compile())
-    assert c.ok and c.results == [0, 0, 0, 1, 0, 0, 0]
+    assert c.ok and c.results == (0, 0, 0, 1, 0, 0, 0)
     assert sorted(os.listdir(target)) == ["g"]
 
 
@@ -107,7 +107,7 @@ def test_rule_4_fd_ref_feeds_later_atoms_and_closed_ref_is_ebadf(run, sandbox):
     late = s.read(a, 2, stop=ul.NEVER_STOP)
     s.close(b)
     c = run(s.compile())
-    assert c.results == [0, 0, 2, 2, 0, -errno.EBADF, 0]
+    assert c.results == (0, 0, 2, 2, 0, -errno.EBADF, 0)
     assert c[ra] == b"01" and c[rb] == b"\x00\x01" and c[late] is None
 
 
@@ -116,7 +116,7 @@ def test_a_64_atom_chain_runs(run):
     for _ in range(ul.MAX_ATOMS):
         s.nop()
     c = run(s.compile())
-    assert c.ok and c.results == [0] * 64
+    assert c.ok and c.results == (0,) * 64
 
 
 def test_a_64_atom_chain_through_a_ring_of_8_entries(make_engine, sandbox):
@@ -128,7 +128,7 @@ def test_a_64_atom_chain_through_a_ring_of_8_entries(make_engine, sandbox):
     prog = s.compile()
     with make_engine(capacity=4, sq_entries=8) as eng:
         c = eng.run(prog)
-    assert c.ok and c.results == [0] + [64] * 62 + [0]
+    assert c.ok and c.results == (0,) + (64,) * 62 + (0,)
 
 
 def test_65_atoms_raise_translate_error():
@@ -146,4 +146,4 @@ def test_never_stop_continues_after_errors(run, sandbox):
     s.close(fd, stop=ul.NEVER_STOP)
     s.nop()
     c = run(s.compile())
-    assert c.results == [-errno.ENOENT, -errno.EBADF, -errno.EBADF, 0] and c.ok
+    assert c.results == (-errno.ENOENT, -errno.EBADF, -errno.EBADF, 0) and c.ok

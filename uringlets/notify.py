@@ -35,8 +35,10 @@ def _field(index: int, doc: str) -> Any:
 class Completion(tuple):
     """The single event that ends an execution.
 
-    ``results`` has one int per atom: the normalised result (``-errno`` on
-    error) or ``None`` for an atom that did not run.  ``completion[ref]`` is
+    ``results`` is a tuple of one int per atom: the normalised result
+    (``-errno`` on error) or ``None`` for an atom that did not run.  It is
+    immutable, so completions with the same results may share one tuple
+    (the io_uring engine's clean path does).  ``completion[ref]`` is
     the atom's typed value: bytes for a read, an ``os.stat_result`` for
     statx/fstat, the real fd of an exported descriptor (the caller owns and
     closes it), the int result otherwise; ``None`` if the atom did not succeed
@@ -57,10 +59,10 @@ class Completion(tuple):
     if TYPE_CHECKING:
         tag: Any
         program: Any
-        results: list[int | None]
+        results: tuple[int | None, ...]
         stopped_at: int | None
         cancelled: bool
-        _values: dict[int, Any] | None
+        _values: dict[Any, Any] | None
         ok: bool
     else:
         tag = _field(0, "what the submitter passed as tag")
@@ -68,20 +70,27 @@ class Completion(tuple):
         results = _field(2, "one int per atom (-errno on error), None where it did not run")
         stopped_at = _field(3, "the index of the atom whose stop rule held, or None")
         cancelled = _field(4, "whether the execution was cancelled")
-        _values = _field(5, "{atom index: typed value} for atoms with one beyond their int")
+        _values = _field(5, "{Ref: typed value} for atoms with one beyond their int")
         ok = _field(6, "every atom ran and none stopped the execution")
 
     def __new__(
         cls,
         tag: Any,
         program: Any,
-        results: list[int | None],
+        results: Sequence[int | None],
         stopped_at: int | None,
         cancelled: bool,
         values: dict[int, Any] | None,
     ) -> Completion:
+        """``values`` by atom index (None or empty: none)."""
+        results = tuple(results)
         ok = stopped_at is None and not cancelled and None not in results
-        return tuple.__new__(cls, (tag, program, results, stopped_at, cancelled, values, ok))
+        if values:
+            refs = program.refs
+            by_ref: dict[Any, Any] | None = {refs[i]: v for i, v in values.items()}
+        else:
+            by_ref = None
+        return tuple.__new__(cls, (tag, program, results, stopped_at, cancelled, by_ref, ok))
 
     # The tuple stays out of sight: identity semantics, no length, no iteration.
     __eq__ = object.__eq__
@@ -111,7 +120,7 @@ class Completion(tuple):
     def _index(self, ref: Any) -> int:
         try:
             index = ref.index
-            if index >= 0 and self.program.atoms[index].op.name == ref.op:
+            if index >= 0 and self.program.refs[index] is ref:
                 return int(index)
         except (AttributeError, IndexError, TypeError):
             pass
@@ -119,21 +128,15 @@ class Completion(tuple):
 
     def __getitem__(self, ref: Any) -> Any:
         values = self._values
-        if values is not None:  # the common case first, without a call
+        if values is not None:  # the common case: one lookup, keyed by the Ref itself
             try:
-                index = ref.index
-                value = values[index]
-                if self.program.atoms[index].op.name == ref.op:
-                    return value
-            except (AttributeError, KeyError, TypeError):
+                return values[ref]
+            except (KeyError, TypeError):
                 pass
-        index = self._index(ref)
-        if values is not None and index in values:
-            return values[index]
-        result = self.results[index]
+        result = self.results[self._index(ref)]
         if result is None or result < 0:
             return None
-        kind = self.program.atoms[index].op.result
+        kind = self.program.atoms[ref.index].op.result
         return result if kind in ("count", "zero", "sleep") else None
 
     def error(self, ref: Any) -> OSError | None:

@@ -50,12 +50,17 @@ def stop_name(rule: int) -> str:
 class Program:
     """A validated, translated syslet.  Holds its plan (and so the constant
     buffers the SQE images point into) for as long as it lives; every
-    in-flight execution keeps its Program alive."""
+    in-flight execution keeps its Program alive.  ``refs`` are the Refs the
+    builder handed out, one per atom: a completion knows its values by them
+    (``Completion.__getitem__``), so a Ref of another syslet never matches."""
 
-    __slots__ = ("atoms", "exports", "param_kinds", "plan")
+    __slots__ = ("atoms", "exports", "param_kinds", "plan", "refs")
 
-    def __init__(self, atoms: tuple[Atom, ...], exports: tuple[int, ...], plan: Plan) -> None:
+    def __init__(
+        self, atoms: tuple[Atom, ...], refs: tuple[Ref, ...], exports: tuple[int, ...], plan: Plan
+    ) -> None:
         self.atoms = atoms
+        self.refs = refs
         self.exports = exports
         self.plan = plan
         self.param_kinds: dict[str, str] = {use.name: use.kind for use in plan.params}

@@ -113,6 +113,7 @@ class Syslet:
 
     def __init__(self) -> None:
         self._atoms: list[Atom] = []
+        self._refs: list[Ref] = []  # the one Ref of each atom, in order
         self._exports: list[int] = []
 
     def __len__(self) -> int:
@@ -230,8 +231,10 @@ class Syslet:
             if not (math.isfinite(timeout) and 0 < timeout <= 10**6):
                 raise self._error(name, "timeout", f"{timeout!r} is not in (0, 1e6] seconds")
             timeout = float(timeout)
-        self._atoms.append(Atom(len(self._atoms), op, args, stop, timeout))
-        return Ref(self, len(self._atoms) - 1, name)
+        ref = Ref(self, len(self._atoms), name)
+        self._atoms.append(Atom(ref.index, op, args, stop, timeout))
+        self._refs.append(ref)
+        return ref
 
     def _family(self, ref: Ref) -> int | None:
         """The address family of a socket Ref, where the syslet shows it."""
@@ -494,4 +497,4 @@ class Syslet:
 
         if not self._atoms:
             raise TranslateError(None, None, None, "a syslet needs at least one atom")
-        return translate(tuple(self._atoms), tuple(self._exports), features)
+        return translate(tuple(self._atoms), tuple(self._refs), tuple(self._exports), features)

@@ -329,6 +329,7 @@ def _replace_feeds(pa: PlanAtom, feeds: tuple[int, ...]) -> PlanAtom:
 
 def translate(
     program_atoms: tuple[Atom, ...],
+    refs: tuple[Ref, ...],
     exports: tuple[int, ...],
     features: KernelFeatures | None = None,
 ) -> Program:
@@ -372,4 +373,4 @@ def translate(
         closers=closers,
         clean=clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
     )
-    return Program(program_atoms, exports, plan)
+    return Program(program_atoms, refs, exports, plan)

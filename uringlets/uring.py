@@ -51,18 +51,18 @@ _ZERO = (0,)
 _NO_SLOTS = array("q")  # the slots of a batch that has none; never mutated
 
 
-def _clean_values(clean: CleanPath, scratch: Any, r: int) -> dict[int, Any]:
-    """The values of a clean execution, copied out of its scratch buffer
-    (which goes back to the pool): the skipped reads were full, the last
-    atom's value has its result ``r``."""
+def _clean_values(clean: CleanPath, refs: Sequence[Any], scratch: Any, r: int) -> dict[Any, Any]:
+    """The values of a clean execution (by Ref), copied out of its scratch
+    buffer (which goes back to the pool): the skipped reads were full, the
+    last atom's value has its result ``r``."""
     view = scratch[2]
-    values = {i: view[off : off + size] for i, off, size in clean.outs}
+    values = {refs[i]: view[off : off + size] for i, off, size in clean.outs}
     if clean.last_out is not None and r >= 0:
         i, off, size = clean.last_out
         if clean.last_bytes:
-            values[i] = view[off : off + r]
+            values[refs[i]] = view[off : off + r]
         else:
-            values[i] = clean.last.op.value_from(ffi.buffer(scratch[0] + off, size), r)
+            values[refs[i]] = clean.last.op.value_from(ffi.buffer(scratch[0] + off, size), r)
     return values
 
 
@@ -227,10 +227,13 @@ class UringBackend(PlanFollower):
             rs = list(map(clean.normalise, ress))
             lo, hi = min(rs), max(rs)
         prefix = clean.prefix
+        results: Any
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
+        elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
+            results = repeat((*prefix, lo), n)
         else:
-            results = [[*prefix, r] for r in rs]
+            results = [(*prefix, r) for r in rs]
         stop = clean.stop
         if (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs):
             last = clean.last.index
@@ -244,16 +247,19 @@ class UringBackend(PlanFollower):
         if clean.buffers:
             assert b.scratch is not None
             scratch = b.scratch if whole else list(map(b.scratch.__getitem__, ks))
+            refs = b.program.refs
             if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
                 i, off, size = clean.outs[0]
-                end = off + size
-                values = [{i: view[off:end]} for view in map(_view, scratch)]
+                ref, end = refs[i], off + size
+                values = [{ref: view[off:end]} for view in map(_view, scratch)]
             elif clean.last_out is not None and clean.last_bytes and not clean.outs and lo >= 0:
                 i, off, _ = clean.last_out  # the last atom's bytes: rr's recv
-                views = map(_view, scratch)
-                values = [{i: view[off : off + r]} for view, r in zip(views, rs, strict=True)]
+                ref, views = refs[i], map(_view, scratch)
+                values = [{ref: view[off : off + r]} for view, r in zip(views, rs, strict=True)]
             else:
-                values = [_clean_values(clean, s, r) for s, r in zip(scratch, rs, strict=True)]
+                values = [
+                    _clean_values(clean, refs, s, r) for s, r in zip(scratch, rs, strict=True)
+                ]
             pool = self._scratch[clean.scratch_size]
             if n == b.n:  # the whole batch: its address column is the start of flat
                 pool.give(b.scratch, b.flat[V_SCRATCH * n : (V_SCRATCH + 1) * n])  # k order
@@ -310,7 +316,7 @@ class UringBackend(PlanFollower):
         return True
 
     @staticmethod
-    def _posted_results(b: Batch, k: int, clean: CleanPath, last: int) -> list[int | None]:
+    def _posted_results(b: Batch, k: int, clean: CleanPath, last: int) -> tuple[int | None, ...]:
         results: list[int | None] = list(clean.results)
         posted = b.posted
         assert posted is not None
@@ -318,7 +324,7 @@ class UringBackend(PlanFollower):
         for j, (index, *_) in enumerate(clean.posted):
             results[index] = posted[base + j]
         results[-1] = last
-        return results
+        return tuple(results)
 
     # -- cancel and close -------------------------------------------------------
     def cancel(self, ud: int) -> bool:
