@@ -59,7 +59,10 @@ class Backend(Protocol):
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
         """Start ``n`` executions with validated parameter columns; the
-        notification ring has room reserved for each.  Returns their ids."""
+        notification ring has room reserved for each.  Returns their ids.
+        A ``sink`` (``run``) receives their completions too, and means the
+        caller reaps at once: the backend may leave the submission to that
+        reap (one system call for both)."""
         ...
 
     def reap(self, min_complete: int, timeout_ns: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from . import atoms
@@ -166,7 +167,7 @@ class Plan:
     closers: tuple[tuple[int, int], ...]  # (close atom, creator atom it closes)
     clean: CleanPath | None
 
-    @property
+    @cached_property
     def first_sqes(self) -> int:
         """SQEs of the first segment, or 0 when it is a userspace step."""
         first = self.segments[0]

@@ -84,7 +84,9 @@ class UringBackend(PlanFollower):
         """Start ``n`` executions as one batch (the caller checked
         ``can_start`` and reserved their completions): build the batch's
         value columns, push the first runs in one call, and enter the kernel
-        once.  Returns the executions' user_data bases."""
+        once.  With a ``sink`` (``Engine.run``, which waits next) the SQEs
+        stay queued: the wait that follows submits them in the same system
+        call.  Returns the executions' user_data bases."""
         plan = program.plan
         nslots = plan.nslots
         index = self._free_batches.pop()
@@ -143,7 +145,8 @@ class UringBackend(PlanFollower):
         else:
             for k in range(n):
                 self._advance(self._promote(batch, k), 0)
-        self._enter(0)
+        if sink is None:
+            self._enter(0)
         return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
 
     @staticmethod
