@@ -34,6 +34,10 @@ rr-uringlets-batch  one loop = submit_many(params=64 fds) + wait(64): every conn
 rr-plain          one loop = sendall + recv on each of the 64 blocking sockets in turn
 rr-asyncio        64 tasks, one per connection, each doing LOOPS request-responses
 rr-uvloop         the same coroutines on a uvloop event loop
+rr-c-liburing     benchmarks/c/uring_ref rr LOOPS PORT 64 (its own clock): 64 connections
+                  of its own (blocking, TCP_NODELAY, plain fds), each doing LOOPS linked
+                  SEND+RECV; after each submit_and_wait(1) the completed connections'
+                  next requests are queued, and go in with the next submit_and_wait
 
 asyncio/uvloop API (``--loop-api``): each event-loop benchmark has two
 implementations, low-level ``loop.sock_connect/sock_sendall/sock_recv`` on
@@ -487,6 +491,13 @@ def time_rr_loop(loops: int, kind: str, api: str) -> float:
     return elapsed
 
 
+def time_rr_c(loops: int) -> float:
+    srv = rr_server()
+    seconds = wl.c_ref_seconds("rr", loops * BATCH, port=srv.port)
+    srv.check()
+    return seconds
+
+
 # -- runner -----------------------------------------------------------------------------
 BENCHMARKS = {
     # name: (time function, inner loops, unit of one value)
@@ -501,6 +512,7 @@ BENCHMARKS = {
     "rr-plain": (time_rr_plain, BATCH, "request"),
     "rr-asyncio": (time_rr_loop, BATCH, "request"),
     "rr-uvloop": (time_rr_loop, BATCH, "request"),
+    "rr-c-liburing": (time_rr_c, BATCH, "request"),
 }
 # The asyncio/uvloop API each event-loop benchmark uses by default: the faster
 # of the two on the 2-core machine (see the module docstring).

@@ -87,7 +87,11 @@ WORKLOADS = {
         "whenever `wait(1)` returns completions, one `submit_many` for those connections "
         "again (batch-synchronous variant: `submit_many(params=[64 fds])` + `wait(64)` per "
         "loop, so every connection waits for the slowest of its batch). asyncio/uvloop: a "
-        "task per connection doing its requests in turn. Plain: the 64 sockets in turn.",
+        "task per connection doing its requests in turn. Plain: the 64 sockets in turn. "
+        "C: its own 64 connections (made the same way), a linked SEND -> RECV "
+        "(MSG_WAITALL) per request on the plain fd, each connection's next request "
+        "queued as soon as its last completes and submitted with the next "
+        "`submit_and_wait(1)`.",
         "requests/s",
     ),
 }

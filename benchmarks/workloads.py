@@ -265,10 +265,10 @@ def c_ref_argv(
         return [str(C_REF), "nop4", str(loops), str(batch)]
     if workload == "nop":
         return [str(C_REF), "nop", str(loops), str(batch), str(chain)]
-    if workload == "tcp5":
+    if workload in ("tcp5", "rr"):
         if port is None:
-            raise ValueError("tcp5 needs the port of an echo server")
-        return [str(C_REF), "tcp5", str(loops), str(port), str(batch)]
+            raise ValueError(f"{workload} needs the port of an echo server")
+        return [str(C_REF), workload, str(loops), str(port), str(batch)]
     if workload == "file3":
         directory = bench_dir() if directory is None else Path(directory)
         return [str(C_REF), "file3", str(loops), str(directory), str(nfiles), str(batch)]
@@ -286,8 +286,9 @@ def c_ref_seconds(
     chain: int = 4,
 ) -> float:
     """Run the C reference for ``executions`` executions of ``workload``
-    (``"nop4"``, ``"nop"`` (``chain`` linked no-ops) and ``"tcp5"``: a
-    multiple of ``batch``, tcp5 against the echo server on ``port``;
+    (``"nop4"``, ``"nop"`` (``chain`` linked no-ops), ``"tcp5"`` and ``"rr"``
+    (``batch`` connections, ``executions / batch`` request-responses each): a
+    multiple of ``batch``, tcp5 and rr against the echo server on ``port``;
     ``"file3"``: a multiple of ``nfiles``, whole passes over the file set in
     submits of ``batch``) and return the seconds it measured around its own
     loop (process start and setup excluded)."""

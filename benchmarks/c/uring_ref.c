@@ -10,14 +10,25 @@
  *                                              send 64 B -> recv 64 B -> close_direct,
  *                                              BATCH chains (connections) per loop; PORT
  *                                              must echo (benchmarks/c/echo_server)
+ *   uring_ref rr    LOOPS PORT [BATCH]         BATCH connections to 127.0.0.1:PORT, opened
+ *                                              before timing; each does LOOPS linked
+ *                                              send 64 B -> recv 64 B request-responses,
+ *                                              its next one queued as soon as its last
+ *                                              one completes (PORT must echo, without -c);
+ *                                              blocking sockets with TCP_NODELAY, passed
+ *                                              as plain fds (not registered files), as
+ *                                              uringlets' rr does
  *
  * Prints exactly one line on stdout:  elapsed_ns=<int> executions=<int>
  * where elapsed_ns covers only the measured loops (CLOCK_MONOTONIC) and
- * executions is the number of chains completed (LOOPS*BATCH or LOOPS*NFILES).
+ * executions is the number of chains completed (LOOPS*BATCH or LOOPS*NFILES;
+ * for rr LOOPS*BATCH request-responses).
  * LOOPS may be 0: setup and teardown only (the baseline of a syscall count).
  * The submission ring is sized to hold one loop's SQEs (BATCH * SQEs per chain,
  * rounded up to a power of two), so each loop is one io_uring_enter to submit
- * and wait, plus more only if the CQEs come in several goes.
+ * and wait, plus more only if the CQEs come in several goes.  rr's loops are
+ * not in step: it makes one io_uring_enter per round of completions (wait for
+ * at least one, submitting the requests queued since the last round).
  * Errors go to stderr with a non-zero exit status.
  *
  * Build: cc -O2 -Wall -Wextra uring_ref.c -luring
@@ -27,11 +38,14 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_ENTRIES 32768	/* the kernel's IORING_MAX_ENTRIES */
 #define READ_SIZE 4096
@@ -337,12 +351,167 @@ static void run_tcp5(long loops, long port, long batch)
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
 }
 
+/*
+ * rr setup (not timed): `n` blocking TCP connections to `addr`, as the Python
+ * peers' sockets are made (workloads.connected_sockets): connect, TCP_NODELAY,
+ * one echo of `msg` checked.  Returns the fds.
+ */
+static int *rr_connect(const struct sockaddr_in *addr, long n, const char *msg)
+{
+	char got[MSG_SIZE];
+	int one = 1;
+	int *fds = calloc((size_t)n, sizeof(*fds));
+
+	if (!fds)
+		die("calloc", ENOMEM);
+	for (long c = 0; c < n; c++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			die("socket", errno);
+		if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0)
+			die("connect", errno);
+		if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+			die("setsockopt(TCP_NODELAY)", errno);
+		if (send(fd, msg, MSG_SIZE, MSG_NOSIGNAL) != MSG_SIZE)
+			die("setup send", errno);
+		if (recv(fd, got, MSG_SIZE, MSG_WAITALL) != MSG_SIZE ||
+		    memcmp(got, msg, MSG_SIZE) != 0) {
+			fprintf(stderr, "uring_ref: rr: the echo server answered the setup echo "
+					"wrongly\n");
+			exit(1);
+		}
+		fds[c] = fd;
+	}
+	return fds;
+}
+
+/* Queue connection c's request: two linked SQEs, only the recv posts a CQE. */
+static void rr_queue(struct io_uring *ring, int fd, const char *msg, char *buf, uint64_t c)
+{
+	struct io_uring_sqe *sqe;
+
+	sqe = get_sqe(ring);
+	io_uring_prep_send(sqe, fd, msg, MSG_SIZE, MSG_WAITALL);
+	io_uring_sqe_set_data64(sqe, c);
+	io_uring_sqe_set_flags(sqe, LINK_SKIP);
+
+	sqe = get_sqe(ring);
+	io_uring_prep_recv(sqe, fd, buf, MSG_SIZE, MSG_WAITALL);
+	io_uring_sqe_set_data64(sqe, c);	/* tail: posts the request's CQE */
+}
+
+/*
+ * rr: request-response on BATCH open connections, each doing LOOPS requests
+ * in turn, all BATCH busy at once:
+ *
+ *   SEND  64 B, MSG_WAITALL   IO_LINK | CQE_SKIP_SUCCESS   user_data = connection
+ *   RECV  64 B, MSG_WAITALL   tail: posts the request's one CQE (res = 64)
+ *
+ * The sockets are plain (blocking) fds, not registered files: the same as
+ * uringlets' rr program, which takes the socket as a Param("fd") int (the
+ * sockets are bench_net.rr_sockets(True), blocking, TCP_NODELAY).  Fixed files
+ * would save an fget/fput per SQE; they are left out to keep the comparison
+ * like for like.
+ *
+ * Timed loop: queue every connection's first request, then repeat
+ * io_uring_submit_and_wait(1) (which also submits what was queued since the
+ * last call), drain every CQE there is, check each (res == 64 and the echoed
+ * bytes) and queue that connection's next request if it has any left, until
+ * all LOOPS*BATCH requests are done.  As in tcp5, a short or failed send or
+ * recv breaks the link and posts the request's one CQE with res != 64; it is
+ * counted and the connection goes on with its next request.
+ */
+static void run_rr(long loops, long port, long batch)
+{
+	struct sockaddr_in addr = {
+		.sin_family = AF_INET,
+		.sin_port = htons((uint16_t)port),
+		.sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	};
+	char msg[MSG_SIZE];
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, seen;
+	char *bufs;
+	long *left;
+	int *fds;
+	long errors = 0, wrong = 0, active;
+	uint64_t t0, t1;
+	int ret;
+
+	if (port > 65535) {
+		fprintf(stderr, "uring_ref: PORT must be <= 65535\n");
+		exit(2);
+	}
+	/*
+	 * Setup (not timed): SIGPIPE ignored as in Python (a send to a closed
+	 * connection then fails with -EPIPE instead of killing the process),
+	 * message, connections, per-connection buffers, ring.
+	 */
+	signal(SIGPIPE, SIG_IGN);
+	memset(msg, 'x', sizeof(msg));
+	fds = rr_connect(&addr, batch, msg);
+	bufs = calloc((size_t)batch, MSG_SIZE);
+	left = calloc((size_t)batch, sizeof(*left));
+	if (!bufs || !left)
+		die("calloc", ENOMEM);
+	for (long c = 0; c < batch; c++)
+		left[c] = loops;
+	ring_init(&ring, batch * 2);	/* at most one request (2 SQEs) per connection */
+
+	t0 = now_ns();
+	active = loops ? batch : 0;	/* connections with a request in flight */
+	for (long c = 0; c < active; c++)
+		rr_queue(&ring, fds[c], msg, bufs + c * MSG_SIZE, (uint64_t)c);
+	while (active) {
+		ret = io_uring_submit_and_wait(&ring, 1);
+		if (ret < 0)
+			die("io_uring_submit_and_wait", ret);
+		seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			long c = (long)cqe->user_data;
+			char *buf = bufs + c * MSG_SIZE;
+
+			seen++;
+			if (cqe->res != MSG_SIZE) {
+				if (errors++ < 10)
+					fprintf(stderr, "uring_ref: rr: connection %ld failed: "
+							"res=%d (%s)\n", c, cqe->res,
+						cqe->res < 0 ? strerror(-cqe->res) : "short");
+			} else if (memcmp(buf, msg, MSG_SIZE) != 0) {
+				wrong++;
+			}
+			memset(buf, 0, MSG_SIZE);
+			if (--left[c])
+				rr_queue(&ring, fds[c], msg, buf, (uint64_t)c);
+			else
+				active--;
+		}
+		io_uring_cq_advance(&ring, seen);
+	}
+	t1 = now_ns();
+
+	io_uring_queue_exit(&ring);
+	for (long c = 0; c < batch; c++)
+		close(fds[c]);
+	free(fds);
+	free(bufs);
+	free(left);
+	if (errors || wrong) {
+		fprintf(stderr, "uring_ref: rr: %ld failed CQEs, %ld wrong echoes\n", errors, wrong);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: uring_ref nop LOOPS BATCH CHAIN\n"
 			"       uring_ref nop4 LOOPS [BATCH]\n"
 			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n"
-			"       uring_ref tcp5 LOOPS PORT [BATCH]\n");
+			"       uring_ref tcp5 LOOPS PORT [BATCH]\n"
+			"       uring_ref rr LOOPS PORT [BATCH]\n");
 	exit(2);
 }
 
@@ -363,6 +532,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "tcp5") && (argc == 4 || argc == 5)) {
 		run_tcp5(loops, parse_num(argv[3], "PORT", 1),
 			 argc > 4 ? parse_num(argv[4], "BATCH", 1) : 64);
+	} else if (!strcmp(argv[1], "rr") && (argc == 4 || argc == 5)) {
+		run_rr(loops, parse_num(argv[3], "PORT", 1),
+		       argc > 4 ? parse_num(argv[4], "BATCH", 1) : 64);
 	} else {
 		usage();
 	}
