@@ -3,6 +3,7 @@ ParamError before anything is submitted."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -92,3 +93,29 @@ def test_a_data_param_must_be_bytes(run):
     s.write(1, ul.Param("data"))
     with pytest.raises(ul.ParamError, match="expected bytes"):
         run(s.compile(), data="text")
+
+
+def test_a_batch_of_paths_of_every_length_binds_each_its_own(make_engine, sandbox):
+    """The path column is packed into one buffer and cut at its NULs (in C):
+    each execution must open its own path, the empty one included."""
+    names = [b"a" * k for k in range(1, 40)]
+    for name in names:
+        (sandbox / os.fsdecode(name)).write_bytes(name)
+    s = ul.Syslet()
+    data = s.read(s.openat(ul.Param("path")), 64)
+    prog = s.compile()
+    paths = [os.fsencode(sandbox) + b"/" + name for name in names] + [b""]
+    with make_engine(capacity=64) as eng:
+        eng.submit_many(prog, params=[{"path": p} for p in paths], tags=range(len(paths)))
+        done = sorted(eng.wait(len(paths)), key=lambda c: c.tag)
+    assert [c[data] for c in done[:-1]] == names
+    assert done[-1].results == (-errno.ENOENT, None)
+
+
+def test_one_path_with_a_nul_among_many_is_named(shared_engine):
+    prog, _ = reader()
+    params = [{"path": f"/p{i}".encode(), "offset": 0} for i in range(50)]
+    params[31]["path"] = b"/p\x0031"
+    with pytest.raises(ul.ParamError, match="'path': embedded null byte"):
+        shared_engine.submit_many(prog, params=params)
+    assert shared_engine.in_flight == 0

@@ -95,3 +95,18 @@ def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_end
         assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, info) == 0
     finally:
         lib.ur_teardown(ring)
+
+
+def test_string_starts_finds_each_packed_string_and_counts_every_nul():
+    from array import array
+
+    blob = b"ab\0\0cde\0"  # "ab", "", "cde"
+    starts = array("q", [0]) * 3
+    assert lib.ur_string_starts(blob, len(blob), 1000, ffi.from_buffer("int64_t[]", starts), 3) == 3
+    assert list(starts) == [1000, 1003, 1004]
+    # a NUL inside a string shows as one NUL too many; only n starts are written
+    blob = b"a\0b\0c\0"
+    starts = array("q", [-1]) * 2
+    assert lib.ur_string_starts(blob, len(blob), 0, ffi.from_buffer("int64_t[]", starts), 2) == 3
+    assert list(starts) == [0, 2]
+    assert lib.ur_string_starts(b"", 0, 0, ffi.from_buffer("int64_t[]", starts), 2) == 0

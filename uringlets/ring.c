@@ -412,3 +412,27 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
     return (int)n;
 }
 
+
+/* The start addresses of the NUL-terminated strings packed one after another
+ * in blob (len bytes): starts[i] = base + the offset of string i, for the
+ * first n of them.  Returns how many NULs the blob holds, so a blob of n
+ * strings none of which holds a NUL of its own returns exactly n.  Plain
+ * memory, no ring: nothing to order. */
+long ur_string_starts(const char *blob, size_t len, int64_t base,
+                      int64_t *starts, long n)
+{
+    long count = 0;
+    size_t at = 0;
+
+    while (at < len) {
+        const char *nul = memchr(blob + at, 0, len - at);
+
+        if (!nul)
+            break;
+        if (count < n)
+            starts[count] = base + (int64_t)at;
+        count++;
+        at = (size_t)(nul - blob) + 1;
+    }
+    return count;
+}

@@ -74,3 +74,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);
+
+/* parameter columns, once per batch */
+long ur_string_starts(const char *blob, size_t len, int64_t base,
+                      int64_t *starts, long n);

@@ -18,7 +18,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import accumulate, compress, groupby, islice, repeat
-from operator import add, itemgetter, setitem
+from operator import itemgetter, setitem
 from typing import Any
 
 from . import kernel
@@ -157,15 +157,26 @@ class UringBackend(PlanFollower):
         keep = []
         for use in plan.params:
             items = params[use.name]
-            if use.kind in ("path", "data"):
-                sep = b"\0" if use.kind == "path" else b""
-                blob = sep.join(items) + b"\0"
+            if use.kind == "path":  # NUL-terminated, found by C in one pass
+                blob = b"\0".join([*items, b""])
+                buf = ffi.from_buffer(blob)
+                keep.append((blob, buf))
+                n = len(items)
+                starts = array("q", _ZERO) * n
+                address = int(ffi.cast("uintptr_t", buf))
+                found = lib.ur_string_starts(
+                    blob, len(blob), address, ffi.from_buffer("int64_t[]", starts), n
+                )
+                assert found == n, "bind_columns let a path with a NUL through"
+                columns[use.value] = starts
+            elif use.kind == "data":
+                blob = b"".join(items)
                 buf = ffi.from_buffer(blob)
                 keep.append((blob, buf))
                 address = int(ffi.cast("uintptr_t", buf))
-                # item j starts after items 0..j-1 and their separators
-                steps = map(add, map(len, islice(items, len(items) - 1)), repeat(len(sep)))
-                columns[use.value] = array("q", accumulate(steps, initial=address))
+                # item j starts after items 0..j-1
+                lengths = map(len, islice(items, len(items) - 1))
+                columns[use.value] = array("q", accumulate(lengths, initial=address))
                 if use.length_value is not None:
                     columns[use.length_value] = array("q", map(len, items))
             else:
