@@ -3,6 +3,7 @@ wrap, cancel, close, leaks, ownership."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import random
@@ -320,6 +321,31 @@ def test_a_completion_is_an_object_not_a_tuple(make_engine, sandbox):
             misuse(c)
     with pytest.raises(KeyError):
         c[0]
+
+
+def test_a_completion_copies_with_all_its_values(make_engine, sandbox):
+    """``copy.copy`` rebuilds a completion from its fields: the one value
+    kept beside the fields and values kept in the dict alike."""
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "ten")
+    head = s.read(fd, 3)
+    tail = s.read(fd, 3)
+    s.export(fd)
+    two = s.compile()
+    one, data = file3(sandbox / "ten")
+    with make_engine(capacity=4) as eng:
+        c1, c2 = eng.run(one), eng.run(two)
+    try:
+        for c, refs in ((c1, [data]), (c2, [fd, head, tail])):
+            d = copy.copy(c)
+            assert d is not c and type(d) is ul.Completion
+            assert (d.tag, d.results, d.stopped_at, d.cancelled, d.ok) == (
+                c.tag, c.results, c.stopped_at, c.cancelled, c.ok,
+            )  # fmt: skip
+            assert [d[r] for r in refs] == [c[r] for r in refs]
+        assert c1[data] == b"0123456789" and (c2[head], c2[tail]) == (b"012", b"345")
+    finally:
+        os.close(c2[fd])
 
 
 def test_one_batch_mixes_clean_and_unusual_endings(make_engine, sandbox):

@@ -13,7 +13,6 @@ import os
 import struct
 from array import array
 from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
 from typing import Any
 
 from .kernel import ffi
@@ -22,7 +21,6 @@ from .plan import UD_K_SHIFT, Plan
 from .program import Program
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
-_address = itemgetter(1)
 
 
 def check_ret(ret: int, what: str) -> int:
@@ -90,7 +88,7 @@ class Batch:
         sink: list[Completion] | None,
         index: int,
         ud_base: int,
-        scratch: list[Any] | None,
+        scratch: ScratchBlock | None,
         slots: Any,
         run_last: int,
         fast_ud: int,
@@ -106,7 +104,7 @@ class Batch:
         self.sink = sink
         self.index = index  # its entry in the backend's table
         self.ud_base = ud_base
-        self.scratch = scratch  # (buffer, address, view) per k, or None
+        self.scratch = scratch  # the batch's scratch buffers, or None
         self.slots = slots  # int64 array: nslots per execution, execution k's at k * nslots
         self.nslots = plan.nslots
         # The last atom of the first run when it was pushed whole (else -1),
@@ -159,8 +157,8 @@ class Execution:
         self.k = k
         self.tag = batch.tags[k]
         self.ud = batch.ud_base | k << UD_K_SHIFT  # user_data base: the low 12 bits are 0
-        # (buffer, address, view) from the pool, or None
-        self.scratch: Any = batch.scratch[k] if batch.scratch is not None else None
+        # (pointer, address, view) into the batch's block, or None
+        self.scratch: Any = batch.scratch.entry(k) if batch.scratch is not None else None
         ns = batch.nslots
         self.slots: list[int] = batch.slots[k * ns : (k + 1) * ns].tolist() if ns else []
         self.run_first = 0
@@ -178,37 +176,56 @@ class Execution:
                     self.raw[atom] = r
 
 
-class ScratchPool:
-    """Per-execution scratch buffers of one size, reused: ``entries`` are
-    ``(buffer, address, view)``; ``addresses`` holds the same addresses as an
-    int64 array, so a batch's address column is one slice (no conversion of
-    Python ints).  Invariant: ``addresses[i] == entries[i][1]``.  A buffer
-    taken belongs to one execution until it is given back, which happens
-    only after the CQE that ends that execution's last run."""
+class ScratchBlock:
+    """The scratch buffers of one batch, one C allocation: execution ``k``'s
+    buffer is ``size`` bytes at ``base + k * size``.  ``view`` is a buffer
+    over the whole block (values are sliced out of it in one step), and
+    ``addresses`` the start of each buffer as an int64 array (a batch's
+    address column is a slice of it).  The block belongs to one batch from
+    ``ScratchPool.take`` until the batch leaves the backend's table, which is
+    after the last CQE of its last execution: no run of the kernel can write
+    into it after that."""
 
-    __slots__ = ("addresses", "entries", "size")
+    __slots__ = ("addresses", "base", "buffer", "capacity", "size", "view")
+
+    def __init__(self, size: int, capacity: int) -> None:
+        self.size = size
+        self.capacity = capacity
+        self.buffer = ffi.new("char[]", size * capacity)
+        self.base = int(ffi.cast("uintptr_t", self.buffer))
+        self.view = ffi.buffer(self.buffer)
+        self.addresses = array("q", range(self.base, self.base + size * capacity, size))
+
+    def entry(self, k: int) -> tuple[Any, int, Any]:
+        """Execution ``k``'s buffer as ``(pointer, address, view)``; the
+        pointer does not own the memory: the block does, and whoever holds
+        the entry also holds the batch that holds the block."""
+        address = self.base + k * self.size
+        pointer = ffi.cast("char *", address)
+        return pointer, address, ffi.buffer(pointer, self.size)
+
+
+class ScratchPool:
+    """Scratch blocks of one buffer size, reused: a batch of ``n``
+    executions takes a block of the next power of two at or above ``n``
+    (so a pool holds at most 17 kinds of block) and gives it back when it
+    leaves the table."""
+
+    __slots__ = ("free", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: list[tuple[Any, int, Any]] = []
-        self.addresses = array("q")
+        self.free: dict[int, list[ScratchBlock]] = {}
 
-    def take(self, n: int) -> tuple[list[tuple[Any, int, Any]], array[int]]:
-        """``n`` buffers and their addresses (the column, in the same order)."""
-        entries, addresses = self.entries, self.addresses
-        while len(entries) < n:
-            buf = ffi.new("char[]", self.size)
-            address = int(ffi.cast("uintptr_t", buf))
-            entries.append((buf, address, ffi.buffer(buf)))
-            addresses.append(address)
-        taken, column = entries[-n:], addresses[-n:]
-        del entries[-n:], addresses[-n:]
-        return taken, column
+    def take(self, n: int) -> ScratchBlock:
+        capacity = 1 << (n - 1).bit_length()
+        blocks = self.free.get(capacity)
+        if blocks:
+            return blocks.pop()
+        return ScratchBlock(self.size, capacity)
 
-    def give(self, entries: list[tuple[Any, int, Any]], addresses: Any = None) -> None:
-        """Take buffers back (``addresses``: theirs, if the caller has them)."""
-        self.entries += entries
-        self.addresses.extend(addresses if addresses is not None else map(_address, entries))
+    def give(self, block: ScratchBlock) -> None:
+        self.free.setdefault(block.capacity, []).append(block)
 
 
 def init_scratch(plan: Plan, base: int, value_of: Callable[[int], int]) -> None:

@@ -354,17 +354,15 @@ class PlanFollower(RingIO):
         self._release(ex)
 
     def _release(self, ex: Execution) -> None:
-        """Give back the execution's slots and scratch buffer (its slots are
-        empty by now), post its one completion, and give back its batch's
-        table entry if it was the batch's last."""
+        """Give back the execution's slots (empty by now), post its one
+        completion, and give back its batch's table entry (and with it the
+        scratch block) if it was the batch's last."""
         b, k = ex.batch, ex.k
         assert not b.done[k] and b.slow.get(k) is ex, "an execution finished twice"
         b.done[k] = 1
         del b.slow[k]
         if ex.slots:
             self._free_slots.extend(ex.slots)
-        if ex.scratch is not None:
-            self._scratch[ex.program.plan.scratch_size].give([ex.scratch])
         self.in_flight -= 1
         assert ex.results is not None
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)

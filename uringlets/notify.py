@@ -45,7 +45,11 @@ class Completion(tuple):
     or its descriptor was not exported.  The completion owns its bytes; it
     holds no kernel resource.
 
-    Underneath it is a tuple of its seven fields, so that the io_uring
+    Typed values are kept by the Ref of their atom: one of them (the usual
+    case: a read, a recv) may sit in the pair ``_value_ref``/``_value``,
+    the others in the dict ``_values``.
+
+    Underneath it is a tuple of its nine fields, so that the io_uring
     engine can make a whole batch of completions in C
     (``map(tuple.__new__, repeat(Completion), field_tuples)``, see
     ``UringBackend._finish_clean``).  The tuple is an implementation detail
@@ -54,7 +58,10 @@ class Completion(tuple):
     ``FIELDS``."""
 
     __slots__ = ()
-    FIELDS = ("tag", "program", "results", "stopped_at", "cancelled", "_values", "ok")
+    FIELDS = (
+        "tag", "program", "results", "stopped_at", "cancelled", "_values", "ok", "_value_ref",
+        "_value",
+    )  # fmt: skip
 
     if TYPE_CHECKING:
         tag: Any
@@ -64,14 +71,18 @@ class Completion(tuple):
         cancelled: bool
         _values: dict[Any, Any] | None
         ok: bool
+        _value_ref: Any
+        _value: Any
     else:
         tag = _field(0, "what the submitter passed as tag")
         program = _field(1, "the Program that ran")
         results = _field(2, "one int per atom (-errno on error), None where it did not run")
         stopped_at = _field(3, "the index of the atom whose stop rule held, or None")
         cancelled = _field(4, "whether the execution was cancelled")
-        _values = _field(5, "{Ref: typed value} for atoms with one beyond their int")
+        _values = _field(5, "{Ref: typed value}, when there are two or more")
         ok = _field(6, "every atom ran and none stopped the execution")
+        _value_ref = _field(7, "the Ref of the one typed value, when there is exactly one")
+        _value = _field(8, "the one typed value, when there is exactly one")
 
     def __new__(
         cls,
@@ -85,12 +96,17 @@ class Completion(tuple):
         """``values`` by atom index (None or empty: none)."""
         results = tuple(results)
         ok = stopped_at is None and not cancelled and None not in results
+        by_ref: dict[Any, Any] | None = None
+        one_ref = one = None
         if values:
             refs = program.refs
-            by_ref: dict[Any, Any] | None = {refs[i]: v for i, v in values.items()}
-        else:
-            by_ref = None
-        return tuple.__new__(cls, (tag, program, results, stopped_at, cancelled, by_ref, ok))
+            if len(values) == 1:
+                ((index, one),) = values.items()
+                one_ref = refs[index]
+            else:
+                by_ref = {refs[i]: v for i, v in values.items()}
+        fields = (tag, program, results, stopped_at, cancelled, by_ref, ok, one_ref, one)
+        return tuple.__new__(cls, fields)
 
     # The tuple stays out of sight: identity semantics, no length, no iteration.
     __eq__ = object.__eq__
@@ -115,7 +131,11 @@ class Completion(tuple):
         raise TypeError("a Completion is not a container; see its results")
 
     def __getnewargs__(self) -> tuple[Any, ...]:
-        return tuple.__getitem__(self, slice(0, 6))
+        """``__new__``'s arguments (for ``copy``): values by atom index."""
+        values = {ref.index: v for ref, v in (self._values or {}).items()}
+        if self._value_ref is not None:
+            values[self._value_ref.index] = self._value
+        return (*tuple.__getitem__(self, slice(0, 5)), values)
 
     def _index(self, ref: Any) -> int:
         try:
@@ -127,8 +147,10 @@ class Completion(tuple):
         raise KeyError(f"{ref!r} is not a Ref of this completion's program")
 
     def __getitem__(self, ref: Any) -> Any:
+        if ref is self._value_ref and ref is not None:  # the common case first
+            return self._value
         values = self._values
-        if values is not None:  # the common case: one lookup, keyed by the Ref itself
+        if values is not None:  # keyed by the Ref itself
             try:
                 return values[ref]
             except (KeyError, TypeError):

@@ -10,7 +10,7 @@ Its tables:
   entry's ``fast_ud`` for ``ur_reap_split``;
 * ``_free_slots``: the empty slots of the sparse fixed-file table (an int64
   array: a batch's slot column is a slice of it);
-* ``_scratch``: ``{size: ScratchPool}``, per-execution buffers.
+* ``_scratch``: ``{size: ScratchPool}``, blocks of per-execution buffers.
 
 It queues SQE images (``_push``), enters the kernel (``_enter``) and drains
 the CQ ring (``reap``), sorting the CQEs in C into clean endings and the rest;
@@ -181,7 +181,10 @@ class RingIO:
         raise EngineClosed(f"engine broken: {why}")
 
     def _drop(self, b: Batch) -> None:
-        """The batch's last execution finished: free its table entry."""
+        """The batch's last execution finished: free its table entry and
+        its scratch block (no CQE of it can come any more)."""
+        if b.scratch is not None:
+            self._scratch[b.scratch.size].give(b.scratch)
         self._batches[b.index] = None
         self._fast[b.index] = 0
         self._free_batches.append(b.index)

@@ -22,7 +22,7 @@ from operator import itemgetter, setitem
 from typing import Any
 
 from . import kernel
-from .execution import Batch, ScratchPool, init_scratch
+from .execution import Batch, ScratchBlock, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
 from .notify import Completion
@@ -34,7 +34,6 @@ from .plan import (
     UD_K_FIELD,
     UD_K_MASK,
     UD_K_SHIFT,
-    V_SCRATCH,
     CleanPath,
     Plan,
 )
@@ -44,25 +43,27 @@ from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 lib = kernel.lib
 
 _K_STEP = 1 << UD_K_SHIFT
-_view = itemgetter(2)
 _first = itemgetter(0)
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 _ZERO = (0,)
 _NO_SLOTS = array("q")  # the slots of a batch that has none; never mutated
 
 
-def _clean_values(clean: CleanPath, refs: Sequence[Any], scratch: Any, r: int) -> dict[Any, Any]:
+def _clean_values(
+    clean: CleanPath, refs: Sequence[Any], block: ScratchBlock, start: int, r: int
+) -> dict[Any, Any]:
     """The values of a clean execution (by Ref), copied out of its scratch
-    buffer (which goes back to the pool): the skipped reads were full, the
-    last atom's value has its result ``r``."""
-    view = scratch[2]
-    values = {refs[i]: view[off : off + size] for i, off, size in clean.outs}
+    buffer (``start`` bytes into the batch's block): the skipped reads were
+    full, the last atom's value has its result ``r``."""
+    view = block.view
+    values = {refs[i]: view[start + off : start + off + size] for i, off, size in clean.outs}
     if clean.last_out is not None and r >= 0:
         i, off, size = clean.last_out
         if clean.last_bytes:
-            values[refs[i]] = view[off : off + r]
+            values[refs[i]] = view[start + off : start + off + r]
         else:
-            values[refs[i]] = clean.last.op.value_from(ffi.buffer(scratch[0] + off, size), r)
+            region = ffi.buffer(block.buffer + (start + off), size)
+            values[refs[i]] = clean.last.op.value_from(region, r)
     return values
 
 
@@ -97,13 +98,13 @@ class UringBackend(PlanFollower):
         # flat[v * n + k] (see ur_push).  Columns are arrays: a constant
         # column is one memcpy (array * n), a list converts in C.
         columns: list[Any] = []
-        scratch: list[Any] | None = None
+        scratch: ScratchBlock | None = None
         if plan.out_size:
             pool = self._scratch.get(plan.scratch_size)
             if pool is None:
                 pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
-            scratch, addresses = pool.take(n)
-            columns.append(addresses)
+            scratch = pool.take(n)
+            columns.append(scratch.addresses[:n])  # a copy: flat grows from it
         else:
             columns.append(array("q", _ZERO) * n)
         slots = _NO_SLOTS
@@ -134,7 +135,7 @@ class UringBackend(PlanFollower):
                 def value_of(v: int, k: int = k) -> int:
                     return flat[v * n + k]
 
-                init_scratch(plan, scratch[k][1], value_of)
+                init_scratch(plan, scratch.base + k * scratch.size, value_of)
         if fast_ud >= 0:
             self._fast[index] = fast_ud
         self._batches[index] = batch
@@ -255,30 +256,33 @@ class UringBackend(PlanFollower):
             oks: Any = [s is None for s in stopped]
         else:
             stopped, oks = repeat(None, n), repeat(True, n)
+        # the typed values: one per execution in the pair (value_refs,
+        # values), more in a dict each (dicts)
+        value_refs: Any = repeat(None, n)  # three iterators: zip reads each once
         values: Any = repeat(None, n)
+        dicts: Any = repeat(None, n)
         # The whole batch in order of k (the usual case): its columns as they are.
         whole = n == b.n and type(ks) is range and ks.start == 0
-        if clean.buffers:
-            assert b.scratch is not None
-            scratch = b.scratch if whole else list(map(b.scratch.__getitem__, ks))
-            refs = b.program.refs
+        if clean.buffers:  # copied out of the batch's block; it goes back with the batch
+            block = b.scratch
+            assert block is not None
+            view, stride, refs = block.view, block.size, b.program.refs
+            # where each execution's buffer starts in the block
+            starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
             if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
                 i, off, size = clean.outs[0]
-                ref, end = refs[i], off + size
-                values = [{ref: view[off:end]} for view in map(_view, scratch)]
+                value_refs = repeat(refs[i], n)
+                values = [view[s : s + size] for s in map(off.__add__, starts)]
             elif clean.last_out is not None and clean.last_bytes and not clean.outs and lo >= 0:
                 i, off, _ = clean.last_out  # the last atom's bytes: rr's recv
-                ref, views = refs[i], map(_view, scratch)
-                values = [{ref: view[off : off + r]} for view, r in zip(views, rs, strict=True)]
-            else:
+                value_refs = repeat(refs[i], n)
                 values = [
-                    _clean_values(clean, refs, s, r) for s, r in zip(scratch, rs, strict=True)
+                    view[s : s + r] for s, r in zip(map(off.__add__, starts), rs, strict=True)
                 ]
-            pool = self._scratch[clean.scratch_size]
-            if n == b.n:  # the whole batch: its address column is the start of flat
-                pool.give(b.scratch, b.flat[V_SCRATCH * n : (V_SCRATCH + 1) * n])  # k order
             else:
-                pool.give(scratch)
+                dicts = [
+                    _clean_values(clean, refs, block, s, r) for s, r in zip(starts, rs, strict=True)
+                ]
         # Every column has n items (strict= would parse a keyword per call).
         fields = zip(  # noqa: B905
             b.tags if whole else map(b.tags.__getitem__, ks),
@@ -286,12 +290,15 @@ class UringBackend(PlanFollower):
             results,
             stopped,
             repeat(False, n),
-            values,
+            dicts,
             oks,
+            value_refs,
+            values,
         )
         completions = list(map(tuple.__new__, repeat(Completion, n), fields))
         # release: done marks, slots (all closed by the program's own atoms on
-        # this path), scratch buffers (above); then the completions.
+        # this path); then the completions.  The scratch block goes back with
+        # the batch (_drop).
         ns = b.nslots
         if n == b.n:  # the usual case: the whole batch at once; it leaves the
             # table below, and the done marks of a batch not in it are never read
