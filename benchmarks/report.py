@@ -356,7 +356,11 @@ def section_machine(d: Data, add) -> None:
             (
                 "uringlets commit",
                 ", ".join(f"`{c}`" for c in commits)
-                + " (`+dirty`: uncommitted changes under uringlets/ at run time)",
+                + (
+                    " (`+dirty`: uncommitted changes under uringlets/ at run time)"
+                    if any(c.endswith("+dirty") for c in commits)
+                    else ""
+                ),
             )
         )
     dates = [dt for b in d.all.values() if (dt := b.get_dates())]
