@@ -323,6 +323,19 @@ def test_a_completion_is_an_object_not_a_tuple(make_engine, sandbox):
         c[0]
 
 
+def test_untagged_identical_completions_are_still_one_object_each(make_engine):
+    """A batch with no tags, no values and equal results (the backend may
+    make its completions from one set of fields): one distinct completion
+    per execution all the same."""
+    prog = nop_chain()
+    with make_engine(capacity=16) as eng:
+        hs = eng.submit_many(prog, 16)
+        done = eng.wait(16)
+    assert len(done) == 16 and len({id(c) for c in done}) == 16 and done[0] != done[1]
+    assert all(c.ok and c.tag is None and c.results == (0,) * len(prog) for c in done)
+    assert [h.tag for h in hs] == [None] * 16 and all(c.program is prog for c in done)
+
+
 def test_a_completion_copies_with_all_its_values(make_engine, sandbox):
     """``copy.copy`` rebuilds a completion from its fields: the one value
     kept beside the fields and values kept in the dict alike."""

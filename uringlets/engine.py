@@ -232,7 +232,7 @@ class Engine:
                 raise ValueError(f"count must be a non-negative int, not {count!r}")
             binds = [common] * count  # one mapping, shared: bind_columns does not copy it
         if tags is None:
-            tags = [None] * len(binds)
+            tags = (None,) * len(binds)  # a tuple: "no tags" (the backend may rely on it)
         else:
             tags = list(tags)  # the caller may reuse its sequence; completions keep these
             if len(tags) != len(binds):

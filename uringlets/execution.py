@@ -40,7 +40,8 @@ class Batch:
 
     Shared: the program, the parameter columns and their buffers (``keep``),
     the value columns (``flat``: value ``v`` of execution ``k`` is
-    ``flat[v * n + k]``), the tags, and ``run()``'s sink.  Per execution,
+    ``flat[v * n + k]``), the tags (the caller's, copied into a list; a
+    tuple of Nones when the caller gave none), and ``run()``'s sink.  Per execution,
     indexed by ``k``: its scratch buffer, its ``nslots`` slots
     (``slots[k * nslots:(k + 1) * nslots]``), whether it is ``done``, and the
     CQEs of ``posted`` atoms (``posted[k * len(clean.posted) + j]``).

@@ -173,6 +173,12 @@ class Plan:
         first = self.segments[0]
         return self.atoms[first.last].sqe_end if first.in_kernel else 0
 
+    @cached_property
+    def launches(self) -> dict[int, tuple[bool, int, int]]:
+        """{SQ ring size: how a ring of it starts executions}, filled by
+        ``UringBackend._launch``."""
+        return {}
+
 
 def clean_path(
     plan_atoms: list[PlanAtom],

@@ -89,14 +89,55 @@ class UringBackend(PlanFollower):
         stay queued: the wait that follows submits them in the same system
         call.  Returns the executions' user_data bases."""
         plan = program.plan
-        nslots = plan.nslots
         index = self._free_batches.pop()
         # never 0, so that no fast_ud is 0
         generation = self._generations[index] = self._generations[index] % UD_GEN_MASK + 1
         ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
-        # {value index: column of n values}; value v of execution k is
-        # flat[v * n + k] (see ur_push).  Columns are arrays: a constant
-        # column is one memcpy (array * n), a list converts in C.
+        if plan.out_size or len(plan.value_defaults) > 1:
+            flat, scratch, slots, keep = self._columns(plan, params, n)
+        else:  # nothing differs between executions: the value column is zeros
+            flat, scratch, slots, keep = array("q", _ZERO) * n, None, _NO_SLOTS, None
+        whole, run_last, fast_low = plan.launches.get(self.sq_entries) or self._launch(plan)
+        fast_ud = ud_base | fast_low if fast_low >= 0 else -1
+        batch = Batch(
+            program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
+            run_last, fast_ud,
+        )  # fmt: skip
+        if fast_ud >= 0:
+            self._fast[index] = fast_ud
+        self._batches[index] = batch
+        self.in_flight += n
+        if whole:
+            values = ffi.from_buffer("int64_t[]", flat)
+            self._push(plan.images_c, plan.first_sqes, plan, values, n, n, ud_base, _K_STEP)
+        else:
+            for k in range(n):
+                self._advance(self._promote(batch, k), 0)
+        if sink is None:
+            self._enter(0)
+        return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
+
+    def _launch(self, plan: Plan) -> tuple[bool, int, int]:
+        """How a ring of this size starts a program's executions (kept in
+        ``plan.launches``): whether the first run goes in whole (its SQEs fit
+        the SQ ring), the last atom of that run (else -1), and the atom byte
+        of the CQE of a clean ending (else -1)."""
+        first_sqes = plan.first_sqes
+        whole = 0 < first_sqes <= self.sq_entries
+        run_last = plan.segments[0].last if whole else -1
+        launch = (whole, run_last, run_last if whole and plan.clean is not None else -1)
+        plan.launches[self.sq_entries] = launch
+        return launch
+
+    def _columns(
+        self, plan: Plan, params: Mapping[str, list[Any]], n: int
+    ) -> tuple[Any, ScratchBlock | None, Any, Any]:
+        """The batch's value columns, one after another in one int64 array
+        (value ``v`` of execution ``k`` at ``v * n + k``, see ur_push), its
+        scratch block (structures written in), its slots, and the parameter
+        buffers its SQEs point into.  Columns are arrays: a constant column
+        is one memcpy (array * n), a list converts in C."""
+        nslots = plan.nslots
         columns: list[Any] = []
         scratch: ScratchBlock | None = None
         if plan.out_size:
@@ -120,14 +161,6 @@ class UringBackend(PlanFollower):
         flat = columns[0]
         for column in columns[1:]:
             flat += column
-        first_sqes = plan.first_sqes
-        whole = 0 < first_sqes <= self.sq_entries
-        run_last = plan.segments[0].last if whole else -1
-        fast_ud = ud_base | run_last if whole and plan.clean is not None else -1
-        batch = Batch(
-            program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
-            run_last, fast_ud,
-        )  # fmt: skip
         if plan.scratch_init:
             assert scratch is not None
             for k in range(n):
@@ -136,19 +169,7 @@ class UringBackend(PlanFollower):
                     return flat[v * n + k]
 
                 init_scratch(plan, scratch.base + k * scratch.size, value_of)
-        if fast_ud >= 0:
-            self._fast[index] = fast_ud
-        self._batches[index] = batch
-        self.in_flight += n
-        if whole:
-            values = ffi.from_buffer("int64_t[]", flat)
-            self._push(plan.images_c, first_sqes, plan, values, n, n, ud_base, _K_STEP)
-        else:
-            for k in range(n):
-                self._advance(self._promote(batch, k), 0)
-        if sink is None:
-            self._enter(0)
-        return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
+        return flat, scratch, slots, keep
 
     @staticmethod
     def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[Any]) -> Any:
@@ -214,53 +235,82 @@ class UringBackend(PlanFollower):
         every skip-flagged atom returned its known success result
         (``clean.results``).  The work is done a column at a time, in C where
         Python allows it; one completion each, all made by one ``map``."""
-        if b.promoted:  # those off the clean path take the general one
-            stays = [not (k in b.slow or b.done[k]) for k in ks]
-            for k, res, stay in zip(ks, ress, stays, strict=True):
-                if not stay:
-                    self._route_one(b, b.fast_ud | k << UD_K_SHIFT, res)
-            ks = list(compress(ks, stays))
-            ress = list(compress(ress, stays))
+        clean: CleanPath = b.clean  # type: ignore[assignment]
+        if b.promoted or clean.posted or clean.normalise is not None:
+            ks, rs, lo, hi = self._sift(b, clean, ks, ress, lo, hi)
             if not ks:
                 return
-            lo, hi = min(ress), max(ress)
-        clean: CleanPath = b.clean  # type: ignore[assignment]
-        if clean.posted:  # earlier CQEs decide: take out those that failed
-            posted = [self._posted_ok(b, k, clean) for k in ks]
-            if not all(posted):
-                for k, res, ok in zip(ks, ress, posted, strict=True):
-                    if not ok:  # something failed: the general path
-                        self._run_over(self._promote(b, k), clean.last.index, res)
-                ks = list(compress(ks, posted))
-                ress = list(compress(ress, posted))
-                if not ks:
-                    return
-                lo, hi = min(ress), max(ress)
+        else:
+            rs = ress
         n = len(ks)
-        rs = ress
-        if clean.normalise is not None:
-            rs = list(map(clean.normalise, ress))
-            lo, hi = min(rs), max(rs)
-        prefix = clean.prefix
         results: Any
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
-            results = repeat((*prefix, lo), n)
+            results = repeat((*clean.prefix, lo), n)
         else:
-            results = [(*prefix, r) for r in rs]
+            results = [(*clean.prefix, r) for r in rs]
         stop = clean.stop
-        if (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs):
-            last = clean.last.index
-            stopped: Any = [last if stop_holds(stop, r) else None for r in rs]
+        stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
+        if type(b.tags) is tuple and not (stopping or clean.posted or clean.buffers or lo != hi):
+            # Nothing tells the completions apart (no tags, no values, one
+            # result tuple): the same fields for each, no columns to zip.
+            same = (None, b.program, (*clean.prefix, lo), None, False, None, True, None, None)
+            completions = list(map(tuple.__new__, repeat(Completion, n), repeat(same, n)))
+        else:
+            completions = self._completions(b, clean, ks, rs, results, stopping, lo)
+        # Release the slots (all closed by the program's own atoms on this
+        # path) and, with the batch's last execution, its table entry and
+        # scratch block (_drop); then post the completions.
+        if n == b.n:  # the whole batch at once: the done marks of a batch that
+            # leaves the table are never read
+            if b.nslots:
+                self._free_slots += b.slots
+            self._drop(b)
+        else:
+            _consume(map(setitem, repeat(b.done, n), ks, repeat(1, n)))
+            ns = b.nslots
+            if ns == 1:
+                self._free_slots.extend(map(b.slots.__getitem__, ks))
+            elif ns:
+                for k in ks:
+                    self._free_slots += b.slots[k * ns : (k + 1) * ns]  # array slice
+            b.remaining -= n
+            if not b.remaining:
+                self._drop(b)
+        if b.sink is not None:
+            b.sink += completions
+        self._notify.ready += completions
+        self._notify.reserved -= n
+        self.in_flight -= n
+
+    def _completions(
+        self,
+        b: Batch,
+        clean: CleanPath,
+        ks: Sequence[int],
+        rs: list[int],
+        results: Any,
+        stopping: bool,
+        lo: int,
+    ) -> list[Completion]:
+        """The completions of ``_finish_clean``, made a column at a time:
+        tags, results, where each stopped (``stopping``: some did), values
+        copied out of the batch's scratch block."""
+        n = len(ks)
+        # Columns nothing fills are this tuple of Nones (zip iterates it anew
+        # for each column).
+        stopped: Any = (None,) * n
+        if stopping:
+            stop, last = clean.stop, clean.last.index
+            stopped = [last if stop_holds(stop, r) else None for r in rs]
             oks: Any = [s is None for s in stopped]
         else:
-            stopped, oks = repeat(None, n), repeat(True, n)
+            oks = repeat(True, n)
         # the typed values: one per execution in the pair (value_refs,
         # values), more in a dict each (dicts)
-        value_refs: Any = repeat(None, n)  # three iterators: zip reads each once
-        values: Any = repeat(None, n)
-        dicts: Any = repeat(None, n)
+        value_refs: Any = (None,) * n
+        values = dicts = value_refs
         # The whole batch in order of k (the usual case): its columns as they are.
         whole = n == b.n and type(ks) is range and ks.start == 0
         if clean.buffers:  # copied out of the batch's block; it goes back with the batch
@@ -295,31 +345,35 @@ class UringBackend(PlanFollower):
             value_refs,
             values,
         )
-        completions = list(map(tuple.__new__, repeat(Completion, n), fields))
-        # release: done marks, slots (all closed by the program's own atoms on
-        # this path); then the completions.  The scratch block goes back with
-        # the batch (_drop).
-        ns = b.nslots
-        if n == b.n:  # the usual case: the whole batch at once; it leaves the
-            # table below, and the done marks of a batch not in it are never read
-            if ns:
-                self._free_slots += b.slots
-        else:
-            _consume(map(setitem, repeat(b.done, n), ks, repeat(1, n)))
-            if ns == 1:
-                self._free_slots.extend(map(b.slots.__getitem__, ks))
-            elif ns:
-                for k in ks:
-                    self._free_slots += b.slots[k * ns : (k + 1) * ns]  # array slice
-        if b.sink is not None:
-            b.sink += completions
-        notify = self._notify
-        notify.ready += completions
-        notify.reserved -= n
-        self.in_flight -= n
-        b.remaining -= n
-        if not b.remaining:
-            self._drop(b)
+        return list(map(tuple.__new__, repeat(Completion, n), fields))
+
+    def _sift(
+        self, b: Batch, clean: CleanPath, ks: Sequence[int], ress: list[int], lo: int, hi: int
+    ) -> tuple[Sequence[int], list[int], int, int]:
+        """The unusual cases of ``_finish_clean``: send the executions that
+        left the clean path, or whose earlier posted CQEs say they failed, to
+        the general path, and normalise the results of the rest.  Returns
+        their ks, results, lowest and highest result."""
+        if b.promoted:  # those off the clean path take the general one
+            stays = [not (k in b.slow or b.done[k]) for k in ks]
+            for k, res, stay in zip(ks, ress, stays, strict=True):
+                if not stay:
+                    self._route_one(b, b.fast_ud | k << UD_K_SHIFT, res)
+            ks = list(compress(ks, stays))
+            ress = list(compress(ress, stays))
+        if clean.posted and ks:  # earlier CQEs decide: take out those that failed
+            posted = [self._posted_ok(b, k, clean) for k in ks]
+            if not all(posted):
+                for k, res, ok in zip(ks, ress, posted, strict=True):
+                    if not ok:  # something failed: the general path
+                        self._run_over(self._promote(b, k), clean.last.index, res)
+                ks = list(compress(ks, posted))
+                ress = list(compress(ress, posted))
+        if not ks:
+            return ks, ress, lo, hi
+        if clean.normalise is not None:
+            ress = list(map(clean.normalise, ress))
+        return ks, ress, min(ress), max(ress)
 
     @staticmethod
     def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:
