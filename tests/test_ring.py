@@ -64,7 +64,8 @@ def test_push_refuses_a_run_longer_than_the_ring():
 def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_endings():
     """Three runs of two linked NOPs: execution e's SQEs carry image
     user_data + ud_first + e * ud_step; ur_reap_split puts the CQEs whose
-    user_data (k field cleared) equals fast_ud[batch] aside as clean."""
+    user_data (k field cleared) equals fast_ud[batch] aside as clean, and
+    describes their run."""
     from uringlets.plan import UD_BATCH_SHIFT, UD_K_SHIFT
 
     ring = ffi.new("struct ur_ring *")
@@ -81,18 +82,59 @@ def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_end
         fast = ffi.new("uint64_t[4]")
         fast[3] = base | 1  # atom 1 ends a clean execution of batch 3
         uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
-        cb, ck, cr = ffi.new("uint32_t[8]"), ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
-        nclean, info = ffi.new("unsigned[1]"), ffi.new("int32_t[4]")
+        ck, cr = ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
+        nclean, nruns = ffi.new("unsigned[1]"), ffi.new("unsigned[1]")
+        runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * 8)
         assert lib.ur_cq_ready(ring) == 6
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, info) == 6
-        # res 0..0; all of batch 3; k consecutive from 0
-        assert nclean[0] == 3 and list(info) == [0, 0, 3, 0]
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, ck, cr, 8, nclean, runs, nruns) == 6
+        # one run: batch 3, ends at 3, res 0..0, k consecutive from 0
+        assert nclean[0] == 3 and nruns[0] == 1
+        assert ffi.unpack(runs, lib.UR_RUN_FIELDS) == [3, 3, 0, 0, 0]
         assert lib.ur_cq_ready(ring) == 0
         assert sorted(ffi.unpack(uds, 3)) == [base | k * step for k in range(3)]
-        assert ffi.unpack(cb, 3) == [3, 3, 3]
-        assert sorted(ffi.unpack(ck, 3)) == [0, 1, 2]
+        assert ffi.unpack(ck, 3) == [0, 1, 2]
         assert ffi.unpack(cr, 3) == [0, 0, 0]
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, cb, ck, cr, 8, nclean, info) == 0
+        assert lib.ur_reap_split(ring, fast, 4, uds, ress, ck, cr, 8, nclean, runs, nruns) == 0
+    finally:
+        lib.ur_teardown(ring)
+
+
+def test_reap_split_cuts_interleaved_batches_into_runs():
+    """Single NOPs of batches 1 and 2 interleaved (1, 1, 2, 1, 2, 2) and
+    one of batch 1 with another generation (a stale one): four runs, each with its own batch, end,
+    lowest and highest result and k0 (or -1 where its k are not
+    consecutive); the stale CQE goes with the others."""
+    from uringlets.plan import UD_BATCH_SHIFT, UD_GEN_SHIFT, UD_K_SHIFT
+
+    order = [(1, 0), (1, 1), (2, 5), (1, 3), (2, 6), (2, 4), (7, 0)]
+    ring = ffi.new("struct ur_ring *")
+    assert lib.ur_setup(ring, 8, 0, 0) == 0
+    try:
+        image = ffi.new("char[]", 64)  # a NOP, atom 0
+        values = ffi.new("int64_t[1]")
+        fast = ffi.new("uint64_t[8]")
+        for b in (1, 2):
+            fast[b] = 1 << UD_GEN_SHIFT | b << UD_BATCH_SHIFT
+        for b, k in order:
+            gen, b = (2, 1) if b == 7 else (1, b)  # 7: batch 1, generation 2
+            ud = gen << UD_GEN_SHIFT | b << UD_BATCH_SHIFT | k << UD_K_SHIFT
+            assert lib.ur_push(ring, image, 0, 1, ffi.NULL, 0, values, 1, 1, 0, ud, 0) == 1
+        assert lib.ur_enter(ring, len(order), -1) == len(order)
+        uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
+        ck, cr = ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
+        nclean, nruns = ffi.new("unsigned[1]"), ffi.new("unsigned[1]")
+        runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * 8)
+        assert lib.ur_reap_split(ring, fast, 8, uds, ress, ck, cr, 8, nclean, runs, nruns) == 7
+        assert nclean[0] == 6 and nruns[0] == 4
+        assert ffi.unpack(ck, 6) == [0, 1, 5, 3, 6, 4]
+        got = ffi.unpack(runs, lib.UR_RUN_FIELDS * 4)
+        assert [got[i : i + 5] for i in range(0, 20, 5)] == [
+            [1, 2, 0, 0, 0],
+            [2, 3, 0, 0, 5],
+            [1, 4, 0, 0, 3],
+            [2, 6, 0, 0, -1],  # k 6 then 4: not consecutive
+        ]
+        assert ffi.unpack(uds, 1) == [2 << UD_GEN_SHIFT | 1 << UD_BATCH_SHIFT]
     finally:
         lib.ur_teardown(ring)
 

@@ -156,9 +156,9 @@ def _try_setsockopt(ring: Any) -> bool:
         if lib.ur_enter(ring, 1, 1_000_000_000) < 0:
             return False
         ud, res = ffi.new("uint64_t[1]"), ffi.new("int32_t[1]")
-        unused = ffi.new("uint32_t[1]"), ffi.new("uint32_t[1]"), ffi.new("int32_t[1]")
-        count, info = ffi.new("unsigned[1]"), ffi.new("int32_t[4]")
+        unused = ffi.new("uint32_t[1]"), ffi.new("int32_t[1]")
+        counts, runs = ffi.new("unsigned[2]"), ffi.new("int32_t[]", lib.UR_RUN_FIELDS)
         # no batches (0): every CQE is an "other", copied to ud/res
-        if lib.ur_reap_split(ring, ffi.NULL, 0, ud, res, *unused, 1, count, info) != 1:
+        if lib.ur_reap_split(ring, ffi.NULL, 0, ud, res, *unused, 1, counts, runs, counts + 1) != 1:
             return False
         return res[0] == 0 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1

@@ -341,56 +341,60 @@ int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns)
     return r;
 }
 
-/* Copy up to max CQEs out of the CQ ring, then hand their slots back to the
+/* Copy up to max CQEs out of the CQ ring and hand the CQ slots back to the
  * kernel, sorting them while copying.  A CQE is *clean* when its user_data
  * with the k field cleared equals fast_ud[batch] of its batch, batch <
  * nbatches (the user_data that ends a clean execution of that batch; 0:
- * none; with nbatches 0 fast_ud may be NULL and no CQE is clean): it goes
- * to clean_batch/clean_k/clean_res and *nclean counts them.  clean_info
- * describes them so that the caller can often skip reading the columns:
- * [0] and [1] the lowest and highest res (a stop rule is then tested on two
- * numbers), [2] their batch when they all have the same one, else -1, and
- * [3] the first k when the k are consecutive (k0, k0 + 1, ...), else -1.
+ * none; with nbatches 0 fast_ud may be NULL and no CQE is clean): its k and
+ * res go to clean_k/clean_res, and *nclean counts them.  They are cut into
+ * *nruns runs of consecutive clean CQEs of one batch, described in
+ * clean_runs, UR_RUN_FIELDS int32 per run (room for max runs): the batch,
+ * the end of the run in clean_k/clean_res (its start is the previous run's
+ * end, or 0), the lowest and highest res (a stop rule is then tested on two
+ * numbers), and the first k when the run's k are consecutive (k0, k0 + 1,
+ * ...), else -1.  A batch may have several runs when batches interleave.
  * Every other CQE goes to user_data/res, in ring order.  Returns the number
  * copied in all.
  * Only the CQ ring is shared here: fast_ud is the caller's, read only. */
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
-                  uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
-                  unsigned max, unsigned *nclean, int32_t *clean_info)
+                  uint32_t *clean_k, int32_t *clean_res, unsigned max,
+                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns)
 {
     const struct io_uring_cqe *cqes = ring->cqes;
     unsigned mask = *ring->cq_mask;
     unsigned head = load_relaxed(ring->cq_head);
     /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
     unsigned tail = load_acquire(ring->cq_tail);
-    unsigned n = 0, nc = 0, no = 0;
-    int32_t lo = INT32_MAX, hi = INT32_MIN, batch = -1, k0 = -1;
+    uint64_t k_field = (uint64_t)UR_UD_K_MASK << UR_UD_K_SHIFT;
+    unsigned n = 0, nc = 0, no = 0, nr = 0, run_start = 0;
+    int32_t *run = clean_runs - UR_RUN_FIELDS; /* the current run, once nr > 0 */
 
     while (head != tail && n < max) {
         const struct io_uring_cqe *cqe = &cqes[head & mask];
         uint64_t ud = cqe->user_data;
         uint64_t b = (ud >> UR_UD_BATCH_SHIFT) & UR_UD_BATCH_MASK;
-        uint64_t k_field = (uint64_t)UR_UD_K_MASK << UR_UD_K_SHIFT;
 
         if (b < nbatches && fast_ud[b] != 0 && (ud & ~k_field) == fast_ud[b]) {
-            uint32_t k = (uint32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
+            int32_t k = (int32_t)((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK);
 
-            if (nc == 0) {
-                batch = (int32_t)b;
-                k0 = (int32_t)k;
+            if (nr == 0 || run[0] != (int32_t)b) { /* a new run */
+                run += UR_RUN_FIELDS;
+                nr++;
+                run_start = nc;
+                run[0] = (int32_t)b;
+                run[2] = run[3] = cqe->res;
+                run[4] = k;
             } else {
-                if (batch != (int32_t)b)
-                    batch = -1;
-                if (k0 >= 0 && k != (uint32_t)k0 + nc)
-                    k0 = -1;
+                run[2] = cqe->res < run[2] ? cqe->res : run[2];
+                run[3] = cqe->res > run[3] ? cqe->res : run[3];
+                if (run[4] >= 0 && k != run[4] + (int32_t)(nc - run_start))
+                    run[4] = -1;
             }
-            clean_batch[nc] = (uint32_t)b;
-            clean_k[nc] = k;
+            clean_k[nc] = (uint32_t)k;
             clean_res[nc] = cqe->res;
-            lo = cqe->res < lo ? cqe->res : lo;
-            hi = cqe->res > hi ? cqe->res : hi;
             nc++;
+            run[1] = (int32_t)nc;
         } else {
             user_data[no] = ud;
             res[no] = cqe->res;
@@ -405,10 +409,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
         store_release(ring->cq_head, head);
     }
     *nclean = nc;
-    clean_info[0] = lo;
-    clean_info[1] = hi;
-    clean_info[2] = batch;
-    clean_info[3] = batch >= 0 ? k0 : -1;
+    *nruns = nr;
     return (int)n;
 }
 

@@ -52,6 +52,10 @@ struct ur_patch {
 #define UR_UD_BATCH_SHIFT 28
 #define UR_UD_BATCH_MASK 65535
 
+/* ur_reap_split's description of a run of clean endings: batch, end, lowest
+ * res, highest res, first k (or -1) */
+#define UR_RUN_FIELDS 5
+
 /* cold: set up and tear down */
 int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
              unsigned flags);
@@ -69,8 +73,8 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
 int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
-                  uint32_t *clean_batch, uint32_t *clean_k, int32_t *clean_res,
-                  unsigned max, unsigned *nclean, int32_t *clean_info);
+                  uint32_t *clean_k, int32_t *clean_res, unsigned max,
+                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns);
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

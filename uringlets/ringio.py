@@ -81,14 +81,15 @@ class RingIO:
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)
-        self._clean_b = ffi.new("uint32_t[]", self._reap_max)
         self._clean_k = ffi.new("uint32_t[]", self._reap_max)
         self._clean_res = ffi.new("int32_t[]", self._reap_max)
         self._nclean = ffi.new("unsigned[1]")
-        self._clean_info = ffi.new("int32_t[4]")  # see ur_reap_split
+        # runs of clean endings of one batch: UR_RUN_FIELDS each (see ur_reap_split)
+        self._clean_runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * self._reap_max)
+        self._nruns = ffi.new("unsigned[1]")
         self._reap_args = (
-            ring, self._fast, capacity, self._uds, self._ress, self._clean_b, self._clean_k,
-            self._clean_res, self._reap_max, self._nclean, self._clean_info,
+            ring, self._fast, capacity, self._uds, self._ress, self._clean_k, self._clean_res,
+            self._reap_max, self._nclean, self._clean_runs, self._nruns,
         )  # fmt: skip
         self.in_flight = 0
         self.broken: str | None = None
@@ -156,7 +157,7 @@ class RingIO:
         """Wait for ``min_complete`` CQEs (at most ``timeout_ns``, < 0 no
         limit), then route every CQE there is.  Returns False on timeout."""
         ok = self._enter(min_complete, timeout_ns)
-        ring, reap_args, nclean, info = self._ring, self._reap_args, self._nclean, self._clean_info
+        ring, reap_args, nclean = self._ring, self._reap_args, self._nclean
         while True:
             n = lib.ur_reap_split(*reap_args)
             if n:
@@ -168,7 +169,7 @@ class RingIO:
                         ffi.unpack(self._uds, n - nc), ffi.unpack(self._ress, n - nc)
                     )
                 if nc:
-                    self._route_clean(nc, info)
+                    self._route_clean(nc, self._nruns[0])
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
                 lib.ur_enter(ring, 0, -1)
@@ -193,5 +194,5 @@ class RingIO:
     def _route_others(self, uds: list[int], ress: list[int]) -> None:
         raise NotImplementedError
 
-    def _route_clean(self, nc: int, info: Any) -> None:
+    def _route_clean(self, nc: int, nruns: int) -> None:
         raise NotImplementedError

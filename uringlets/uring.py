@@ -17,8 +17,8 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import accumulate, compress, groupby, islice, repeat
-from operator import itemgetter, setitem
+from itertools import accumulate, compress, islice, repeat
+from operator import setitem
 from typing import Any
 
 from . import kernel
@@ -43,10 +43,10 @@ from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 lib = kernel.lib
 
 _K_STEP = 1 << UD_K_SHIFT
-_first = itemgetter(0)
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 _ZERO = (0,)
 _NO_SLOTS = array("q")  # the slots of a batch that has none; never mutated
+_RUN_FIELDS = lib.UR_RUN_FIELDS
 
 
 def _clean_values(
@@ -206,28 +206,29 @@ class UringBackend(PlanFollower):
         return keep
 
     # -- clean endings ------------------------------------------------------------
-    def _route_clean(self, nc: int, info: Any) -> None:
+    def _route_clean(self, nc: int, nruns: int) -> None:
         """Finish the ``nc`` executions whose clean ending ``ur_reap_split``
-        found (the CQE of a program's last atom, ``Batch.fast_ud``), a batch
-        at a time.  Usually they all belong to one batch and come in order of
-        k (``info``), and only their results are read."""
-        lo, hi, bi, k0 = info
-        if bi >= 0:
-            b = self._batches[bi]
+        found (the CQE of a program's last atom, ``Batch.fast_ud``), a run
+        of one batch at a time.  Usually there is one run, in order of k, and
+        only its results are read."""
+        batches, run_fields = self._batches, _RUN_FIELDS
+        if nruns == 1:
+            bi, _, lo, hi, k0 = ffi.unpack(self._clean_runs, run_fields)
+            b = batches[bi]  # in the table: ur_reap_split matched its fast_ud
             assert b is not None
             ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
             self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
             return
-        bis = ffi.unpack(self._clean_b, nc)
-        ks, ress = ffi.unpack(self._clean_k, nc), ffi.unpack(self._clean_res, nc)
-        # Several batches: sorted by batch (then k), in C, and cut into runs.
-        batches = self._batches
-        for bi, run in groupby(sorted(zip(bis, ks, ress, strict=True)), _first):
-            _, run_ks, run_ress = zip(*run, strict=True)
-            lo, hi = min(run_ress), max(run_ress)
-            b = batches[bi]
+        all_ks, all_ress = ffi.unpack(self._clean_k, nc), ffi.unpack(self._clean_res, nc)
+        runs = ffi.unpack(self._clean_runs, run_fields * nruns)
+        start = 0
+        for r in range(0, run_fields * nruns, run_fields):
+            bi, end, lo, hi, k0 = runs[r : r + run_fields]
+            b = batches[bi]  # a batch of several runs stays until its last
             assert b is not None
-            self._finish_clean(b, list(run_ks), list(run_ress), lo, hi)
+            ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
+            self._finish_clean(b, ks, all_ress[start:end], lo, hi)
+            start = end
 
     def _finish_clean(self, b: Batch, ks: Sequence[int], ress: list[int], lo: int, hi: int) -> None:
         """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
