@@ -14,11 +14,11 @@ buffer (a slice of the batch's block) and its parameter buffers, from
 ``start`` until it finishes; the kernel may write into the scratch buffer
 only while a run is in flight, an execution finishes only after the CQE that
 ends its run, and the batch gives its block back only when its last
-execution has finished, so the buffers outlive the kernel's use of them.  A slot is released once: ``_finish``
-empties the slots the execution's own atoms did not close (or installs
-exported ones as real fds first), then puts them back on the free list.  One
-execution, one completion: ``Batch.done[k]`` is set exactly once, where the
-completion is posted.
+execution has finished, so the buffers outlive the kernel's use of them.
+A slot is released once: ``_finish`` empties the slots the execution's own
+atoms did not close (or installs exported ones as real fds first), then puts
+them back on the free list.  One execution, one completion:
+``Batch.done[k]`` is set exactly once, where the completion is posted.
 """
 
 from __future__ import annotations
