@@ -62,6 +62,7 @@ PROFILES: dict[str, dict] = {
     "nop4-c-liburing": {"c": ["nop4", 64 * 40000]},
     "file3-c-liburing": {"c": ["file3", wl.NFILES * 250]},
     "tcp5-c-liburing": {"c": ["tcp5", 64 * 500]},
+    "rr-c-liburing": {"c": ["rr", 64 * 4000]},
 }
 
 
@@ -228,7 +229,8 @@ def profile_c(name: str, spec: list, scale: float, ports: dict, tmp: Path) -> di
     workload, executions = spec
     unit = wl.NFILES if workload == "file3" else wl.BATCH
     executions = max(int(executions * scale) // unit, 1) * unit
-    port = ports[wl.MSG_SIZE] if workload == "tcp5" else None
+    # tcp5's server closes after one echo; rr's keeps its connections
+    port = {"tcp5": ports[wl.MSG_SIZE], "rr": ports[0]}.get(workload)
     argv = wl.c_ref_argv(workload, executions, port=port)
     data = tmp / f"{name}.perf"
     t0 = os.times()

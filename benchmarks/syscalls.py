@@ -117,6 +117,7 @@ def configs(batches: tuple[int, ...], scale: float) -> list[dict]:
     py("tcp5", "uvloop", 64, "bench_net", "time_tcp5_loop", ["uvloop", "protocol"])
     py("rr", "uringlets", 64, "bench_net", "time_rr_uringlets")
     py("rr", "uringlets-batch", 64, "bench_net", "time_rr_uringlets_batch")
+    c("rr", n["rr"])
     py("rr", "plain", 1, "bench_net", "time_rr_plain")
     py("rr", "asyncio", 64, "bench_net", "time_rr_loop", ["asyncio", "protocol"])
     py("rr", "uvloop", 64, "bench_net", "time_rr_loop", ["uvloop", "protocol"])
@@ -241,7 +242,8 @@ def count_attached(argv: list[str], tmp: Path) -> dict[str, int]:
 def measure(row: dict, ports: dict[int, int], tmp: Path) -> dict:
     if "c" in row:
         workload, executions, batch, kwargs = row["c"]
-        port = ports[wl.MSG_SIZE] if workload == "tcp5" else None
+        # tcp5's server closes after one echo; rr's keeps its connections
+        port = {"tcp5": ports[wl.MSG_SIZE], "rr": ports[0]}.get(workload)
         argv = wl.c_ref_argv(workload, executions, batch=batch, port=port, **kwargs)
         argv0 = wl.c_ref_argv(workload, 0, batch=batch, port=port, **kwargs)
     else:
