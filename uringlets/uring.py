@@ -244,13 +244,6 @@ class UringBackend(PlanFollower):
         else:
             rs = ress
         n = len(ks)
-        results: Any
-        if clean.posted:
-            results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
-        elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
-            results = repeat((*clean.prefix, lo), n)
-        else:
-            results = [(*clean.prefix, r) for r in rs]
         stop = clean.stop
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
         if type(b.tags) is tuple and not (stopping or clean.posted or clean.buffers or lo != hi):
@@ -259,7 +252,7 @@ class UringBackend(PlanFollower):
             same = (None, b.program, (*clean.prefix, lo), None, False, None, True, None, None)
             completions = list(map(tuple.__new__, repeat(Completion, n), repeat(same, n)))
         else:
-            completions = self._completions(b, clean, ks, rs, results, stopping, lo)
+            completions = self._completions(b, clean, ks, rs, stopping, lo, hi)
         # Release the slots (all closed by the program's own atoms on this
         # path) and, with the batch's last execution, its table entry and
         # scratch block (_drop); then post the completions.
@@ -291,14 +284,21 @@ class UringBackend(PlanFollower):
         clean: CleanPath,
         ks: Sequence[int],
         rs: list[int],
-        results: Any,
         stopping: bool,
         lo: int,
+        hi: int,
     ) -> list[Completion]:
         """The completions of ``_finish_clean``, made a column at a time:
         tags, results, where each stopped (``stopping``: some did), values
         copied out of the batch's scratch block."""
         n = len(ks)
+        results: Any
+        if clean.posted:
+            results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
+        elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
+            results = repeat((*clean.prefix, lo), n)
+        else:
+            results = [(*clean.prefix, r) for r in rs]
         # Columns nothing fills are this tuple of Nones (zip iterates it anew
         # for each column).
         stopped: Any = (None,) * n
