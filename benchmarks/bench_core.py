@@ -3,8 +3,8 @@ uvloop, python-liburing and C/liburing.
 
     python benchmarks/bench_core.py -o results.json [--fast] [--bench NAME ...] [--cold]
 
-Every value is the time of ONE execution (nop4) or ONE file (file3), so a
-rate is 1/value:
+Every value is the time of ONE execution (nop4, nop1) or ONE file (file3,
+file1, file3-refill), so a rate is 1/value:
 
 nop4-uringlets      one loop = submit_many(nop4, 64) + wait(64), every completion checked ok
 nop4-pyliburing     python-liburing 2024.5.3: 64 x 4 get_sqe/prep_nop per loop, one
@@ -23,6 +23,27 @@ file3-c-liburing    benchmarks/c/uring_ref file3 LOOPS DIR 2000 64 (same batches
 file3-uringlets-threads   the file3-uringlets loop on Engine("threads", workers=2)
 file3-threadpool-batched  what that engine does, written by hand: ThreadPoolExecutor(2), per
                     batch of 64 files pool.submit(open/read/close) each, then every result
+
+The application shapes (issue 10): one call at a time, and refilling as
+completions arrive, instead of batches of 64 in step:
+
+nop1-uringlets      one loop = one eng.run(1-nop program), its completion checked ok
+nop1-c-liburing     benchmarks/c/uring_ref nop1 LOOPS: one NOP per io_uring_submit_and_wait
+nop1-pyliburing     python-liburing: get_sqe/prep_nop, submit_and_wait(1), wait_cqe/cqe_seen
+file1-uringlets     one loop = one pass over the 2,000 files, one eng.run(file3, path=p)
+                    per file, each completion checked ok and 4096 bytes read
+file1-c-liburing    benchmarks/c/uring_ref file1 LOOPS DIR 2000: the file3 chain, one per
+                    io_uring_submit_and_wait
+                    (file1's plain peer is file3-plain: the plain loop is one at a time)
+file3-refill-uringlets  one loop = one pass over the 2,000 files with 64 executions in
+                    flight: eng.submit 64, then for every completion wait(1) returns,
+                    check it (ok, 4096 bytes) and eng.submit the next file; never more
+                    than 64 in flight (the loop counts them itself)
+file3-refill-uringlets-many  the same refill, but the completions one wait(1) returned are
+                    replaced by one submit_many (as rr-uringlets does): what batching buys
+file3-refill-c-liburing  benchmarks/c/uring_ref file3refill LOOPS DIR 2000 64: the same
+                    refill, each CQE's slot requeued, one submit_and_wait(1) per round
+                    (file3-refill's plain peer is file3-plain too)
 
 The files are warm (read once before measuring).  ``--cold`` runs instead
 file3cold-uringlets/-plain/-threadpool/-c-liburing: the same passes, each
@@ -179,6 +200,34 @@ def time_nop4_pyliburing(loops: int) -> float:
     return perf_counter() - t0
 
 
+# -- nop1: one run() at a time -----------------------------------------------------------
+@functools.cache
+def nop1() -> ul.Program:
+    return wl.nop_program(1)
+
+
+def time_nop1_uringlets(loops: int) -> float:
+    eng, prog = engine(), nop1()
+    run = eng.run
+    t0 = perf_counter()
+    for _ in range(loops):
+        c = run(prog)
+        if not c.ok:
+            _fail("nop1: failed", c)
+    return perf_counter() - t0
+
+
+def time_nop1_c(loops: int) -> float:
+    return wl.c_ref_seconds("nop1", loops)
+
+
+def time_nop1_pyliburing(loops: int) -> float:
+    pyliburing_peer.ring()
+    t0 = perf_counter()
+    pyliburing_peer.run_nop1(loops)
+    return perf_counter() - t0
+
+
 # -- file3 ------------------------------------------------------------------------------
 def time_file3_uringlets(loops: int, eng: ul.Engine | None = None, batch: int = BATCH) -> float:
     eng, (prog, data), batches = eng or engine(), file3(), file3_batches(batch)
@@ -268,6 +317,97 @@ def time_file3_pyliburing(loops: int) -> float:
     return perf_counter() - t0
 
 
+# -- file1: one run() of file3 at a time ------------------------------------------------
+def time_file1_uringlets(loops: int) -> float:
+    eng, (prog, data), paths = engine(), file3(), files()
+    run = eng.run
+    t0 = perf_counter()
+    for _ in range(loops):
+        for p in paths:
+            c = run(prog, path=p)
+            if not c.ok or len(c[data]) != SIZE:
+                _fail("file1: failed or short", c)
+    return perf_counter() - t0
+
+
+def time_file1_c(loops: int) -> float:
+    files()  # the same warm file set
+    return wl.c_ref_seconds("file1", loops * wl.NFILES)
+
+
+# -- file3-refill: 64 in flight, one submit per completion -----------------------------
+REFILL = BATCH  # executions in flight
+
+
+def time_file3_refill_uringlets(loops: int) -> float:
+    """``loops`` passes over the files, ``REFILL`` executions in flight: each
+    completion is checked and replaced at once by one ``submit`` of the next
+    file.  The loop keeps the count itself, so it never has more than
+    ``REFILL`` in flight, whatever the engine's capacity."""
+    eng, (prog, data), paths = engine(), file3(), files()
+    submit, wait = eng.submit, eng.wait
+    nfiles = len(paths)
+    total = loops * nfiles
+    t0 = perf_counter()
+    nxt = in_flight = 0
+    while in_flight < REFILL and nxt < total:
+        submit(prog, path=paths[nxt % nfiles])
+        nxt += 1
+        in_flight += 1
+    while in_flight:
+        done = wait(1)
+        if not done:
+            _fail("file3-refill: wait(1) returned nothing", in_flight)
+        for c in done:
+            if not c.ok or len(c[data]) != SIZE:
+                _fail("file3-refill: failed or short", c)
+            in_flight -= 1
+            if nxt < total:
+                submit(prog, path=paths[nxt % nfiles])
+                nxt += 1
+                in_flight += 1
+    return perf_counter() - t0
+
+
+def time_file3_refill_uringlets_many(loops: int) -> float:
+    """The same refill, but the completions one ``wait(1)`` returns are
+    replaced by one ``submit_many`` (as rr-uringlets does), not one
+    ``submit`` each: what batching the refill buys."""
+    eng, (prog, data), paths = engine(), file3(), files()
+    submit_many, wait = eng.submit_many, eng.wait
+    params = [{"path": p} for p in paths]
+    nfiles = len(params)
+    total = loops * nfiles
+    t0 = perf_counter()
+    nxt = in_flight = 0
+    while in_flight < REFILL and nxt < total:
+        n = min(REFILL - in_flight, total - nxt, nfiles - nxt % nfiles)
+        submit_many(prog, params=params[nxt % nfiles : nxt % nfiles + n])
+        nxt += n
+        in_flight += n
+    while in_flight:
+        done = wait(1)
+        if not done:
+            _fail("file3-refill-many: wait(1) returned nothing", in_flight)
+        for c in done:
+            if not c.ok or len(c[data]) != SIZE:
+                _fail("file3-refill-many: failed or short", c)
+        in_flight -= len(done)
+        free = len(done)
+        while free and nxt < total:
+            n = min(free, total - nxt, nfiles - nxt % nfiles)  # a slice of the file list
+            submit_many(prog, params=params[nxt % nfiles : nxt % nfiles + n])
+            nxt += n
+            in_flight += n
+            free -= n
+    return perf_counter() - t0
+
+
+def time_file3_refill_c(loops: int) -> float:
+    files()
+    return wl.c_ref_seconds("file3refill", loops * wl.NFILES, batch=REFILL)
+
+
 # -- file3, cold: the page cache dropped before each pass ------------------------------
 def cold_passes(loops: int, one_pass: Callable[[], object]) -> float:
     """Run ``one_pass()`` ``loops`` times, each after dropping the caches;
@@ -311,6 +451,9 @@ BENCHMARKS = {
     "nop4-uringlets": (time_nop4_uringlets, BATCH, "execution"),
     "nop4-c-liburing": (time_nop4_c, BATCH, "execution"),
     "nop4-pyliburing": (time_nop4_pyliburing, BATCH, "execution"),
+    "nop1-uringlets": (time_nop1_uringlets, 1, "execution"),
+    "nop1-c-liburing": (time_nop1_c, 1, "execution"),
+    "nop1-pyliburing": (time_nop1_pyliburing, 1, "execution"),
     "file3-uringlets": (time_file3_uringlets, wl.NFILES, "file"),
     "file3-plain": (time_file3_plain, wl.NFILES, "file"),
     "file3-threadpool": (time_file3_threadpool, wl.NFILES, "file"),
@@ -320,6 +463,11 @@ BENCHMARKS = {
     "file3-c-liburing": (time_file3_c, wl.NFILES, "file"),
     "file3-uringlets-threads": (time_file3_uringlets_threads, wl.NFILES, "file"),
     "file3-threadpool-batched": (time_file3_threadpool_batched, wl.NFILES, "file"),
+    "file1-uringlets": (time_file1_uringlets, wl.NFILES, "file"),
+    "file1-c-liburing": (time_file1_c, wl.NFILES, "file"),
+    "file3-refill-uringlets": (time_file3_refill_uringlets, wl.NFILES, "file"),
+    "file3-refill-uringlets-many": (time_file3_refill_uringlets_many, wl.NFILES, "file"),
+    "file3-refill-c-liburing": (time_file3_refill_c, wl.NFILES, "file"),
 }
 COLD_BENCHMARKS = {
     "file3cold-uringlets": (time_file3cold_uringlets, wl.NFILES, "file"),
@@ -327,7 +475,7 @@ COLD_BENCHMARKS = {
     "file3cold-threadpool": (time_file3cold_threadpool, wl.NFILES, "file"),
     "file3cold-c-liburing": (time_file3cold_c, wl.NFILES, "file"),
 }
-PYLIBURING = {"nop4-pyliburing", "file3-pyliburing"}
+PYLIBURING = {"nop4-pyliburing", "nop1-pyliburing", "file3-pyliburing"}
 EXIT_COLD_UNAVAILABLE = 3
 
 

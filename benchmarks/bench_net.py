@@ -31,6 +31,13 @@ rr-uringlets      each connection does LOOPS request-responses in turn (one prog
                   wait(1) returns completions, one submit_many for those connections again
 rr-uringlets-batch  one loop = submit_many(params=64 fds) + wait(64): every connection
                   waits for the slowest of its batch
+rr-per-event-uringlets  as rr-uringlets, written the way an event-driven program is: one
+                  eng.submit(rr, tag=conn, fd=...) per connection, and, for each completion
+                  wait(1) returns, one eng.submit for that connection's next request (never
+                  more than 64 in flight: one per connection).  Its peers are rr-asyncio,
+                  rr-uvloop (a task per connection) and rr-c-liburing (which already queues
+                  each connection's next request as its completion comes): the report
+                  compares it with those, so they are not run twice
 rr-plain          one loop = sendall + recv on each of the 64 blocking sockets in turn
 rr-asyncio        64 tasks, one per connection, each doing LOOPS request-responses
 rr-uvloop         the same coroutines on a uvloop event loop
@@ -386,6 +393,42 @@ def time_rr_uringlets_batch(loops: int) -> float:
     return elapsed
 
 
+def time_rr_per_event_uringlets(loops: int) -> float:
+    """Each of the 64 connections does ``loops`` request-responses in turn,
+    one ``submit`` per request: the first for every connection, then one for
+    a connection as soon as its completion is drained (``wait(1)``)."""
+    eng, (prog, got) = engine(), rr()
+    fds = [s.fileno() for s in rr_sockets(True)]
+    submit, wait = eng.submit, eng.wait
+    errors = Errors("rr-per-event-uringlets")
+    left = [loops] * BATCH  # requests still to make, per connection
+    t0 = perf_counter()
+    in_flight = 0
+    if loops:  # 0 loops: set up only
+        for i, fd in enumerate(fds):
+            submit(prog, tag=i, fd=fd)
+            in_flight += 1
+    while in_flight:
+        done = wait(1, HANG_SECONDS)
+        if not done:
+            raise RuntimeError(
+                f"rr-per-event-uringlets: nothing completed within {HANG_SECONDS:g} s "
+                f"({in_flight} in flight): a hang"
+            )
+        for c in done:
+            if not c.ok or c[got] != MESSAGE:
+                errors.add(c)
+            in_flight -= 1
+            i = c.tag
+            left[i] -= 1
+            if left[i]:
+                submit(prog, tag=i, fd=fds[i])
+                in_flight += 1
+    elapsed = perf_counter() - t0
+    errors.check(loops * BATCH)
+    return elapsed
+
+
 def time_rr_plain(loops: int) -> float:
     socks = rr_sockets(True)
     errors = Errors("rr-plain")
@@ -509,6 +552,7 @@ BENCHMARKS = {
     "tcp5-c-liburing": (time_tcp5_c, BATCH, "request"),
     "rr-uringlets": (time_rr_uringlets, BATCH, "request"),
     "rr-uringlets-batch": (time_rr_uringlets_batch, BATCH, "request"),
+    "rr-per-event-uringlets": (time_rr_per_event_uringlets, BATCH, "request"),
     "rr-plain": (time_rr_plain, BATCH, "request"),
     "rr-asyncio": (time_rr_loop, BATCH, "request"),
     "rr-uvloop": (time_rr_loop, BATCH, "request"),

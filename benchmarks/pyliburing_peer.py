@@ -1,9 +1,9 @@
-"""The python-liburing peer: PyPI ``liburing`` pinned at 2024.5.3, for nop4 and file3.
+"""The python-liburing peer: PyPI ``liburing`` pinned at 2024.5.3, for nop4, nop1 and file3.
 
 Written the way its README shows: one ``io_uring_get_sqe`` + ``io_uring_prep_*``
 call per SQE (plus ``io_uring_sqe_set_flags`` / ``io_uring_sqe_set_data64``),
-``io_uring_submit_and_wait`` once per batch of 64 chains, then
-``io_uring_wait_cqe`` + ``io_uring_cqe_seen`` per CQE.  The chains are the C
+``io_uring_submit_and_wait`` once per batch of 64 chains (nop1: once per
+single NOP), then ``io_uring_wait_cqe`` + ``io_uring_cqe_seen`` per CQE.  The chains are the C
 reference's (``benchmarks/c/uring_ref.c``): the same links, the same
 ``CQE_SKIP_SUCCESS`` on all but a chain's tail, the same direct descriptors
 for file3 (openat_direct -> read with IOSQE_FIXED_FILE -> close_direct), and
@@ -155,6 +155,33 @@ def run_nop4(loops: int) -> None:
             if cqe.res != 0:
                 _fail("nop4-pyliburing: failed CQE", (cqe.user_data, cqe.res))
             cqe_seen(r, cqe)
+
+
+def run_nop1(loops: int) -> None:
+    """``loops`` single NOPs, one ``io_uring_submit_and_wait`` each (time it
+    around this): what one ``Engine.run`` of a 1-nop program is compared with."""
+    L, r = api(), ring()
+    get_sqe, prep_nop, set_data64 = (
+        L.io_uring_get_sqe,
+        L.io_uring_prep_nop,
+        L.io_uring_sqe_set_data64,
+    )
+    submit_and_wait, wait_cqe, cqe_seen = (
+        L.io_uring_submit_and_wait,
+        L.io_uring_wait_cqe,
+        L.io_uring_cqe_seen,
+    )
+    cqe = L.io_uring_cqe()
+    for _ in range(loops):
+        sqe = get_sqe(r)
+        prep_nop(sqe)
+        set_data64(sqe, 1)
+        submit_and_wait(r, 1)
+        if (err := wait_cqe(r, cqe)) < 0:
+            _fail("nop1-pyliburing: io_uring_wait_cqe", err)
+        if cqe.res != 0:
+            _fail("nop1-pyliburing: failed CQE", (cqe.user_data, cqe.res))
+        cqe_seen(r, cqe)
 
 
 @functools.cache

@@ -5,10 +5,14 @@
         [--run results/run.json] [-o PATH] [--readme PATH] [--plots DIR]
 
 The pyperf files hold benchmarks named ``<workload>-<implementation>``
-(``file3-plain``) and the sweeps' ``nop4.b16-uringlets`` (batch size 16),
+(``file3-plain``; the workload names ``rr-per-event`` and ``file3-refill``
+have a dash of their own) and the sweeps' ``nop4.b16-uringlets`` (batch size 16),
 ``file3.b16-c-liburing`` and ``nop.n8-uringlets`` (chain of 8 atoms); each
 value is the time of one execution (one file, one request).  A benchmark found
-in several files is taken from the last one.  ``syscalls.json`` (syscalls.py),
+in several files is taken from the last one.  Some workloads take a peer
+measured under another workload's name (``BORROWED``: file1's and
+file3-refill's plain peer is ``file3-plain``), when that name has no
+measurement of its own.  ``syscalls.json`` (syscalls.py),
 ``profile.json`` (profiles.py) and ``run.json`` (run.sh: mode, durations,
 skipped parts) are read when given or found beside the first file.  The
 machine section describes the machine this script runs on (run it where the
@@ -47,6 +51,14 @@ WORKLOADS = {
         "on all but the tail) per `submit_and_wait`, every CQE checked.",
         "executions/s",
     ),
+    "nop1": (
+        "nop1: one `run()` of a 1-nop program at a time",
+        "One execution = one program of a single `nop` atom, run with `eng.run(prog)`: "
+        "submit, wait for that one completion, check it `ok`, then the next. This is the "
+        "fixed cost of one call, what an application pays for every blocking use. C and "
+        "python-liburing: one NOP SQE per `io_uring_submit_and_wait(1)`, its CQE checked.",
+        "executions/s",
+    ),
     "file3": (
         "file3: openat -> read 4 KiB -> close, per file (warm page cache)",
         "2,000 warm (page-cache) files of 4 KiB, one pass per loop. uringlets: batches of "
@@ -56,6 +68,29 @@ WORKLOADS = {
         "`asyncio.gather` of `loop.run_in_executor(None, open/read/close)`, the loop's default "
         "executor. The uringlets thread engine and the hand-written ThreadPoolExecutor loop "
         "it is compared with are in their own section below.",
+        "files/s",
+    ),
+    "file1": (
+        "file1: one `run()` of openat -> read 4 KiB -> close at a time (warm page cache)",
+        "The file3 program over the same 2,000 warm files, one `eng.run(prog, path=p)` "
+        "per file (every completion checked `ok` and 4096 bytes read) before the next. "
+        "C: the same linked chain (openat_direct, read, close_direct), one per "
+        "`io_uring_submit_and_wait` (`uring_ref file1`). Plain: the `file3-plain` "
+        "measurement (os.open/os.read/os.close of each file in turn, which is already "
+        "one at a time). One warm file at a time is where io_uring gains nothing: this "
+        "bounds the engine's per-call overhead.",
+        "files/s",
+    ),
+    "file3-refill": (
+        "file3-refill: openat -> read 4 KiB -> close, 64 in flight, refilled as they complete",
+        "The file3 program over the 2,000 warm files with 64 executions in flight: 64 "
+        "`eng.submit(prog, path=p)`, then for each completion `wait(1)` returns, check it "
+        "(`ok`, 4096 bytes) and `submit` the next file at once; the loop counts what it "
+        "has in flight and never exceeds 64 (variant: the completions of one `wait(1)` "
+        "replaced by one `submit_many`). C (`uring_ref file3refill`): the same, each "
+        "CQE's direct-descriptor slot requeued with the next file's chain, one "
+        "`io_uring_submit_and_wait(1)` per round of completions. Plain: the `file3-plain` "
+        "measurement.",
         "files/s",
     ),
     "file3cold": (
@@ -94,11 +129,37 @@ WORKLOADS = {
         "`submit_and_wait(1)`.",
         "requests/s",
     ),
+    "rr-per-event": (
+        "rr-per-event: rr with one `submit()` per connection as each completion arrives",
+        "The rr workload (64 open connections to the echo server, send 64 B -> recv 64 B, "
+        "every reply compared) written the way an event-driven program is: one "
+        "`eng.submit(rr, tag=conn, fd=...)` per connection, then for every completion "
+        "`wait(1)` returns, one `submit` of that connection's next request (at most 64 in "
+        "flight, one per connection). Its peers are the rr measurements of the same run: "
+        "asyncio and uvloop with a task per connection (`rr-asyncio`, `rr-uvloop`) and C "
+        "liburing (`rr-c-liburing`, which already queues each connection's next request "
+        "as its CQE comes).",
+        "requests/s",
+    ),
 }
+# Peers a workload takes from another workload's measurement (the same code
+# measured once), unless the run has them under the workload's own name.
+BORROWED = {
+    "file1": {"plain": "file3-plain"},
+    "file3-refill": {"plain": "file3-plain"},
+    "rr-per-event": {
+        "c-liburing": "rr-c-liburing",
+        "asyncio": "rr-asyncio",
+        "uvloop": "rr-uvloop",
+    },
+}
+# Workload names with a dash in them (the rest end at the first dash).
+DASHED = sorted((w for w in WORKLOADS if "-" in w), key=len, reverse=True)
 PEERS = {
     "uringlets": "uringlets (io_uring engine)",
     "uringlets-sq4096": "uringlets, `sq_entries=4096`",
     "uringlets-batch": "uringlets, batch-synchronous (`submit_many(64)` + `wait(64)`)",
+    "uringlets-many": "uringlets, refilled with one `submit_many` per `wait(1)`",
     "c-liburing": "C liburing (`benchmarks/c/uring_ref`)",
     "pyliburing": f"python-liburing {PYLIBURING_PIN} (PyPI `liburing`)",
     "plain": "plain Python (os.open/os.read/os.close)",
@@ -113,6 +174,8 @@ PEERS = {
 WORKLOAD_PEERS = {
     ("tcp5", "plain"): "plain Python (blocking sockets, one request at a time)",
     ("rr", "plain"): "plain Python (blocking sockets, one request at a time)",
+    ("file1", "plain"): "plain Python (os.open/os.read/os.close, one file at a time)",
+    ("file3-refill", "plain"): "plain Python (os.open/os.read/os.close, one file at a time)",
     ("file3", "asyncio"): "asyncio (run_in_executor)",
     ("file3", "uvloop"): "uvloop (run_in_executor)",
 }
@@ -137,6 +200,12 @@ TARGETS = [
     ("tcp5", "uringlets", "uvloop", "rate", 1.5),
     ("tcp5", "uringlets", "c-liburing", "rate", 0.6),
     ("rr", "uringlets", "uvloop", "rate", 1.5),
+    # the application shapes (issue 10)
+    ("nop1", "uringlets", "c-liburing", "rate", 0.2),
+    ("file1", "uringlets", "plain", "rate", 0.7),
+    ("rr-per-event", "uringlets", "uvloop", "rate", 1.2),
+    ("file3-refill", "uringlets", "c-liburing", "rate", 0.7),
+    ("file3-refill", "uringlets", "plain", "rate", 1.1),
     ("file3", "uringlets-threads", "threadpool-batched", "time", 1.2),
 ]
 ENTER_TARGET = 0.05  # io_uring_enter per execution at batch 64, at most
@@ -167,6 +236,9 @@ def load_json(path: Path | None) -> dict | None:
 
 
 def split_name(name: str) -> tuple[str, str]:
+    for workload in DASHED:
+        if name.startswith(workload + "-"):
+            return workload, name[len(workload) + 1 :]
     workload, _, impl = name.partition("-")
     return workload, impl
 
@@ -303,6 +375,7 @@ class Data:
     ) -> None:
         self.sources, self.syscalls, self.profile, self.run = sources, syscalls, profile, run or {}
         self.main: dict[str, dict[str, pyperf.Benchmark]] = {}
+        self.borrowed: dict[tuple[str, str], str] = {}  # (workload, impl) -> measured as
         self.batch: dict[str, dict[str, dict[int, pyperf.Benchmark]]] = {}
         self.chain: dict[str, dict[int, pyperf.Benchmark]] = {}
         self.all = benches
@@ -315,6 +388,14 @@ class Data:
             else:
                 workload, impl = split_name(name)
                 self.main.setdefault(workload, {})[impl] = bench
+        for workload, peers in BORROWED.items():
+            impls = self.main.get(workload)
+            if not impls:  # nothing of the workload itself in this run
+                continue
+            for impl, source in peers.items():
+                if impl not in impls and source in benches:
+                    impls[impl] = benches[source]
+                    self.borrowed[(workload, impl)] = source
 
     def get(self, workload: str, impl: str) -> pyperf.Benchmark | None:
         return self.main.get(workload, {}).get(impl)
@@ -425,10 +506,31 @@ def section_machine(d: Data, add) -> None:
     add("")
 
 
+HEADLINE_ORDER = (
+    "nop4",
+    "file3",
+    "file3cold",
+    "tcp5",
+    "rr",
+    "nop1",
+    "file1",
+    "file3-refill",
+    "rr-per-event",
+)
+HEADLINE_LABEL = {
+    "file3cold": "file3 (cold cache)",
+    "file3": "file3 (warm)",
+    "nop1": "nop1 (one `run()` at a time)",
+    "file1": "file1 (one `run()` at a time)",
+    "file3-refill": "file3-refill (64 in flight, refilled)",
+    "rr-per-event": "rr-per-event (one `submit()` per completion)",
+}
+
+
 def headline_rows(d: Data) -> list[tuple[str, str, list[str]]]:
     """(workload label, uringlets rate, ratio per HEADLINE column)."""
     rows = []
-    for workload in ("nop4", "file3", "file3cold", "tcp5", "rr"):
+    for workload in HEADLINE_ORDER:
         impls = d.main.get(workload, {})
         ul = impls.get(SUBJECT)
         if ul is None:
@@ -438,7 +540,7 @@ def headline_rows(d: Data) -> list[tuple[str, str, list[str]]]:
         for _, peers in HEADLINE:
             peer = next((impls[p] for p in peers if p in impls), None)
             cells.append(f"{ratio_range(ul, peer)[0]:.2f}x" if peer else "—")
-        label = {"file3cold": "file3 (cold cache)", "file3": "file3 (warm)"}.get(workload, workload)
+        label = HEADLINE_LABEL.get(workload, workload)
         rows.append((label, f"{sig3(1 / ul.mean())} {unit}", cells))
     ult, tpe = d.get("file3", THREAD_PAIR[0]), d.get("file3", THREAD_PAIR[1])
     if ult is not None:
@@ -470,7 +572,8 @@ def section_workloads(d: Data, add) -> None:
         if text:
             add(text)
             add("")
-        workload_table(workload, impls, rate_unit, add)
+        borrowed = {i: src for (w, i), src in d.borrowed.items() if w == workload}
+        workload_table(workload, impls, rate_unit, add, borrowed=borrowed)
     ult, tpe = d.get("file3", THREAD_PAIR[0]), d.get("file3", THREAD_PAIR[1])
     if ult is not None or tpe is not None:
         add("## file3 on the uringlets thread engine")
@@ -488,7 +591,17 @@ def section_workloads(d: Data, add) -> None:
         workload_table("file3", pair, "files/s", add, subject="uringlets-threads")
 
 
-def workload_table(workload: str, impls: dict, rate_unit: str, add, subject: str = SUBJECT) -> None:
+def workload_table(
+    workload: str,
+    impls: dict,
+    rate_unit: str,
+    add,
+    subject: str = SUBJECT,
+    borrowed: dict[str, str] | None = None,
+) -> None:
+    """One row per implementation; ``borrowed``: impl -> the benchmark name
+    it was measured under (another workload's peer, the same code)."""
+    borrowed = borrowed or {}
     ul = impls.get(subject)
     add(
         f"| implementation | rate ({rate_unit}) | time per {rate_unit.split('/')[0][:-1]} "
@@ -496,14 +609,18 @@ def workload_table(workload: str, impls: dict, rate_unit: str, add, subject: str
     )
     add("|---|---:|---:|---:|---:|")
     rank = {impl: k for k, impl in enumerate(PEERS)}
-    impl_order = [subject, *sorted(set(impls) - {subject}, key=lambda i: (rank.get(i, 99), i))]
+    others = sorted(set(impls) - {subject}, key=lambda i: (rank.get(i, 99), i))
+    impl_order = [subject, *others] if subject in impls else others
     for impl in impl_order:
         bench = impls[impl]
         vs = "—" if impl == subject or ul is None else ratio_text(ul, bench)
         nrun = sum(1 for r in bench.get_runs() if r.values)
         nvalue = bench.get_nvalue()
+        label = peer_label(workload, impl, bench)
+        if impl in borrowed:
+            label += f" — the `{borrowed[impl]}` measurement"
         add(
-            f"| {peer_label(workload, impl, bench)} | {sig3(1 / bench.mean())} | "
+            f"| {label} | {sig3(1 / bench.mean())} | "
             f"{fmt_time(bench.mean(), stdev(bench))} | {vs} | {nrun} x {nvalue // max(nrun, 1)} |"
         )
     add("")
@@ -799,7 +916,7 @@ def per_execution(d: Data, name: str, cpu: dict) -> str:
         return ""
     t = bench.mean() * 1e6
     user, system = t * cpu["user"] / cpu["wall"], t * cpu["sys"] / cpu["wall"]
-    text = f"; of its {t:.2f} us per {'file' if 'file3' in workload else 'execution'}"
+    text = f"; of its {t:.2f} us per {'file' if workload.startswith('file') else 'execution'}"
     text += f" (benchmark mean): ~{user:.2f} us user CPU + ~{system:.2f} us kernel CPU"
     if user + system < t:
         text += f", ~{t - user - system:.2f} us neither (waiting)"
@@ -968,8 +1085,8 @@ def render(d: Data, plots: dict[str, Path], output: Path) -> str:
     )
     add("")
     add(
-        "Every figure is the time of **one execution** (one file for file3, one request "
-        "for tcp5 and rr); rate = 1/time. "
+        "Every figure is the time of **one execution** (one file for file3, file1 and "
+        "file3-refill, one request for tcp5, rr and rr-per-event); rate = 1/time. "
         f"Ratios are the {SUBJECT} rate over the peer's (above 1 = {SUBJECT} faster); the "
         "range in brackets is what the ±1 std dev of both allows."
     )
@@ -1004,8 +1121,10 @@ def render_readme(d: Data, plots: dict[str, Path], results: Path) -> str:
         f"Measured on a {ncpu}-core {model} VM (Linux {platform.release()}, "
         f"{python_text({})}) on {when}"
         + (f", uringlets {', '.join(f'`{c}`' for c in commits)}" if commits else "")
-        + ". Rates of uringlets' io_uring engine, 64 executions per `submit_many`, and its "
-        "rate over each peer's (above 1 = uringlets faster). Peers: the C liburing reference "
+        + ". Rates of uringlets' io_uring engine and its rate over each peer's (above 1 = "
+        "uringlets faster): nop4, file3, tcp5 and rr in batches of 64 executions per "
+        "`submit_many`; nop1 and file1 one `run()` at a time; file3-refill and rr-per-event "
+        "one `submit()` per completion, 64 in flight. Peers: the C liburing reference "
         f"(`benchmarks/c`), python-liburing {PYLIBURING_PIN} (PyPI `liburing`), plain "
         "Python, ThreadPoolExecutor, asyncio and uvloop (`run_in_executor` for files)."
     )

@@ -2,16 +2,20 @@
 # Run the whole benchmark suite and write benchmarks/RESULTS.md, the plots and
 # benchmarks/README-section.md.
 #
-#   benchmarks/run.sh           full run, about 8 minutes on the 2-core machine
+#   benchmarks/run.sh           full run, about 8 minutes on the 2-core machine before
+#                               the application shapes (nop1, file1, file3-refill,
+#                               rr-per-event: 9 more benchmarks, roughly +1.5 min)
 #   benchmarks/run.sh --fast    quick look, about 3-4 minutes: fewer processes and
 #                               values, sweeps at batches 1/8/64/256 and chains
 #                               1/4/16/64, half the syscall counts, 1 s profiles
 #
 # The steps, each a pyperf script (results/NAME.json) or a helper:
-#   core      bench_core.py: nop4 and file3 (warm) against every peer
+#   core      bench_core.py: nop4 and file3 (warm) against every peer, and the
+#             application shapes: nop1 and file1 (one run() at a time), file3-refill
+#             (64 in flight, one submit per completion)
 #   cold      bench_core.py --cold: file3 with the page cache dropped before each
 #             pass (needs root; skipped, with the reason in the report, if not)
-#   net       bench_net.py: tcp5 and rr
+#   net       bench_net.py: tcp5, rr and rr-per-event (one submit per completion)
 #   sweep     bench_sweep.py: batch-size and chain-length sweeps (plots)
 #   syscalls  syscalls.py: io_uring_enter and all system calls per execution (strace)
 #   profiles  profiles.py: py-spy and perf profiles (where the time goes)
@@ -21,9 +25,14 @@
 #   --fast                  quick look (see above)
 #   --suite NAME            run only this step (repeatable); the report always runs
 #                           and uses the newest results of every step
-#   --bench NAME            to bench_net.py for tcp5-*/rr-* names, to the cold run for
-#                           file3cold-*, else to bench_core.py; steps none of the
-#                           given names belongs to are skipped
+#   --bench NAME            to bench_net.py for tcp5-*/rr-* names (rr-per-event-* too),
+#                           to the cold run for file3cold-*, else to bench_core.py;
+#                           steps none of the given names belongs to are skipped.  Some
+#                           workloads share peers measured once: file1-* and
+#                           file3-refill-* are compared with file3-plain, rr-per-event-*
+#                           with rr-asyncio, rr-uvloop and rr-c-liburing; name those
+#                           too, e.g. --bench file1-uringlets --bench file1-c-liburing
+#                           --bench file3-plain
 #   --threadpool-workers N  to bench_core.py
 #   --threads-workers N, --loop-api API   to bench_net.py
 # Anything else (pyperf options, e.g. -p 5) goes to every pyperf script and wins

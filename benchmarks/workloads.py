@@ -257,21 +257,24 @@ def c_ref_argv(
 ) -> list[str]:
     """The command line of the C reference for ``executions`` executions of
     ``workload`` (see ``c_ref_seconds``; 0 executions: setup and teardown only)."""
-    unit = nfiles if workload == "file3" else batch
+    unit = {"file3": nfiles, "file1": nfiles, "file3refill": nfiles, "nop1": 1}.get(workload, batch)
     loops, rest = divmod(executions, unit)
     if rest or loops < 0:
         raise ValueError(f"{workload}: {executions} executions is not a whole number of {unit}")
     if workload == "nop4":
         return [str(C_REF), "nop4", str(loops), str(batch)]
+    if workload == "nop1":
+        return [str(C_REF), "nop1", str(loops)]
     if workload == "nop":
         return [str(C_REF), "nop", str(loops), str(batch), str(chain)]
     if workload in ("tcp5", "rr"):
         if port is None:
             raise ValueError(f"{workload} needs the port of an echo server")
         return [str(C_REF), workload, str(loops), str(port), str(batch)]
-    if workload == "file3":
+    if workload in ("file3", "file1", "file3refill"):
         directory = bench_dir() if directory is None else Path(directory)
-        return [str(C_REF), "file3", str(loops), str(directory), str(nfiles), str(batch)]
+        argv = [str(C_REF), workload, str(loops), str(directory), str(nfiles)]
+        return argv if workload == "file1" else [*argv, str(batch)]
     raise ValueError(f"unknown workload {workload!r}")
 
 
@@ -289,9 +292,12 @@ def c_ref_seconds(
     (``"nop4"``, ``"nop"`` (``chain`` linked no-ops), ``"tcp5"`` and ``"rr"``
     (``batch`` connections, ``executions / batch`` request-responses each): a
     multiple of ``batch``, tcp5 and rr against the echo server on ``port``;
-    ``"file3"``: a multiple of ``nfiles``, whole passes over the file set in
-    submits of ``batch``) and return the seconds it measured around its own
-    loop (process start and setup excluded)."""
+    ``"nop1"``: one NOP per submit_and_wait, any number; ``"file3"``: a
+    multiple of ``nfiles``, whole passes over the file set in submits of
+    ``batch``; ``"file1"``: the same passes, one chain per submit_and_wait;
+    ``"file3refill"``: the same passes with ``batch`` chains in flight, each
+    refilled as it completes) and return the seconds it measured around its
+    own loop (process start and setup excluded)."""
     argv = c_ref_argv(
         workload,
         executions,

@@ -4,8 +4,19 @@
  * Usage:
  *   uring_ref nop   LOOPS BATCH CHAIN          BATCH chains of CHAIN linked NOPs per loop
  *   uring_ref nop4  LOOPS [BATCH]              the same with CHAIN = 4
+ *   uring_ref nop1  LOOPS                      one NOP per io_uring_submit_and_wait
+ *                                              (nop with BATCH = CHAIN = 1): the cost
+ *                                              of one submit-and-wait round trip
  *   uring_ref file3 LOOPS DIR NFILES [BATCH]   openat_direct -> read 4 KiB -> close_direct
  *                                              for DIR/f0000 .. DIR/f{NFILES-1:04d}
+ *   uring_ref file1 LOOPS DIR NFILES           the same, one chain per
+ *                                              io_uring_submit_and_wait (file3 with
+ *                                              BATCH = 1)
+ *   uring_ref file3refill LOOPS DIR NFILES [INFLIGHT]
+ *                                              the file3 chain over LOOPS passes of
+ *                                              the files, INFLIGHT (64) chains in
+ *                                              flight, each completed chain's slot
+ *                                              refilled with the next file at once
  *   uring_ref tcp5  LOOPS PORT [BATCH]         socket_direct -> connect 127.0.0.1:PORT ->
  *                                              send 64 B -> recv 64 B -> close_direct,
  *                                              BATCH chains (connections) per loop; PORT
@@ -21,14 +32,15 @@
  *
  * Prints exactly one line on stdout:  elapsed_ns=<int> executions=<int>
  * where elapsed_ns covers only the measured loops (CLOCK_MONOTONIC) and
- * executions is the number of chains completed (LOOPS*BATCH or LOOPS*NFILES;
- * for rr LOOPS*BATCH request-responses).
+ * executions is the number of chains completed (LOOPS*BATCH or LOOPS*NFILES,
+ * LOOPS for nop1; for rr LOOPS*BATCH request-responses).
  * LOOPS may be 0: setup and teardown only (the baseline of a syscall count).
  * The submission ring is sized to hold one loop's SQEs (BATCH * SQEs per chain,
  * rounded up to a power of two), so each loop is one io_uring_enter to submit
  * and wait, plus more only if the CQEs come in several goes.  rr's loops are
  * not in step: it makes one io_uring_enter per round of completions (wait for
- * at least one, submitting the requests queued since the last round).
+ * at least one, submitting the requests queued since the last round); so
+ * does file3refill.
  * Errors go to stderr with a non-zero exit status.
  *
  * Build: cc -O2 -Wall -Wextra uring_ref.c -luring
@@ -188,11 +200,49 @@ static void run_nop(long loops, long batch, long chain)
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
 }
 
+/* The file set's paths: DIR/f0000 .. DIR/f{NFILES-1:04d}. */
+static char **file3_paths(const char *dir, long nfiles)
+{
+	char **paths = calloc(nfiles, sizeof(*paths));
+
+	if (!paths)
+		die("calloc", ENOMEM);
+	for (long i = 0; i < nfiles; i++)
+		if (asprintf(&paths[i], "%s/f%04ld", dir, i) < 0)
+			die("asprintf", ENOMEM);
+	return paths;
+}
+
+/*
+ * Queue one file3 chain into direct-descriptor `slot`: openat_direct -> read
+ * 4 KiB into `buf` (fixed file) -> close_direct, linked, CQE_SKIP_SUCCESS on
+ * all but the close, so the chain posts one CQE (res 0 when all went well; a
+ * failed open or a failed or short read posts that SQE's own CQE instead).
+ */
+static void file3_queue(struct io_uring *ring, const char *path, unsigned slot, char *buf,
+			uint64_t ud)
+{
+	struct io_uring_sqe *sqe;
+
+	sqe = get_sqe(ring);
+	io_uring_prep_openat_direct(sqe, AT_FDCWD, path, O_RDONLY, 0, slot);
+	io_uring_sqe_set_data64(sqe, ud);
+	io_uring_sqe_set_flags(sqe, LINK_SKIP);
+
+	sqe = get_sqe(ring);
+	io_uring_prep_read(sqe, (int)slot, buf, READ_SIZE, 0);
+	io_uring_sqe_set_data64(sqe, ud);
+	io_uring_sqe_set_flags(sqe, LINK_SKIP | IOSQE_FIXED_FILE);
+
+	sqe = get_sqe(ring);
+	io_uring_prep_close_direct(sqe, slot);
+	io_uring_sqe_set_data64(sqe, ud);	/* tail: posts the CQE */
+}
+
 /* file3: openat_direct -> read 4 KiB (fixed file) -> close_direct, per file. */
 static void run_file3(long loops, const char *dir, long nfiles, long batch)
 {
 	struct io_uring ring;
-	struct io_uring_sqe *sqe;
 	char **paths;
 	char *bufs;
 	long errors = 0;
@@ -200,12 +250,7 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	int ret;
 
 	/* Setup (not timed): paths, per-chain buffers, ring, sparse file table. */
-	paths = calloc(nfiles, sizeof(*paths));
-	if (!paths)
-		die("calloc", ENOMEM);
-	for (long i = 0; i < nfiles; i++)
-		if (asprintf(&paths[i], "%s/f%04ld", dir, i) < 0)
-			die("asprintf", ENOMEM);
+	paths = file3_paths(dir, nfiles);
 	ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * READ_SIZE);
 	if (ret)
 		die("posix_memalign", ret);
@@ -219,26 +264,9 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 		for (long first = 0; first < nfiles; first += batch) {
 			long n = nfiles - first < batch ? nfiles - first : batch;
 
-			for (long c = 0; c < n; c++) {
-				unsigned slot = (unsigned)c;
-				uint64_t ud = (uint64_t)(first + c);	/* file index */
-
-				sqe = get_sqe(&ring);
-				io_uring_prep_openat_direct(sqe, AT_FDCWD, paths[first + c],
-							    O_RDONLY, 0, slot);
-				io_uring_sqe_set_data64(sqe, ud);
-				io_uring_sqe_set_flags(sqe, LINK_SKIP);
-
-				sqe = get_sqe(&ring);
-				io_uring_prep_read(sqe, (int)slot, bufs + c * READ_SIZE,
-						   READ_SIZE, 0);
-				io_uring_sqe_set_data64(sqe, ud);
-				io_uring_sqe_set_flags(sqe, LINK_SKIP | IOSQE_FIXED_FILE);
-
-				sqe = get_sqe(&ring);
-				io_uring_prep_close_direct(sqe, slot);
-				io_uring_sqe_set_data64(sqe, ud);	/* tail: posts the CQE */
-			}
+			for (long c = 0; c < n; c++)	/* user_data: the file index */
+				file3_queue(&ring, paths[first + c], (unsigned)c,
+					    bufs + c * READ_SIZE, (uint64_t)(first + c));
 			errors += submit_and_reap(&ring, (unsigned)n);
 		}
 	}
@@ -254,6 +282,79 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 		exit(1);
 	}
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * nfiles);
+}
+
+/*
+ * file3refill: LOOPS passes over the NFILES files (LOOPS * NFILES chains),
+ * with INFLIGHT chains in flight, refilled as they complete.  Chain k reads
+ * file k % NFILES into direct-descriptor slot s (user_data = s), buffer s.
+ *
+ * Timed loop: queue the first INFLIGHT chains, then repeat
+ * io_uring_submit_and_wait(1) (which also submits what was queued since the
+ * last call), drain every CQE there is, check each (res == 0: the chain's
+ * close; anything else is the failing SQE's CQE) and queue the next file's
+ * chain into the slot it freed, until every chain is done.  So at most
+ * INFLIGHT chains are ever in flight, as in uringlets' file3-refill.
+ */
+static void run_file3_refill(long loops, const char *dir, long nfiles, long inflight)
+{
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, seen;
+	char **paths;
+	char *bufs;
+	long errors = 0, total = loops * nfiles, next = 0, active = 0;
+	uint64_t t0, t1;
+	int ret;
+
+	/* Setup (not timed): paths, per-slot buffers, ring, sparse file table. */
+	paths = file3_paths(dir, nfiles);
+	ret = posix_memalign((void **)&bufs, 4096, (size_t)inflight * READ_SIZE);
+	if (ret)
+		die("posix_memalign", ret);
+	ring_init(&ring, inflight * 3);	/* at most one chain (3 SQEs) per slot queued */
+	ret = io_uring_register_files_sparse(&ring, (unsigned)inflight);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+
+	t0 = now_ns();
+	for (long s = 0; s < inflight && next < total; s++, next++, active++)
+		file3_queue(&ring, paths[next % nfiles], (unsigned)s, bufs + s * READ_SIZE,
+			    (uint64_t)s);
+	while (active) {
+		ret = io_uring_submit_and_wait(&ring, 1);
+		if (ret < 0)
+			die("io_uring_submit_and_wait", ret);
+		seen = 0;
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			long s = (long)cqe->user_data;
+
+			seen++;
+			if (cqe->res != 0 && errors++ < 10)
+				fprintf(stderr, "uring_ref: file3refill: slot %ld failed: res=%d (%s)\n",
+					s, cqe->res, cqe->res < 0 ? strerror(-cqe->res) : "short");
+			if (next < total) {
+				file3_queue(&ring, paths[next % nfiles], (unsigned)s,
+					    bufs + s * READ_SIZE, (uint64_t)s);
+				next++;
+			} else {
+				active--;
+			}
+		}
+		io_uring_cq_advance(&ring, seen);
+	}
+	t1 = now_ns();
+
+	io_uring_queue_exit(&ring);
+	for (long i = 0; i < nfiles; i++)
+		free(paths[i]);
+	free(paths);
+	free(bufs);
+	if (errors) {
+		fprintf(stderr, "uring_ref: file3refill: %ld failed CQEs\n", errors);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), total);
 }
 
 /*
@@ -509,7 +610,10 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: uring_ref nop LOOPS BATCH CHAIN\n"
 			"       uring_ref nop4 LOOPS [BATCH]\n"
+			"       uring_ref nop1 LOOPS\n"
 			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n"
+			"       uring_ref file1 LOOPS DIR NFILES\n"
+			"       uring_ref file3refill LOOPS DIR NFILES [INFLIGHT]\n"
 			"       uring_ref tcp5 LOOPS PORT [BATCH]\n"
 			"       uring_ref rr LOOPS PORT [BATCH]\n");
 	exit(2);
@@ -526,9 +630,16 @@ int main(int argc, char **argv)
 		run_nop(loops, parse_num(argv[3], "BATCH", 1), parse_num(argv[4], "CHAIN", 1));
 	} else if (!strcmp(argv[1], "nop4") && argc <= 4) {
 		run_nop(loops, argc > 3 ? parse_num(argv[3], "BATCH", 1) : 64, 4);
+	} else if (!strcmp(argv[1], "nop1") && argc == 3) {
+		run_nop(loops, 1, 1);
 	} else if (!strcmp(argv[1], "file3") && (argc == 5 || argc == 6)) {
 		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1),
 			  argc > 5 ? parse_num(argv[5], "BATCH", 1) : 64);
+	} else if (!strcmp(argv[1], "file1") && argc == 5) {
+		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1), 1);
+	} else if (!strcmp(argv[1], "file3refill") && (argc == 5 || argc == 6)) {
+		run_file3_refill(loops, argv[3], parse_num(argv[4], "NFILES", 1),
+				 argc > 5 ? parse_num(argv[5], "INFLIGHT", 1) : 64);
 	} else if (!strcmp(argv[1], "tcp5") && (argc == 4 || argc == 5)) {
 		run_tcp5(loops, parse_num(argv[3], "PORT", 1),
 			 argc > 4 ? parse_num(argv[4], "BATCH", 1) : 64);
