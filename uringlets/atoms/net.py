@@ -134,6 +134,16 @@ def _call_accept(a: Mapping[str, Any]) -> int:
         return conn.detach()
 
 
+def _accept_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], int]) -> int:
+    """accept() that a cancel or a timeout can interrupt.  An interrupted wait
+    is an error (OSError: ETIME or ECANCELED), never a result without a
+    descriptor: the caller would take the missing descriptor for one."""
+    err = wait(a["fd"], select.POLLIN)
+    if err:
+        raise OSError(err, os.strerror(err))
+    return _call_accept(a)
+
+
 # -- send, recv ------------------------------------------------------------------------
 def _prep_send(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
@@ -260,7 +270,18 @@ OPS: tuple[Op, ...] = (
         _prep_address,
         interruptible=_connect_interruptible,
     ),
-    Op("accept", (_FD,), FD, _call_accept, "ACCEPT", _prep_accept, waits_for=select.POLLIN),
+    # No ``waits_for``: the generic wait before a call reports an interrupted
+    # wait as a result with no value, and an op that creates a descriptor
+    # must then raise instead (see _accept_interruptible).
+    Op(
+        "accept",
+        (_FD,),
+        FD,
+        _call_accept,
+        "ACCEPT",
+        _prep_accept,
+        interruptible=_accept_interruptible,
+    ),
     Op(
         "send",
         (_FD, Arg("data", "data"), _FLAGS),
