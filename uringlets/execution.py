@@ -137,6 +137,7 @@ class Execution:
         "raw",
         "run_first",
         "run_last",
+        "run_number",
         "scratch",
         "slots",
         "tag",
@@ -162,8 +163,12 @@ class Execution:
         self.scratch: Any = batch.scratch.entry(k) if batch.scratch is not None else None
         ns = batch.nslots
         self.slots: list[int] = batch.slots[k * ns : (k + 1) * ns].tolist() if ns else []
-        self.run_first = 0
+        # The run in flight (-1: none), numbered in the aux bits of its
+        # user_data (the batch pushed run 0), so that a CQE of an earlier run
+        # (a follower of a broken link) is never taken for one of this run.
+        self.run_first = 0 if batch.run_last >= 0 else -1
         self.run_last = batch.run_last
+        self.run_number = 0
         # CQEs of the run so far, by atom (the posted ones the batch kept).
         self.raw: dict[int, int] | None = None
         clean = batch.clean

@@ -82,10 +82,11 @@ class PlanFollower(RingIO):
             end += 1
         count = patoms[end].sqe_end - start
         ex.run_first, ex.run_last = first, end
+        ex.run_number = (ex.run_number + 1) & 0xF  # in the aux bits of its CQEs
         if plan.scratch_init:  # lengths may have changed since the last run
             init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         row = ffi.new("int64_t[]", self._row(ex))
-        self._push(plan.images_c, count, plan, row, 1, 1, ex.ud, first=start)
+        self._push(plan.images_c, count, plan, row, 1, 1, ex.ud | ex.run_number << 8, first=start)
 
     def _route_others(self, uds: list[int], ress: list[int]) -> None:
         batches = self._batches
@@ -93,11 +94,23 @@ class PlanFollower(RingIO):
             self._route_one(batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
 
     def _route_one(self, b: Batch | None, ud: int, res: int) -> None:
+        """Route one CQE that is not a clean ending.
+
+        Stale CQEs are expected and dropped: a cancel's or a LINK_TIMEOUT's
+        that outlived its execution, and the *followers* of a broken link.
+        When an atom without CQE_SKIP_SUCCESS fails, the kernel posts
+        ``-ECANCELED`` (skip flag or not) for every later request of its
+        link, and when a request is refused at submission the atoms before
+        it in the link post too; by then the engine has moved on (the run is
+        over, the execution finished or resumed with a new run, whose
+        number is in the aux bits).  A failed CQE that belongs to no run in
+        flight is such a follower; a *successful* one would mean the kernel
+        still ran something the engine considered done: the engine breaks."""
         atom = ud & 0xFF
         k = (ud >> UD_K_SHIFT) & UD_K_MASK
         if b is None or ud & _UD_BASE_MASK != b.ud_base or k >= b.n or b.done[k]:
-            if atom == UD_CANCEL or UD_LINK_TIMEOUT <= atom < UD_CANCEL:
-                return  # a cancel or link timeout that outlived its execution
+            if atom >= UD_LINK_TIMEOUT or res < 0:  # UD_CANCEL too
+                return  # a cancel, a link timeout or a follower that outlived its execution
             self._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
         assert b is not None
         ex = b.slow.get(k)
@@ -109,25 +122,35 @@ class PlanFollower(RingIO):
                 b.posted[k * len(clean.posted) + clean.posted_at[atom]] = res
                 return
             ex = self._promote(b, k)
-        if UD_LINK_TIMEOUT <= atom < UD_CANCEL:
+        if atom == UD_CANCEL:
+            return
+        if UD_INSTALL <= atom < UD_LINK_TIMEOUT:
+            self._installed(ex, atom - UD_INSTALL, (ud >> 8) & 0xF, res)
+            return
+        # an atom's or its LINK_TIMEOUT's CQE: of the run in flight?
+        index = atom - UD_LINK_TIMEOUT if atom >= UD_LINK_TIMEOUT else atom
+        if (ud >> 8) & 0xF != ex.run_number or not ex.run_first <= index <= ex.run_last:
+            if res < 0:
+                return  # a follower of a run already over
+            self._break(f"CQE of no run in flight (user_data={ud:#x}, res={res})")
+        if atom >= UD_LINK_TIMEOUT:
             if res == -errno.ETIME:  # it fired: its atom was cancelled for it
-                ex.timed_out = (ex.timed_out or frozenset()) | {atom - UD_LINK_TIMEOUT}
+                ex.timed_out = (ex.timed_out or frozenset()) | {index}
             return
         if atom == ex.run_last:
             self._run_over(ex, atom, res)
-        elif atom == UD_CANCEL:
             return
-        elif atom >= UD_INSTALL:
-            self._installed(ex, atom - UD_INSTALL, (ud >> 8) & 0xF, res)
-        else:
-            if ex.raw is None:
-                ex.raw = {}
-            ex.raw[atom] = res
-            pa = ex.program.plan.atoms[atom]
-            if pa.skip and pa.link == LINK_SOFT:
-                # A skip-flagged request posts only when it failed, and then
-                # the kernel silences the rest of its chain.
-                self._run_over(ex, atom, res)
+        if ex.raw is None:
+            ex.raw = {}
+        ex.raw[atom] = res
+        pa = ex.program.plan.atoms[atom]
+        if pa.link == LINK_SOFT and (pa.skip or res == -errno.ECANCELED):
+            # A skip-flagged request posts only when it failed (a short
+            # transfer too), and then the kernel silences the rest of its
+            # link; a -ECANCELED is a
+            # follower of an earlier failure (or of a refused submission):
+            # either way the run is over.
+            self._run_over(ex, atom, res)
 
     def _broke(self, ex: Execution, pa: PlanAtom, r: int) -> bool:
         full = self._row(ex)[pa.length_value] if pa.length_value is not None else None
@@ -135,23 +158,38 @@ class PlanFollower(RingIO):
 
     def _run_over(self, ex: Execution, posted: int, res: int) -> None:
         """The run ``run_first..run_last`` is over; ``posted`` is the atom whose
-        CQE ended it.  Record results, test stop rules, go on."""
+        CQE ended it.  Record results, test stop rules, go on.
+
+        A ``-ECANCELED`` the engine did not ask for is read here: on a timed
+        atom it is its LINK_TIMEOUT's doing (``-ETIME``, whichever of the two
+        CQEs came first); on the first atom of a longer run it means the
+        kernel refused a later request of the link at submission and ran
+        none of it, so the run is pushed again one atom at a time, and the
+        refused atom reports its own error, as the blocking call does."""
         patoms = ex.program.plan.atoms
         raw = ex.raw
         ex.raw = None
         results = ex.results
         if results is None:
             results = ex.results = [None] * len(patoms)
-        last = ex.run_last
-        for i in range(ex.run_first, posted + 1):
+        first, last = ex.run_first, ex.run_last
+        ex.run_first = ex.run_last = -1  # no run in flight until the next push
+        for i in range(first, posted + 1):
             pa = patoms[i]
             if i == posted:
                 r = res
             elif raw is not None and i in raw:
                 r = raw[i]
-            else:
-                assert pa.skip and pa.success is not None, "a CQE was lost"
+            elif pa.skip and pa.success is not None:
                 r = pa.success
+            else:
+                self._break(f"a CQE of atom {i} is missing (execution {ex.ud:#x})")
+            if r == -errno.ECANCELED and not ex.cancelled:
+                if pa.timeout is not None:
+                    r = -errno.ETIME  # what its LINK_TIMEOUT did to it
+                elif i == first < last:
+                    self._push_run(ex, i, i)  # refused at submission: one at a time
+                    return
             if pa.fd_value is not None and r >= 0:
                 self._row(ex)[pa.fd_value] = r  # the real fd it made
             elif pa.closes is not None and r == 0:
@@ -173,7 +211,8 @@ class PlanFollower(RingIO):
                 # hold: resume in userspace (unless cancelled).
                 self._continue(ex, i + 1)
                 return
-        assert posted == last, "a run ended early without a broken link"
+        if posted != last:
+            self._break(f"a run ended at atom {posted} without a broken link (last {last})")
         self._continue(ex, last + 1)
 
     def _feed(self, ex: Execution, pa: PlanAtom, r: int) -> None:
@@ -381,5 +420,6 @@ class PlanFollower(RingIO):
         op = kernel.opcode("ASYNC_CANCEL")
         flags = lib.IORING_ASYNC_CANCEL_ALL
         for atom in range(ex.run_first, ex.run_last + 1):
-            sqe = single_sqe(op, -1, ex.ud | atom, flags, 0, ex.ud | UD_CANCEL)
+            target = ex.ud | ex.run_number << 8 | atom
+            sqe = single_sqe(op, -1, target, flags, 0, ex.ud | UD_CANCEL)
             self._push_single(sqe)

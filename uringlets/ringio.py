@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import resource
 from array import array
-from typing import Any
+from typing import Any, NoReturn
 
 from . import kernel
 from .errors import EngineClosed
@@ -177,7 +177,7 @@ class RingIO:
             if n < self._reap_max:
                 return ok
 
-    def _break(self, why: str) -> None:
+    def _break(self, why: str) -> NoReturn:
         self.broken = why
         raise EngineClosed(f"engine broken: {why}")
 
