@@ -46,7 +46,7 @@ def test_ring_wrap_100k_executions_through_a_small_ring(make_engine, sandbox):
         if eng.kind == "uring":
             assert eng._backend.sq_entries == 8
         while seen < total:
-            room = min(eng._notify.room(), total - seen - eng.in_flight)
+            room = min(eng.capacity - eng.in_flight, total - seen - eng.in_flight)
             if room > 0:
                 eng.submit_many(prog, room)
             for c in eng.wait(1):
@@ -56,20 +56,38 @@ def test_ring_wrap_100k_executions_through_a_small_ring(make_engine, sandbox):
     assert seen == total
 
 
-def test_rule_6_backpressure_ring_full_and_exactly_once(make_engine):
+def test_rule_6_capacity_bounds_executions_in_flight_and_exactly_once(make_engine):
+    s = ul.Syslet()
+    s.timeout(0.05)
+    slow = s.compile()
     prog = nop_chain(2)
     with make_engine(capacity=8) as eng:
-        hs = eng.submit_many(prog, 8, tags=list(range(8)))
+        hs = eng.submit_many(slow, 8, tags=list(range(8)))
         with pytest.raises(ul.RingFull):
             eng.submit(prog, block=False, tag="x")
-        with pytest.raises(ul.RingFull):
-            eng.submit(prog, tag="y")  # only wait() makes room: never deadlock
         assert isinstance(ul.RingFull(), BlockingIOError)
-        got = eng.wait(8)
-        assert sorted(c.tag for c in got) == list(range(8)) == [h.tag for h in hs]
-        eng.submit_many(prog, 8)
-        assert len(eng.wait(8)) == 8
+        # a blocking submit drives the ring until there is room
+        eng.submit(prog, tag="y")
+        assert eng.in_flight <= 8
+        with pytest.raises(ValueError, match="9 executions exceed the engine's capacity of 8"):
+            eng.submit_many(prog, 9)
+        got = eng.wait(9)
+        assert sorted(str(c.tag) for c in got) == sorted([*map(str, range(8)), "y"])
+        assert [h.tag for h in hs] == list(range(8))
         assert eng.wait(0) == []
+
+
+def test_blocking_submits_through_a_small_capacity_complete_once_each(make_engine):
+    """10,000 blocking submits through capacity 64, drained only at the
+    end: ended executions wait in the notification ring, none dropped."""
+    prog = nop_chain(2)
+    with make_engine(capacity=64) as eng:
+        for i in range(10_000):
+            eng.submit(prog, tag=i)
+            assert eng.in_flight <= 64
+        got = eng.wait(10_000, timeout=30)
+        assert sorted(c.tag for c in got) == list(range(10_000))
+        assert all(c.ok for c in got) and eng.in_flight == 0
 
 
 def test_wait_min_events_zero_never_blocks_and_timeout_returns(make_engine):
@@ -163,7 +181,7 @@ def test_rule_5_no_leaks_after_10k_executions_with_failures_cancels_and_close(ma
     nslots = eng._backend.nslots  # 0 on the thread engine
     submitted = completed = 0
     while submitted < 10_000:
-        n = min(eng._notify.room(), 10_000 - submitted, 32)
+        n = min(eng.capacity - eng.in_flight, 10_000 - submitted, 32)
         if n:
             prog = rng.choice(progs)
             hs = eng.submit_many(prog, params=[{"path": rng.choice(paths)} for _ in range(n)])
@@ -174,7 +192,7 @@ def test_rule_5_no_leaks_after_10k_executions_with_failures_cancels_and_close(ma
     s = ul.Syslet()
     s.openat(sandbox / "ten")
     s.timeout(30)
-    extra = min(eng._notify.room(), 8)
+    extra = min(eng.capacity - eng.in_flight, 8)
     eng.submit_many(s.compile(), extra)
     leftover = eng.close()
     assert extra > 0 and sum(c.cancelled for c in leftover) >= extra

@@ -7,24 +7,31 @@ completions and posts one ``Completion`` per execution into the ring.  The
 backend is chosen here and only here (``engine="auto"``); nothing else asks
 which one it has.
 
-Room.  An execution needs a place in the notification ring (reserved at
-submit, filled at completion, freed by ``wait``) and, on io_uring, its slots.
-Slots come back by themselves as executions finish, so a blocking submit
-waits for them; a place in the notification ring comes back only when the
-owner drains it with ``wait()``, which a submit blocked on the same thread
-can never do, so a full notification ring raises ``RingFull`` whether or not
-``block`` is set.
+Room.  ``capacity`` bounds the executions *in flight* (what holds kernel
+resources: SQEs, slots, scratch buffers); on io_uring each also needs its
+slots.  Both come back by themselves as executions end, so a blocking submit
+drives the ring (processing deadlines too) until there is room, and
+``block=False`` raises ``RingFull`` instead.  Ended executions wait in the
+notification ring, which is unbounded: none is ever dropped.
+
+Submission is transactional: ``backend.start`` either leaves every execution
+of the call in the ring or, when it raises, nothing of them (table entry,
+slots, scratch).  An engine belongs to the process that made it: in a forked
+child every call raises ``EngineClosed`` and closing touches nothing the
+parent still uses.
 """
 
 from __future__ import annotations
 
 import errno
 import heapq
+import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, overload
+from typing import Any, NoReturn, Protocol, overload
 
 from . import kernel
 from .errors import EngineClosed, RingFull
@@ -78,13 +85,19 @@ class Backend(Protocol):
         """Cancel everything, wait until nothing of it is in use, release."""
         ...
 
+    def forked(self) -> None:
+        """This is a forked child: forget the parent's ring or threads
+        without touching them (no cancel, no join, no teardown)."""
+        ...
+
 
 class Handle:
-    """Names one submitted execution, for ``Engine.cancel``."""
+    """Names one submitted execution of one engine, for ``Engine.cancel``."""
 
-    __slots__ = ("_id", "tag")
+    __slots__ = ("_engine", "_id", "tag")
 
-    def __init__(self, ident: int, tag: Any) -> None:
+    def __init__(self, engine: object, ident: int, tag: Any) -> None:
+        self._engine = engine
         self._id = ident
         self.tag = tag
 
@@ -95,9 +108,10 @@ class Handle:
 class Handles(Sequence[Handle]):
     """The handles of one ``submit_many`` call, made on demand."""
 
-    __slots__ = ("_ids", "_tags")
+    __slots__ = ("_engine", "_ids", "_tags")
 
-    def __init__(self, ids: Sequence[int], tags: Sequence[Any]) -> None:
+    def __init__(self, engine: object, ids: Sequence[int], tags: Sequence[Any]) -> None:
+        self._engine = engine
         self._ids = ids
         self._tags = tags
 
@@ -110,11 +124,38 @@ class Handles(Sequence[Handle]):
     def __getitem__(self, i: slice) -> list[Handle]: ...
     def __getitem__(self, i: int | slice) -> Handle | list[Handle]:
         if isinstance(i, slice):
-            return [Handle(d, t) for d, t in zip(self._ids[i], self._tags[i], strict=True)]
-        return Handle(self._ids[i], self._tags[i])
+            ids, tags = self._ids[i], self._tags[i]
+            return [Handle(self._engine, d, t) for d, t in zip(ids, tags, strict=True)]
+        return Handle(self._engine, self._ids[i], self._tags[i])
 
     def __repr__(self) -> str:
         return f"<Handles of {len(self)} executions>"
+
+
+_MAX_WAIT_NS = 86_400 * 10**9  # one wait of the kernel at most; longer ones loop
+
+
+def _until(timeout: float | None) -> float | None:
+    """The monotonic time a ``timeout`` in seconds ends (None or inf: never)."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+    if timeout == math.inf or timeout > 10**9:
+        return None  # no limit (beyond 30 years, none anyone waits for)
+    return time.monotonic() + timeout
+
+
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines of this process
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_LIVE):
+        engine._forked()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Engine:
@@ -122,8 +163,8 @@ class Engine:
     allows it, else the cachemiss threads, with the reason in
     ``fallback_reason``), ``"uring"`` or ``"threads"``; the
     ``URINGLETS_ENGINE`` environment variable overrides ``"auto"``.
-    ``capacity`` bounds the executions in flight plus the completions not yet
-    drained.  ``sq_entries`` sizes the io_uring submission ring, ``workers``
+    ``capacity`` bounds the executions in flight (see the module
+    docstring).  ``sq_entries`` sizes the io_uring submission ring, ``workers``
     the thread pool.  Every method must be called from the thread that made
     the engine."""
 
@@ -135,13 +176,18 @@ class Engine:
         sq_entries: int = 256,
         workers: int | None = None,
     ) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive int, not {capacity!r}")
         self._owner = threading.get_ident()
-        self._notify = NotificationRing(capacity)
+        self._pid = os.getpid()
+        self._capacity = capacity
+        self._notify = NotificationRing()
         self._closed = False
         self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic time, execution id)
         self.fallback_reason: str | None = None
         self._backend: Backend = self._choose(engine, capacity, sq_entries, workers)
         self.kind: str = self._backend.kind
+        _LIVE.add(self)
 
     def _choose(self, engine: str, capacity: int, sq_entries: int, workers: int | None) -> Backend:
         """Pick the backend: the only place that knows there are two."""
@@ -178,15 +224,28 @@ class Engine:
     # -- guards ------------------------------------------------------------------
     def _check(self) -> None:
         if self._closed or self._backend.broken or threading.get_ident() != self._owner:
-            if threading.get_ident() != self._owner:
-                raise RuntimeError("an Engine may only be used from the thread that created it")
-            if self._closed:
-                raise EngineClosed("the engine is closed")
-            raise EngineClosed(f"the engine is broken: {self._backend.broken}")
+            self._refuse()
+
+    def _refuse(self) -> NoReturn:
+        if os.getpid() != self._pid:
+            raise EngineClosed("the engine belongs to the process that made it (this is a fork)")
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("an Engine may only be used from the thread that created it")
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        raise EngineClosed(f"the engine is broken: {self._backend.broken}")
+
+    def _forked(self) -> None:
+        """In a forked child (``os.register_at_fork``): refuse every call
+        from now on, and let the backend forget what it shares with the
+        parent (the ring's mappings, the workers' pipes) without touching it."""
+        if not self._closed:
+            self._closed = True
+            self._backend.forked()
 
     @property
     def capacity(self) -> int:
-        return self._notify.capacity
+        return self._capacity
 
     @property
     def in_flight(self) -> int:
@@ -258,32 +317,32 @@ class Engine:
         if not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         n = len(binds)
+        if n > self._capacity:
+            raise ValueError(f"{n} executions exceed the engine's capacity of {self._capacity}")
         columns = program.bind_columns(binds) if n else {}
-        if not 0 < n <= self._notify.capacity:
-            if n:
-                raise ValueError(f"{n} executions exceed the engine's capacity {self.capacity}")
-            return Handles([], [])
-        self._notify.reserve(n)
+        if not n:
+            return Handles(self, [], [])
         backend = self._backend
-        try:
-            while not backend.can_start(program, n):
-                if not block:
-                    raise RingFull("no free slots for these executions; wait() for others")
-                if backend.in_flight == 0:
-                    raise ValueError(
-                        f"{n} executions need {n * program.plan.nslots} slots; "
-                        f"the engine has {backend.nslots}"
-                    )
-                backend.reap(1, -1)
-            ids = backend.start(program, columns, n, tags, sink)
-        except BaseException:
-            self._notify.release(n)
-            raise
+        while backend.in_flight + n > self._capacity or not backend.can_start(program, n):
+            if not block:
+                raise RingFull(
+                    errno.EAGAIN,
+                    f"{backend.in_flight} executions in flight (capacity {self._capacity}) "
+                    f"or too few free slots for {n} more; wait() for others or block",
+                )
+            if backend.in_flight == 0:
+                raise ValueError(
+                    f"{n} executions need {n * program.plan.nslots} slots; "
+                    f"the engine has {backend.nslots}"
+                )
+            self._pump(1, None)  # processes deadlines too
+            self._check()
+        ids = backend.start(program, columns, n, tags, sink)  # all or nothing
         if deadline is not None:
             when = time.monotonic() + deadline
             for ident in ids:
                 heapq.heappush(self._deadlines, (when, ident))
-        return Handles(ids, tags)
+        return Handles(self, ids, tags)
 
     # -- wait / run -------------------------------------------------------------
     def wait(
@@ -298,7 +357,7 @@ class Engine:
         blocks, for event-loop callbacks."""
         self._check()
         notify, backend = self._notify, self._backend
-        until = None if timeout is None else time.monotonic() + timeout
+        until = _until(timeout)
         if len(notify.ready) >= min_events or not backend.in_flight:
             backend.reap(0, -1)  # collect what is there without waiting
         while len(notify.ready) < min_events and backend.in_flight:
@@ -326,7 +385,7 @@ class Engine:
             return True
         if until is not None and until <= now:
             return False
-        backend.reap(need, max(0, int((limit - now) * 1e9)))
+        backend.reap(need, min(_MAX_WAIT_NS, max(0, int((limit - now) * 1e9))))
         return True
 
     def run(
@@ -341,9 +400,11 @@ class Engine:
         returned and not queued; other completions stay queued."""
         sink: list[Completion] = []
         self._start(program, [params], [tag], True, sink, deadline=deadline)
+        # An interrupt from here on leaves the completion in the
+        # notification ring, for a later wait().
         while not sink:
             self._pump(1, None)
-        self._notify.take(sink)
+        self._notify.take(sink[0])
         return sink[0]
 
     def cancel(self, handle: Handle) -> bool:
@@ -353,6 +414,8 @@ class Engine:
         completion has ``cancelled=True``.  Returns False if it already
         ended."""
         self._check()
+        if not isinstance(handle, Handle) or handle._engine is not self:
+            raise ValueError(f"{handle!r} is not a handle of this engine")
         return self._backend.cancel(handle._id)
 
     # -- close -------------------------------------------------------------------
@@ -360,6 +423,9 @@ class Engine:
         """Cancel what is in flight, wait until the kernel has let go of every
         buffer, close every slot, and return the completions not yet drained
         (the cancelled ones included).  Idempotent."""
+        if os.getpid() != self._pid:
+            self._forked()
+            return []
         if threading.get_ident() != self._owner:
             raise RuntimeError("an Engine may only be used from the thread that created it")
         if self._closed:
@@ -375,7 +441,12 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        # A forgotten engine still lets the kernel go before its buffers do.
+        # A forgotten engine still lets the kernel go before its buffers do;
+        # in a forked child it lets go of nothing (the parent's).
+        if getattr(self, "_pid", None) != os.getpid():
+            if hasattr(self, "_backend"):
+                self._forked()
+            return
         if not getattr(self, "_closed", True) and hasattr(self, "_backend"):
             self._closed = True
             # not contextlib.suppress: at interpreter exit modules may be gone

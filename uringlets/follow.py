@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+from array import array
 
 from . import atoms, kernel
 from .execution import Batch, Execution, check_ret, init_scratch, single_sqe
@@ -49,6 +50,7 @@ from .threads import call_blocking
 lib = kernel.lib
 
 _AUX_EXPORT = 0xF
+_NO_SLOTS = array("q")  # never mutated
 _MINUS_ONE = ffi.new("int32_t[1]", [-1])
 _UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
 
@@ -88,10 +90,28 @@ class PlanFollower(RingIO):
         row = ffi.new("int64_t[]", self._row(ex))
         self._push(plan.images_c, count, plan, row, 1, 1, ex.ud | ex.run_number << 8, first=start)
 
-    def _route_others(self, uds: list[int], ress: list[int]) -> None:
-        batches = self._batches
-        for ud, res in zip(uds, ress, strict=True):
-            self._route_one(batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
+    def _route_others(self, ud: int, res: int) -> None:
+        self._route_one(self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
+
+    def _recover(self, ud: int) -> None:
+        """An exception escaped while the CQE ``ud`` was being routed, so its
+        execution may be anywhere between two steps.  It ends cancelled:
+        if a run of it is in flight, the kernel is asked to cancel it and
+        its CQEs finish it as usual; otherwise it is finished now (its
+        descriptors closed, its one completion posted)."""
+        b = self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
+        k = (ud >> UD_K_SHIFT) & UD_K_MASK
+        if b is None or ud & _UD_BASE_MASK != b.ud_base or k >= b.n or b.done[k]:
+            return  # it finished after all
+        ex = b.slow.get(k) or self._promote(b, k)
+        if ex.results is None:
+            ex.results = [None] * len(ex.program.atoms)
+        if ex.run_first >= 0 or ex.pending:
+            self._cancel(ex)
+            self._enter(0)
+        else:
+            ex.cancelled = True
+            self._finish(ex)
 
     def _route_one(self, b: Batch | None, ud: int, res: int) -> None:
         """Route one CQE that is not a clean ending.
@@ -288,7 +308,8 @@ class PlanFollower(RingIO):
             self._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
 
     def _installed(self, ex: Execution, atom: int, aux: int, res: int) -> None:
-        assert ex.installed is not None and ex.pending > 0, "unexpected install CQE"
+        if ex.installed is None or ex.pending <= 0:
+            self._break(f"an install CQE execution {ex.ud:#x} did not ask for (res={res})")
         ex.installed[atom if aux == _AUX_EXPORT else aux] = res
         ex.pending -= 1
         if ex.pending:
@@ -394,24 +415,34 @@ class PlanFollower(RingIO):
         self._release(ex)
 
     def _release(self, ex: Execution) -> None:
-        """Give back the execution's slots (empty by now), post its one
-        completion, and give back its batch's table entry (and with it the
-        scratch block) if it was the batch's last."""
+        """Post the execution's one completion, give back its slots (empty
+        by now) and, if it was its batch's last, the batch's table entry
+        (and with it the scratch block).  The completion is made first;
+        the commit after it makes no call until it is done, so that an
+        interrupt cannot split it."""
         b, k = ex.batch, ex.k
-        assert not b.done[k] and b.slow.get(k) is ex, "an execution finished twice"
+        if b.done[k] or b.slow.get(k) is not ex:
+            self._break(f"execution {ex.ud:#x} finished twice")
+        if ex.results is None:
+            self._break(f"execution {ex.ud:#x} finished without results")
+        c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
+        slots = array("q", ex.slots) if ex.slots else _NO_SLOTS
+        ready = self._notify.ready  # += below: in place, no call
         b.done[k] = 1
         del b.slow[k]
-        if ex.slots:
-            self._free_slots.extend(ex.slots)
+        self._free_slots += slots
         self.in_flight -= 1
-        assert ex.results is not None
-        c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
-        if b.sink is not None:
-            b.sink.append(c)
-        self._notify.post(c)
         b.remaining -= 1
-        if not b.remaining:
-            self._drop(b)
+        last = not b.remaining
+        if last:
+            self._batches[b.index] = None
+            self._fast[b.index] = 0
+            self._free_batches += (b.index,)
+        ready += (c,)
+        if b.sink is not None:
+            b.sink += (c,)
+        if last:
+            self._give_scratch(b)
 
     def _cancel(self, ex: Execution) -> None:
         ex.cancelled = True

@@ -1,15 +1,16 @@
 """The notification ring and ``Completion``.
 
 One execution, one completion: every submitted execution ends in exactly one
-``Completion`` (cancelled ones included), and none is ever dropped.  The ring
-is bounded: room is *reserved* when an execution is submitted and *filled*
-when it completes, so ``reserved + ready <= capacity`` always holds and a
-completion always has a place to go.  Only the engine's owner thread touches
+``Completion`` (cancelled ones included), and none is ever dropped.  The
+backends post completions (the io_uring backend from ``follow._release`` and,
+a batch at a time, ``uring._finish_clean``; the thread backend from its
+``_post``); the engine drains them.  Only the engine's owner thread touches
 the ring.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections import deque
@@ -20,8 +21,6 @@ try:  # CPython's C accessor behind namedtuple fields
     from collections import _tuplegetter  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
     _tuplegetter = None
-
-from .errors import RingFull
 
 
 def _field(index: int, doc: str) -> Any:
@@ -177,51 +176,41 @@ class Completion(tuple):
 
 
 class NotificationRing:
-    """Bounded queue of completions.  Invariant: ``reserved + len(ready) <=
-    capacity``; ``reserve`` before submit, ``post`` exactly once per
-    reservation."""
+    """The queue of ended executions' completions, drained by ``wait()``.
 
-    __slots__ = ("capacity", "ready", "reserved")
+    Unbounded on purpose: what bounds resources is the engine's capacity of
+    executions *in flight*; an ended execution holds nothing of the kernel's,
+    and its completion waits here until drained, however many there are
+    (io_uring's own answer to a full CQ ring is ``NODROP``).  Only the
+    engine's owner thread touches
+    the ring; ``post`` is a single append, so an interrupt can never leave a
+    completion half-posted."""
 
-    def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive int, not {capacity!r}")
-        self.capacity = capacity
-        self.reserved = 0
+    __slots__ = ("ready",)
+
+    def __init__(self) -> None:
         self.ready: deque[Completion] = deque()
 
-    def room(self) -> int:
-        return self.capacity - self.reserved - len(self.ready)
-
-    def reserve(self, n: int) -> None:
-        if n > self.room():
-            raise RingFull(
-                errno.EAGAIN,
-                f"notification ring full: {self.reserved} execution(s) in flight and "
-                f"{len(self.ready)} completion(s) not yet drained (capacity {self.capacity}); "
-                "drain completions with wait()",
-            )
-        self.reserved += n
-
     def post(self, completion: Completion) -> None:
-        assert self.reserved > 0, "a completion was posted without a reservation"
-        self.reserved -= 1
         self.ready.append(completion)
 
-    def release(self, n: int) -> None:
-        """Give back reservations of executions that never started."""
-        assert self.reserved >= n
-        self.reserved -= n
-
     def drain(self, max_events: int | None = None) -> list[Completion]:
+        """Take up to ``max_events`` completions (all by default), oldest
+        first.  Never loses one: an interrupt between two pops leaves the
+        rest queued."""
         ready = self.ready
         if max_events is None or max_events >= len(ready):
             out = list(ready)
-            ready.clear()
+            ready.clear()  # nothing can run between the copy and the clear
             return out
         return [ready.popleft() for _ in range(max_events)]
 
-    def take(self, completions: Sequence[Completion]) -> None:
-        """Remove specific completions (``Engine.run`` takes its own)."""
-        for c in completions:
-            self.ready.remove(c)
+    def take(self, completion: Completion) -> None:
+        """Remove one completion (``Engine.run`` takes its own): usually the
+        newest, taken in O(1)."""
+        ready = self.ready
+        if ready and ready[-1] is completion:
+            ready.pop()
+        else:
+            with contextlib.suppress(ValueError):  # drained by a wait() meanwhile
+                ready.remove(completion)

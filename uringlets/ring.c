@@ -437,3 +437,32 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
     }
     return count;
 }
+
+/* ur_reap_split into the caller's inbox, recorded in one step: box[UR_BOX_OTHERS]
+ * CQEs in user_data/res (box[UR_BOX_OTHERS_DONE] of them routed so far), and
+ * box[UR_BOX_CLEAN] clean endings in box[UR_BOX_RUNS] runs
+ * (box[UR_BOX_RUNS_DONE] finished).  The counts land in the box before
+ * Python sees a return value, so a Python signal handler that raises after
+ * this call returns cannot make anyone forget CQEs already taken from the
+ * CQ ring.  Refuses (returns 0, copies nothing) while the box still holds
+ * CQEs not routed.  Returns the number copied. */
+int ur_reap_box(struct ur_ring *ring, const uint64_t *fast_ud, unsigned nbatches,
+                uint64_t *user_data, int32_t *res, uint32_t *clean_k,
+                int32_t *clean_res, unsigned max, int32_t *clean_runs,
+                unsigned *box)
+{
+    unsigned nclean, nruns;
+    int n;
+
+    if (box[UR_BOX_OTHERS_DONE] < box[UR_BOX_OTHERS] ||
+        box[UR_BOX_RUNS_DONE] < box[UR_BOX_RUNS])
+        return 0;
+    n = ur_reap_split(ring, fast_ud, nbatches, user_data, res, clean_k,
+                      clean_res, max, &nclean, clean_runs, &nruns);
+    box[UR_BOX_OTHERS] = (unsigned)n - nclean;
+    box[UR_BOX_OTHERS_DONE] = 0;
+    box[UR_BOX_CLEAN] = nclean;
+    box[UR_BOX_RUNS] = nruns;
+    box[UR_BOX_RUNS_DONE] = 0;
+    return n;
+}

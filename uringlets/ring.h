@@ -56,6 +56,14 @@ struct ur_patch {
  * res, highest res, first k (or -1) */
 #define UR_RUN_FIELDS 5
 
+/* The inbox of ur_reap_box: the fields of its box (unsigned each). */
+#define UR_BOX_OTHERS 0
+#define UR_BOX_OTHERS_DONE 1
+#define UR_BOX_CLEAN 2
+#define UR_BOX_RUNS 3
+#define UR_BOX_RUNS_DONE 4
+#define UR_BOX_FIELDS 5
+
 /* cold: set up and tear down */
 int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
              unsigned flags);
@@ -75,6 +83,10 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_k, int32_t *clean_res, unsigned max,
                   unsigned *nclean, int32_t *clean_runs, unsigned *nruns);
+int ur_reap_box(struct ur_ring *ring, const uint64_t *fast_ud, unsigned nbatches,
+                uint64_t *user_data, int32_t *res, uint32_t *clean_k,
+                int32_t *clean_res, unsigned max, int32_t *clean_runs,
+                unsigned *box);
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

@@ -21,6 +21,7 @@ what they mean is decided by the subclasses (``_route_clean``,
 from __future__ import annotations
 
 import errno
+import os
 import resource
 from array import array
 from typing import Any, NoReturn
@@ -56,8 +57,9 @@ class RingIO:
             raise ValueError(f"capacity is at most {MAX_CAPACITY}")
         self._notify = notify
         cq_entries = 1 << max(capacity * 2, sq_entries * 2, 16).bit_length()
+        # at least 2: an atom and its LINK_TIMEOUT go into the ring together
         self._ring, self.setup_flags, self.dropped_flags = kernel.setup_ring(
-            sq_entries, min(cq_entries, 65536)
+            max(2, sq_entries), min(cq_entries, 65536)
         )
         ring = self._ring
         self.sq_entries = int(ring.sq_entries)
@@ -83,14 +85,18 @@ class RingIO:
         self._ress = ffi.new("int32_t[]", self._reap_max)
         self._clean_k = ffi.new("uint32_t[]", self._reap_max)
         self._clean_res = ffi.new("int32_t[]", self._reap_max)
-        self._nclean = ffi.new("unsigned[1]")
         # runs of clean endings of one batch: UR_RUN_FIELDS each (see ur_reap_split)
         self._clean_runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * self._reap_max)
-        self._nruns = ffi.new("unsigned[1]")
+        # The inbox: the arrays above hold the CQEs last taken from the CQ
+        # ring until every one is routed; the box counts them and how far
+        # routing got (UR_BOX_*, written by ur_reap_box in C, advanced here).
+        self._box = ffi.new("unsigned[]", lib.UR_BOX_FIELDS)
         self._reap_args = (
             ring, self._fast, capacity, self._uds, self._ress, self._clean_k, self._clean_res,
-            self._reap_max, self._nclean, self._clean_runs, self._nruns,
+            self._reap_max, self._clean_runs, self._box,
         )  # fmt: skip
+        # The CQE being routed when an exception escaped (user_data), if any.
+        self._interrupted: int | None = None
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -140,59 +146,95 @@ class RingIO:
             ready = lib.ur_cq_ready(ring)
             if (ready and ready >= min_complete) or (not min_complete and not self.in_flight):
                 return True
-        r = lib.ur_enter(ring, min_complete, timeout_ns)
+        return self._entered(lib.ur_enter(ring, min_complete, timeout_ns), min_complete)
+
+    def _entered(self, r: int, min_complete: int) -> bool:
+        """What ``io_uring_enter`` returned means: True when the wait (if
+        any) is over, False when it timed out, a signal interrupted it, or
+        the kernel asked to try again; a failure the engine cannot recover
+        from breaks it.  A positive count of SQEs submitted says nothing of
+        the wait (it hides an -ETIME), so the CQ ring decides."""
         if r >= 0:
-            return True
-        if r in (-errno.ETIME, -errno.EINTR):
-            return False
-        if r == -errno.EBUSY:  # CQ overflow backpressure on old kernels: reap first
-            self.reap(0, -1)
-            return True
+            return r == 0 or not min_complete or lib.ur_cq_ready(self._ring) >= min_complete
+        if r in (-errno.ETIME, -errno.EINTR, -errno.EAGAIN, -errno.ENOMEM):
+            return False  # the SQEs stay queued (ring.pending): the next enter submits them
+        if r == -errno.EBUSY:
+            return True  # CQEs wait in the overflow list: the caller reaps them first
         if r == -errno.EBADR:
             self._break("the kernel dropped a CQE (CQ overflow allocation failure)")
-        check_ret(r, "io_uring_enter")
-        return True
+        if r == -errno.EEXIST:
+            self._break("io_uring_enter from a task other than the ring's single issuer")
+        self._break(f"io_uring_enter failed: {os.strerror(-r)}")
 
     def reap(self, min_complete: int, timeout_ns: int) -> bool:
-        """Wait for ``min_complete`` CQEs (at most ``timeout_ns``, < 0 no
-        limit), then route every CQE there is.  Returns False on timeout."""
+        """Route what an interrupted reap left in the inbox, wait for
+        ``min_complete`` CQEs (at most ``timeout_ns``, < 0 no limit), then
+        route every CQE there is.  Returns False on timeout.
+
+        Nothing taken from the CQ ring is forgotten: ``ur_reap_box`` moves
+        CQEs into the inbox and records them in one C call, and routing
+        marks each CQE taken before it routes it, so an exception (a
+        KeyboardInterrupt from a signal handler, say) escaping from routing
+        leaves the rest for the next call.  The execution whose CQE was
+        being routed then is recovered by ``_recover``."""
+        self._route_inbox()
         ok = self._enter(min_complete, timeout_ns)
-        ring, reap_args, nclean = self._ring, self._reap_args, self._nclean
+        ring, reap_args = self._ring, self._reap_args
         while True:
-            n = lib.ur_reap_split(*reap_args)
+            n = lib.ur_reap_box(*reap_args)
             if n:
-                nc = nclean[0]
-                # The others first: they include the posted CQEs the clean
-                # endings after them look for.
-                if n > nc:
-                    self._route_others(
-                        ffi.unpack(self._uds, n - nc), ffi.unpack(self._ress, n - nc)
-                    )
-                if nc:
-                    self._route_clean(nc, self._nruns[0])
+                self._route_inbox()
             if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
                 # resumes were queued, or CQEs wait in the overflow list
-                lib.ur_enter(ring, 0, -1)
+                self._entered(lib.ur_enter(ring, 0, -1), 0)
                 continue
             if n < self._reap_max:
                 return ok
+
+    def _route_inbox(self) -> None:
+        """Route the CQEs in the inbox: the others first (they include the
+        posted CQEs the clean endings after them look for), then the clean
+        endings, a run at a time (``_route_clean`` advances the box in the
+        same call-free step that posts a run's completions)."""
+        if self._interrupted is not None:
+            ud, self._interrupted = self._interrupted, None
+            self._recover(ud)
+        box, uds, ress = self._box, self._uds, self._ress
+        while box[1] < box[0]:  # UR_BOX_OTHERS_DONE < UR_BOX_OTHERS
+            i = box[1]
+            box[1] = i + 1  # taken before it is routed: never routed twice
+            ud = uds[i]
+            try:
+                self._route_others(ud, ress[i])
+            except BaseException:
+                if self.broken is None:
+                    self._interrupted = ud
+                raise
+        if box[4] < box[3]:  # UR_BOX_RUNS_DONE < UR_BOX_RUNS
+            self._route_clean(box[2], box[3], box[4])
+            if box[4] < box[3]:
+                self._break("a run of clean endings was left unrouted")
 
     def _break(self, why: str) -> NoReturn:
         self.broken = why
         raise EngineClosed(f"engine broken: {why}")
 
-    def _drop(self, b: Batch) -> None:
-        """The batch's last execution finished: free its table entry and
-        its scratch block (no CQE of it can come any more)."""
-        if b.scratch is not None:
-            self._scratch[b.scratch.size].give(b.scratch)
-        self._batches[b.index] = None
-        self._fast[b.index] = 0
-        self._free_batches.append(b.index)
+    def _give_scratch(self, b: Batch) -> None:
+        """Give the scratch block of a batch that has left the table back to
+        its pool: none of its runs is in flight (a late follower of a broken
+        link never ran, so it writes nothing).  An interrupt that loses this
+        call loses only the reuse: the block is freed with the batch."""
+        block = b.scratch
+        if block is not None:
+            b.scratch = None
+            self._scratch[block.size].give(block)
 
     # -- what the CQEs mean: the subclasses' ---------------------------------------
-    def _route_others(self, uds: list[int], ress: list[int]) -> None:
+    def _route_others(self, ud: int, res: int) -> None:
         raise NotImplementedError
 
-    def _route_clean(self, nc: int, nruns: int) -> None:
+    def _route_clean(self, nc: int, nruns: int, done: int) -> None:
+        raise NotImplementedError
+
+    def _recover(self, ud: int) -> None:
         raise NotImplementedError

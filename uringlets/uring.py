@@ -14,6 +14,9 @@ stop rules tested on the lowest and highest result, completions made by one
 
 from __future__ import annotations
 
+import os
+import time
+import warnings
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,6 +25,7 @@ from operator import setitem
 from typing import Any
 
 from . import kernel
+from .errors import ParamError
 from .execution import Batch, ScratchBlock, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
@@ -47,6 +51,9 @@ _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an it
 _ZERO = (0,)
 _NO_SLOTS = array("q")  # the slots of a batch that has none; never mutated
 _RUN_FIELDS = lib.UR_RUN_FIELDS
+CLOSE_GIVE_UP = 5.0  # seconds close() waits for a kernel that will not let go
+# Backends abandoned with requests in the kernel: their memory is never freed.
+_ABANDONED: list[Any] = []
 
 
 def _clean_values(
@@ -83,36 +90,60 @@ class UringBackend(PlanFollower):
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
         """Start ``n`` executions as one batch (the caller checked
-        ``can_start`` and reserved their completions): build the batch's
+        ``can_start`` and the engine's capacity): build the batch's
         value columns, push the first runs in one call, and enter the kernel
         once.  With a ``sink`` (``Engine.run``, which waits next) the SQEs
         stay queued: the wait that follows submits them in the same system
         call.  Returns the executions' user_data bases."""
         plan = program.plan
-        index = self._free_batches.pop()
-        # never 0, so that no fast_ud is 0
-        generation = self._generations[index] = self._generations[index] % UD_GEN_MASK + 1
-        ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
+        # Everything that can fail comes first and gives back what it took:
+        # the columns take slots and scratch (``_columns``), the batch
+        # record is made; then the commit, with no call in it; then the
+        # push, which cannot fail for a run that fits the SQ ring.
         if plan.out_size or len(plan.value_defaults) > 1:
             flat, scratch, slots, keep = self._columns(plan, params, n)
         else:  # nothing differs between executions: the value column is zeros
             flat, scratch, slots, keep = array("q", _ZERO) * n, None, _NO_SLOTS, None
-        whole, run_last, fast_low = plan.launches.get(self.sq_entries) or self._launch(plan)
-        fast_ud = ud_base | fast_low if fast_low >= 0 else -1
-        batch = Batch(
-            program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
-            run_last, fast_ud,
-        )  # fmt: skip
+        try:
+            whole, run_last, fast_low = plan.launches.get(self.sq_entries) or self._launch(plan)
+            index = self._free_batches[-1]
+            # never 0, so that no fast_ud is 0
+            generation = self._generations[index] % UD_GEN_MASK + 1
+            ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
+            fast_ud = ud_base | fast_low if fast_low >= 0 else -1
+            batch = Batch(
+                program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
+                run_last, fast_ud,
+            )  # fmt: skip
+            values = ffi.from_buffer("int64_t[]", flat) if whole else None
+        except BaseException:
+            self._give_back(slots, scratch)
+            raise
+        del self._free_batches[-1]
+        self._generations[index] = generation
         if fast_ud >= 0:
             self._fast[index] = fast_ud
         self._batches[index] = batch
         self.in_flight += n
         if whole:
-            values = ffi.from_buffer("int64_t[]", flat)
             self._push(plan.images_c, plan.first_sqes, plan, values, n, n, ud_base, _K_STEP)
         else:
-            for k in range(n):
-                self._advance(self._promote(batch, k), 0)
+            # Userspace steps may run here; an exception from one ends that
+            # execution (``_recover``, at the next reap) and cancels those
+            # not yet begun, so that each still ends in one completion.
+            k = 0
+            try:
+                for k in range(n):
+                    self._advance(self._promote(batch, k), 0)
+            except BaseException:
+                if self.broken is None:
+                    self._interrupted = ud_base | k << UD_K_SHIFT
+                    for rest in range(k + 1, n):
+                        ex = batch.slow.get(rest) or self._promote(batch, rest)
+                        ex.results = [None] * len(plan.atoms)
+                        ex.cancelled = True
+                        self._finish(ex)
+                raise
         if sink is None:
             self._enter(0)
         return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
@@ -140,36 +171,49 @@ class UringBackend(PlanFollower):
         nslots = plan.nslots
         columns: list[Any] = []
         scratch: ScratchBlock | None = None
+        slots = _NO_SLOTS
         if plan.out_size:
             pool = self._scratch.get(plan.scratch_size)
             if pool is None:
                 pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
             scratch = pool.take(n)
-            columns.append(scratch.addresses[:n])  # a copy: flat grows from it
-        else:
-            columns.append(array("q", _ZERO) * n)
-        slots = _NO_SLOTS
         if nslots:
             free_slots = self._free_slots
             slots = free_slots[-n * nslots :]
             del free_slots[-n * nslots :]
-            columns += [slots] if nslots == 1 else [slots[s::nslots] for s in range(nslots)]
-        defaults = plan.value_defaults
-        if len(defaults) > len(columns):
-            columns += [array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))]
-        keep = self._bind(plan, params, columns) if plan.params else None
-        flat = columns[0]
-        for column in columns[1:]:
-            flat += column
-        if plan.scratch_init:
-            assert scratch is not None
-            for k in range(n):
+        try:
+            if scratch is not None:
+                columns.append(scratch.addresses[:n])  # a copy: flat grows from it
+            else:
+                columns.append(array("q", _ZERO) * n)
+            if nslots:
+                columns += [slots] if nslots == 1 else [slots[s::nslots] for s in range(nslots)]
+            defaults = plan.value_defaults
+            if len(defaults) > len(columns):
+                columns += [
+                    array("q", (defaults[v],)) * n for v in range(len(columns), len(defaults))
+                ]
+            keep = self._bind(plan, params, columns) if plan.params else None
+            flat = columns[0]
+            for column in columns[1:]:
+                flat += column
+            if plan.scratch_init and scratch is not None:
+                for k in range(n):
 
-                def value_of(v: int, k: int = k) -> int:
-                    return flat[v * n + k]
+                    def value_of(v: int, k: int = k) -> int:
+                        return flat[v * n + k]
 
-                init_scratch(plan, scratch.base + k * scratch.size, value_of)
+                    init_scratch(plan, scratch.base + k * scratch.size, value_of)
+        except BaseException:
+            self._give_back(slots, scratch)
+            raise
         return flat, scratch, slots, keep
+
+    def _give_back(self, slots: Any, scratch: ScratchBlock | None) -> None:
+        """Undo what ``_columns`` took for a batch that does not start."""
+        self._free_slots += slots
+        if scratch is not None:
+            self._scratch[scratch.size].give(scratch)
 
     @staticmethod
     def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[Any]) -> Any:
@@ -189,7 +233,8 @@ class UringBackend(PlanFollower):
                 found = lib.ur_string_starts(
                     blob, len(blob), address, ffi.from_buffer("int64_t[]", starts), n
                 )
-                assert found == n, "bind_columns let a path with a NUL through"
+                if found != n:
+                    raise ParamError(f"parameter {use.name!r}: a path holds a NUL byte")
                 columns[use.value] = starts
             elif use.kind == "data":
                 blob = b"".join(items)
@@ -206,29 +251,31 @@ class UringBackend(PlanFollower):
         return keep
 
     # -- clean endings ------------------------------------------------------------
-    def _route_clean(self, nc: int, nruns: int) -> None:
-        """Finish the ``nc`` executions whose clean ending ``ur_reap_split``
+    def _route_clean(self, nc: int, nruns: int, done: int) -> None:
+        """Finish the ``nc`` executions whose clean ending ``ur_reap_box``
         found (the CQE of a program's last atom, ``Batch.fast_ud``), a run
-        of one batch at a time.  Usually there is one run, in order of k, and
-        only its results are read."""
+        of one batch at a time, from run ``done`` on (runs before it were
+        finished by a call an exception interrupted).  Usually there is one
+        run, in order of k, and only its results are read."""
         batches, run_fields = self._batches, _RUN_FIELDS
         if nruns == 1:
             bi, _, lo, hi, k0 = ffi.unpack(self._clean_runs, run_fields)
             b = batches[bi]  # in the table: ur_reap_split matched its fast_ud
-            assert b is not None
+            if b is None:
+                self._break(f"clean endings of batch {bi}, which is not in the table")
             ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
             self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
             return
         all_ks, all_ress = ffi.unpack(self._clean_k, nc), ffi.unpack(self._clean_res, nc)
         runs = ffi.unpack(self._clean_runs, run_fields * nruns)
-        start = 0
-        for r in range(0, run_fields * nruns, run_fields):
+        for r in range(done * run_fields, run_fields * nruns, run_fields):
             bi, end, lo, hi, k0 = runs[r : r + run_fields]
+            start = runs[r - run_fields + 1] if r else 0
             b = batches[bi]  # a batch of several runs stays until its last
-            assert b is not None
+            if b is None:
+                self._break(f"clean endings of batch {bi}, which is not in the table")
             ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
             self._finish_clean(b, ks, all_ress[start:end], lo, hi)
-            start = end
 
     def _finish_clean(self, b: Batch, ks: Sequence[int], ress: list[int], lo: int, hi: int) -> None:
         """Finish executions ``ks`` of batch ``b`` from the CQEs of their last
@@ -238,8 +285,11 @@ class UringBackend(PlanFollower):
         Python allows it; one completion each, all made by one ``map``."""
         clean: CleanPath = b.clean  # type: ignore[assignment]
         if b.promoted or clean.posted or clean.normalise is not None:
+            # (Not interrupt-proof: an exception escaping from _sift would
+            # have this run sifted again by the next reap.)
             ks, rs, lo, hi = self._sift(b, clean, ks, ress, lo, hi)
             if not ks:
+                self._box[4] += 1  # UR_BOX_RUNS_DONE: all of it took the general path
                 return
         else:
             rs = ress
@@ -253,30 +303,53 @@ class UringBackend(PlanFollower):
             completions = list(map(tuple.__new__, repeat(Completion, n), repeat(same, n)))
         else:
             completions = self._completions(b, clean, ks, rs, stopping, lo, hi)
-        # Release the slots (all closed by the program's own atoms on this
-        # path) and, with the batch's last execution, its table entry and
-        # scratch block (_drop); then post the completions.
-        if n == b.n:  # the whole batch at once: the done marks of a batch that
-            # leaves the table are never read
-            if b.nslots:
-                self._free_slots += b.slots
-            self._drop(b)
-        else:
-            _consume(map(setitem, repeat(b.done, n), ks, repeat(1, n)))
-            ns = b.nslots
-            if ns == 1:
-                self._free_slots.extend(map(b.slots.__getitem__, ks))
-            elif ns:
-                for k in ks:
-                    self._free_slots += b.slots[k * ns : (k + 1) * ns]  # array slice
-            b.remaining -= n
-            if not b.remaining:
-                self._drop(b)
+        # Commit.  No call until the run is marked finished in the box, so
+        # that an interrupt cannot split it: post the completions, count
+        # them out, release their slots (all closed by the program's own
+        # atoms on this path) and, with the batch's last execution, its
+        # table entry.  Whatever is computed for it comes first.
+        whole = n == b.n
+        freed = b.slots if whole else self._slots_of(b, ks) if b.nslots else _NO_SLOTS
+        done = b.done
+        if not whole:
+            done = self._marked(done, ks)
+        box, notify = self._box, self._notify
         if b.sink is not None:
             b.sink += completions
-        self._notify.ready += completions
-        self._notify.reserved -= n
+        notify.ready += completions
         self.in_flight -= n
+        self._free_slots += freed
+        b.done = done
+        b.remaining -= n
+        last = not b.remaining
+        if last:
+            self._batches[b.index] = None
+            self._fast[b.index] = 0
+            self._free_batches += (b.index,)
+        box[4] += 1  # UR_BOX_RUNS_DONE
+        if last:
+            self._give_scratch(b)
+
+    def _slots_of(self, b: Batch, ks: Sequence[int]) -> Any:
+        """The slots of executions ``ks`` of batch ``b``, as an int64 array."""
+        ns, slots = b.nslots, b.slots
+        if ns == 1:
+            return array("q", map(slots.__getitem__, ks))
+        out = array("q")
+        for k in ks:
+            out += slots[k * ns : (k + 1) * ns]
+        return out
+
+    @staticmethod
+    def _marked(done: bytearray, ks: Sequence[int]) -> bytearray:
+        """A copy of ``done`` with executions ``ks`` marked (swapped in by
+        the commit in one store)."""
+        done = bytearray(done)
+        if type(ks) is range and ks.step == 1:
+            done[ks.start : ks.stop] = b"\1" * len(ks)
+        else:
+            _consume(map(setitem, repeat(done, len(ks)), ks, repeat(1, len(ks))))
+        return done
 
     def _completions(
         self,
@@ -423,16 +496,38 @@ class UringBackend(PlanFollower):
 
     def close(self) -> None:
         """Cancel everything in flight, wait until the kernel has let go of
-        every buffer (every run's last CQE), then tear the ring down."""
+        every buffer (every run's last CQE), then tear the ring down.  A
+        kernel that still holds requests after ``CLOSE_GIVE_UP`` seconds
+        (an uninterruptible read, say) keeps this backend's memory: it is
+        never freed under the kernel, and a ResourceWarning says so."""
         try:
             if self.broken is None:
                 self._cancel_all()
-                rounds = 0
-                while self.in_flight:
-                    if not self.reap(1, 1_000_000_000):
-                        rounds += 1
+                self._enter(0)
+                give_up = time.monotonic() + CLOSE_GIVE_UP
+                while self.in_flight and time.monotonic() < give_up:
+                    if not self.reap(1, 100_000_000):
                         self._cancel_all()
-                        if rounds > 30:
-                            break
+                        self._enter(0)
         finally:
-            lib.ur_teardown(self._ring)
+            if self.in_flight:
+                self.abandon(f"{self.in_flight} executions still held by the kernel at close")
+            else:
+                lib.ur_teardown(self._ring)
+
+    def abandon(self, why: str) -> None:
+        """Keep every buffer alive for good (the kernel may still write into
+        them) and close the ring's descriptor, which makes the kernel cancel
+        what is left."""
+        _ABANDONED.append(self)
+        warnings.warn(
+            f"uringlets: {why}; their buffers are kept alive", ResourceWarning, stacklevel=3
+        )
+        os.close(self._ring.fd)
+        self._ring.fd = -1
+
+    def forked(self) -> None:
+        """In a forked child: the ring is the parent's.  Touch nothing (no
+        cancel, no unmap, no close); the child's copy of the mappings goes
+        with the child."""
+        self.broken = "the engine belongs to the process that made it (this is a fork)"
