@@ -17,7 +17,8 @@ from . import atoms
 from .kernel import KernelFeatures, lib
 
 SQE_SIZE = 64
-# SQE field -> (byte offset, width); see struct io_uring_sqe.
+# SQE field -> (byte offset, width); see struct io_uring_sqe.  The fields
+# only some op has (a URING_CMD's) are the op's: ``atoms.Op.sqe_fields``.
 FIELDS: dict[str, tuple[int, int]] = {
     "flags": (1, 1),
     "fd": (4, 4),
@@ -27,12 +28,6 @@ FIELDS: dict[str, tuple[int, int]] = {
     "op_flags": (28, 4),
     "user_data": (32, 8),
     "file_index": (44, 4),
-    # IORING_OP_URING_CMD on a socket (io_uring_prep_cmd_sock)
-    "cmd_op": (8, 4),
-    "level": (16, 4),
-    "optname": (20, 4),
-    "optlen": (44, 4),
-    "optval": (48, 8),
 }
 _PACK = {1: "=B", 2: "=H", 4: "=I", 8: "=Q"}
 
@@ -66,12 +61,16 @@ LINK_END = "end"
 @dataclass(frozen=True)
 class ParamUse:
     """Where a Param goes: ``value`` holds its address (path, data) or value;
-    ``length_value`` the length of a data param."""
+    ``length_value`` the length of a data param; ``lo``..``hi`` the values
+    an int-like one (int, offset, fd) may be bound to (what every argument it
+    is used as fits: ``atoms.Arg.bounds``)."""
 
     name: str
     kind: str
     value: int
     length_value: int | None
+    lo: int = 0
+    hi: int = 0
 
 
 @dataclass(frozen=True)

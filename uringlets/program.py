@@ -7,10 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .atoms import MAX_TRANSFER
-from .errors import ParamError
-from .plan import LINK_END, Plan
-from .syslet import (
+from .atom import (
     STOP_ON_NEGATIVE,
     STOP_ON_NON_POSITIVE,
     STOP_ON_NONZERO,
@@ -19,6 +16,9 @@ from .syslet import (
     Param,
     Ref,
 )
+from .atoms import MAX_TRANSFER
+from .errors import ParamError
+from .plan import LINK_END, ParamUse, Plan
 
 _STOP_NAMES = (
     (STOP_ON_NEGATIVE, "NEGATIVE"),
@@ -26,18 +26,17 @@ _STOP_NAMES = (
     (STOP_ON_ZERO, "ZERO"),
     (STOP_ON_NON_POSITIVE, "NON_POSITIVE"),
 )
-_PARAM_RANGES = {"int": 2**32 - 1, "offset": 2**63 - 1, "fd": 2**31 - 1}
 
 
-def _column_ok(kind: str, column: list[Any]) -> bool:
+def _column_ok(use: ParamUse, column: list[Any]) -> bool:
     """Whether every value is already of the exact bound type and valid
     (a column at a time: these run in C)."""
+    kind = use.kind
     if kind == "path":  # no NUL inside: the joined column has only the n - 1 joints
         return {*map(type, column)} == {bytes} and b"\0".join(column).count(0) == len(column) - 1
     if kind == "data":
         return {*map(type, column)} == {bytes} and max(map(len, column)) <= MAX_TRANSFER
-    top = _PARAM_RANGES[kind]
-    return {*map(type, column)} == {int} and min(column) >= 0 and max(column) <= top
+    return {*map(type, column)} == {int} and min(column) >= use.lo and max(column) <= use.hi
 
 
 def stop_name(rule: int) -> str:
@@ -52,7 +51,7 @@ class Program:
     builder handed out, one per atom: a completion knows its values by them
     (``Completion.__getitem__``), so a Ref of another syslet never matches."""
 
-    __slots__ = ("atoms", "exports", "param_kinds", "plan", "refs")
+    __slots__ = ("atoms", "exports", "param_kinds", "param_uses", "plan", "refs")
 
     def __init__(
         self, atoms: tuple[Atom, ...], refs: tuple[Ref, ...], exports: tuple[int, ...], plan: Plan
@@ -61,6 +60,7 @@ class Program:
         self.refs = refs
         self.exports = exports
         self.plan = plan
+        self.param_uses: dict[str, ParamUse] = {use.name: use for use in plan.params}
         self.param_kinds: dict[str, str] = {use.name: use.kind for use in plan.params}
 
     def __len__(self) -> int:
@@ -100,11 +100,11 @@ class Program:
                 if len(value) > MAX_TRANSFER:
                     raise ParamError(f"parameter {name!r}: more than {MAX_TRANSFER} bytes")
                 bound[name] = bytes(value)
-            else:
-                top = _PARAM_RANGES[kind]
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            else:  # int, offset, fd: what every argument it is used as fits
+                lo, hi = self.param_uses[name].lo, self.param_uses[name].hi
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                     raise ParamError(
-                        f"parameter {name!r}: expected an int in 0..{top}, got {value!r}"
+                        f"parameter {name!r}: expected an int in {lo}..{hi}, got {value!r}"
                     )
                 bound[name] = value
         return bound
@@ -126,8 +126,8 @@ class Program:
         except KeyError:
             columns = {}
         if columns and {*map(len, binds)} == {nkeys}:
-            for name, kind in kinds.items():
-                if not _column_ok(kind, columns[name]):
+            for name, use in self.param_uses.items():
+                if not _column_ok(use, columns[name]):
                     break
             else:
                 return columns

@@ -9,96 +9,43 @@ descriptor first.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import atoms
-from .atoms import MAX_ATOMS, MAX_TRANSFER, Op, sockaddr
+from .atom import (
+    ALL_STOP_FLAGS,
+    NEVER_STOP,
+    STOP_ON_NEGATIVE,
+    STOP_ON_NON_POSITIVE,
+    STOP_ON_NONZERO,
+    STOP_ON_ZERO,
+    Atom,
+    Param,
+    Ref,
+    stop_holds,
+    stop_holds_for_any,
+)
+from .atoms import MAX_ATOMS, sockaddr
 from .errors import TranslateError
+from .kernel import KernelFeatures
+from .program import Program
+from .translate import translate
 
-if TYPE_CHECKING:
-    from .kernel import KernelFeatures
-    from .program import Program
-
-# Stop rules, as in the 2007 syslet patches; combine with |.
-NEVER_STOP = 0
-STOP_ON_NEGATIVE = 1
-STOP_ON_NONZERO = 2
-STOP_ON_ZERO = 4
-STOP_ON_NON_POSITIVE = 8
-_ALL_STOP_FLAGS = STOP_ON_NEGATIVE | STOP_ON_NONZERO | STOP_ON_ZERO | STOP_ON_NON_POSITIVE
-
-
-def stop_holds(rule: int, result: int) -> bool:
-    """Whether a stop rule holds for a normalised result."""
-    return bool(
-        (rule & STOP_ON_NEGATIVE and result < 0)
-        or (rule & STOP_ON_NONZERO and result != 0)
-        or (rule & STOP_ON_ZERO and result == 0)
-        or (rule & STOP_ON_NON_POSITIVE and result <= 0)
-    )
-
-
-def stop_holds_for_any(rule: int, lo: int, hi: int, results: list[int]) -> bool:
-    """Whether a stop rule holds for at least one of ``results`` (not
-    empty), whose lowest is ``lo`` and highest ``hi``."""
-    return bool(
-        (rule & STOP_ON_NEGATIVE and lo < 0)
-        or (rule & STOP_ON_NONZERO and (lo != 0 or hi != 0))
-        or (rule & STOP_ON_ZERO and 0 in results)
-        or (rule & STOP_ON_NON_POSITIVE and lo <= 0)
-    )
-
-
-class Param:
-    """A value bound per execution: ``eng.submit(prog, name=value)``."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise TypeError(f"Param name must be an identifier, not {name!r}")
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"Param({self.name!r})"
-
-
-class Ref:
-    """The result of atom ``index`` of ``syslet``: a descriptor or the bytes
-    an atom received, usable by later atoms and as ``completion[ref]``."""
-
-    __slots__ = ("index", "op", "syslet")
-
-    def __init__(self, syslet: Syslet, index: int, op: str) -> None:
-        self.syslet = syslet
-        self.index = index
-        self.op = op
-
-    def __repr__(self) -> str:
-        return f"Ref(atom {self.index}: {self.op})"
-
-
-class Atom:
-    """One validated atom: op, normalised arguments (Refs and Params kept as
-    such), stop rule, and the seconds it may wait (None: no limit)."""
-
-    __slots__ = ("args", "index", "op", "stop", "timeout")
-
-    def __init__(
-        self, index: int, op: Op, args: dict[str, Any], stop: int, timeout: float | None = None
-    ) -> None:
-        self.index = index
-        self.op = op
-        self.args = args
-        self.stop = stop
-        self.timeout = timeout
-
-    def __repr__(self) -> str:
-        return f"Atom({self.index}, {self.op.name}, {self.args}, stop={self.stop})"
-
+__all__ = [
+    "NEVER_STOP",
+    "STOP_ON_NEGATIVE",
+    "STOP_ON_NONZERO",
+    "STOP_ON_NON_POSITIVE",
+    "STOP_ON_ZERO",
+    "Atom",
+    "Param",
+    "Ref",
+    "Syslet",
+    "stop_holds",
+    "stop_holds_for_any",
+]
 
 _PARAM_KINDS = frozenset({"path", "int", "offset", "data", "fd"})
 
@@ -136,78 +83,19 @@ class Syslet:
             if kind not in _PARAM_KINDS:
                 raise self._error(op, name, f"a {kind} argument cannot be a Param")
             return value
-        if kind == "fd":
-            if isinstance(value, Ref):
-                source = self._check_ref(op, name, value)
-                if not source.op.creates_fd:
-                    raise self._error(op, name, f"{value!r} is not a descriptor")
-                return value
-            return self._check_int(op, name, value, 0, 2**31 - 1, "a descriptor")
         if isinstance(value, Ref):
-            if kind != "data":
+            if kind not in ("fd", "data"):
                 raise self._error(op, name, f"a Ref cannot be a {kind} argument")
             source = self._check_ref(op, name, value)
-            if source.op.result not in (atoms.BYTES, atoms.MESSAGE):
+            if kind == "fd" and not source.op.creates_fd:
+                raise self._error(op, name, f"{value!r} is not a descriptor")
+            if kind == "data" and source.op.result not in (atoms.BYTES, atoms.MESSAGE):
                 raise self._error(op, name, f"{value!r} does not produce bytes")
             return value
-        if kind == "dirfd":
-            if value is None or value == atoms.AT_FDCWD:
-                return None
-            return self._check_int(op, name, value, 0, 2**31 - 1, "a directory descriptor")
-        if kind == "path":
-            if not isinstance(value, (str, bytes, os.PathLike)):
-                raise self._error(op, name, f"expected str, bytes or os.PathLike, got {value!r}")
-            path = os.fsencode(value)
-            if b"\0" in path:
-                raise self._error(op, name, "embedded null byte")
-            return path
-        if kind in ("int", "flags"):
-            return self._check_int(op, name, value, 0, 2**32 - 1, "an unsigned 32-bit int")
-        if kind == "size":
-            return self._check_int(op, name, value, 0, MAX_TRANSFER, f"a size up to {MAX_TRANSFER}")
-        if kind == "offset":
-            if value is None:
-                return None
-            return self._check_int(op, name, value, 0, 2**63 - 1, "a non-negative offset")
-        if kind == "data":
-            if not isinstance(value, (bytes, bytearray, memoryview)):
-                raise self._error(op, name, f"expected bytes, a Ref or a Param, got {value!r}")
-            data = bytes(value)
-            if len(data) > MAX_TRANSFER:
-                raise self._error(op, name, f"{len(data)} bytes is more than {MAX_TRANSFER}")
-            return data
-        if kind == "seconds":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self._error(op, name, f"expected seconds as a number, got {value!r}")
-            if not (math.isfinite(value) and 0 <= value <= 10**6):
-                raise self._error(op, name, f"{value!r} is not between 0 and 1e6 seconds")
-            return float(value)
-        if kind == "address":
-            if value is None and spec.default is None:
-                return None
-            try:
-                sockaddr.encode(value)
-            except (ValueError, TypeError, OSError) as exc:
-                raise self._error(op, name, str(exc)) from None
-            return value
-        if kind == "optval":
-            if isinstance(value, bool) or not isinstance(value, (int, bytes, bytearray)):
-                raise self._error(op, name, f"expected an int or bytes, got {value!r}")
-            if isinstance(value, int) and not -(2**31) <= value < 2**31:
-                raise self._error(op, name, f"{value} does not fit a C int")
-            return value if isinstance(value, int) else bytes(value)
-        if kind == "bool":
-            if not isinstance(value, bool):
-                raise self._error(op, name, f"expected True or False, got {value!r}")
-            return value
-        raise AssertionError(f"unknown argument kind {kind!r}")
-
-    def _check_int(self, op: str, name: str, value: Any, lo: int, hi: int, what: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._error(op, name, f"expected {what}, got {value!r}")
-        if not lo <= value <= hi:
-            raise self._error(op, name, f"{value} is out of range: expected {what}")
-        return value
+        try:
+            return atoms.check_value(spec, value)
+        except atoms.ArgError as exc:
+            raise self._error(op, name, str(exc)) from None
 
     def _add(
         self, name: str, stop: int, values: Mapping[str, Any], timeout: float | None = None
@@ -217,7 +105,7 @@ class Syslet:
             raise self._error(name, None, f"a syslet holds at most {MAX_ATOMS} atoms")
         if isinstance(stop, bool) or not isinstance(stop, int):
             raise self._error(name, "stop", f"expected a stop rule, got {stop!r}")
-        if stop & ~_ALL_STOP_FLAGS or stop < 0:
+        if stop & ~ALL_STOP_FLAGS or stop < 0:
             raise self._error(name, "stop", f"unknown stop flags {stop:#x}")
         args = {spec.name: self._check_arg(name, spec, values[spec.name]) for spec in op.args}
         if args.get("address") is not None and isinstance(args.get("fd"), Ref):
@@ -225,12 +113,10 @@ class Syslet:
             if family is not None and family != sockaddr.family_of(args["address"]):
                 raise self._error(name, "address", f"{args['address']!r} is not an address of "
                                   f"the family of {args['fd']!r} ({family})")  # fmt: skip
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise self._error(name, "timeout", f"expected seconds, got {timeout!r}")
-            if not (math.isfinite(timeout) and 0 < timeout <= 10**6):
-                raise self._error(name, "timeout", f"{timeout!r} is not in (0, 1e6] seconds")
-            timeout = float(timeout)
+        try:
+            timeout = atoms.check_limit(timeout)
+        except atoms.ArgError as exc:
+            raise self._error(name, "timeout", str(exc)) from None
         ref = Ref(self, len(self._atoms), name)
         self._atoms.append(Atom(ref.index, op, args, stop, timeout))
         self._refs.append(ref)
@@ -239,11 +125,10 @@ class Syslet:
     def _family(self, ref: Ref) -> int | None:
         """The address family of a socket Ref, where the syslet shows it."""
         atom = self._atoms[ref.index]
-        if atom.op.name == "socket":
-            return int(atom.args["family"])
-        if atom.op.name == "accept" and isinstance(atom.args["fd"], Ref):
-            return self._family(atom.args["fd"])
-        return None
+        source = atom.args.get(atom.op.family_arg) if atom.op.family_arg else None
+        if isinstance(source, Ref):
+            return self._family(source)
+        return source if isinstance(source, int) else None
 
     # -- the ops (thin: the catalogue holds the knowledge) -----------------
     def nop(self, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
@@ -493,8 +378,8 @@ class Syslet:
     def compile(self, features: KernelFeatures | None = None) -> Program:
         """Validate and translate once into an immutable, reusable Program.
         ``features`` defaults to what this process's kernel offers."""
-        from .translate import translate
-
         if not self._atoms:
             raise TranslateError(None, None, None, "a syslet needs at least one atom")
-        return translate(tuple(self._atoms), tuple(self._refs), tuple(self._exports), features)
+        program_atoms, exports = tuple(self._atoms), tuple(self._exports)
+        plan = translate(program_atoms, exports, features)
+        return Program(program_atoms, tuple(self._refs), exports, plan)

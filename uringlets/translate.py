@@ -1,4 +1,4 @@
-"""Syslet -> Program: the plan of segments, SQE images and patch points.
+"""Validated atoms -> their plan: segments, SQE images and patch points.
 
 How the kernel runs a link, and what that forces on the plan
 -------------------------------------------------------------
@@ -51,27 +51,18 @@ the Program lives; each in-flight execution holds its Program.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 from . import atoms, kernel
-from .errors import TranslateError
+from .atom import NEVER_STOP, Atom, Param, Ref, stop_holds
+from .atom_writer import AtomWriter, Layout
 from .kernel import KernelFeatures, ffi
-from .syslet import NEVER_STOP, Atom, Param, Ref, stop_holds
-
-if TYPE_CHECKING:
-    from .program import Program
-
-from .atom_writer import AtomWriter
 from .plan import (
-    FIELDS,
     LINK_END,
     LINK_HARD,
     LINK_SOFT,
     SQE_SIZE,
     UD_LINK_TIMEOUT,
-    ParamUse,
     Plan,
     PlanAtom,
     Segment,
@@ -85,35 +76,24 @@ class _Translator:
     ) -> None:
         self.atoms = program_atoms
         self.features = features
-        self.patches: list[tuple[int, int, int, int, int]] = []
-        self.keepalive: list[Any] = []
-        self.slot_of: dict[int, int] = {}
-        self.out: dict[int, tuple[int, int]] = {}
-        self.scratch_size = 0
-        self.values: list[int] = [0]  # V_SCRATCH
-        self.params: dict[str, ParamUse] = {}
-        self.length_value: dict[int, int] = {}
-        self.feeds: dict[int, list[int]] = {}
-        self.data_at: dict[int, tuple[int, int]] = {}  # where an atom's received bytes land
-        self.scratch_init: list[tuple[int, int, str, int]] = []
+        self.layout = lay = Layout()
         # Descriptors are slots, except where a real fd is needed and the
         # kernel cannot install a slot as one (FIXED_FD_INSTALL, 6.8): made by
         # a userspace step, or used by one, or exported.  A real fd's number
         # lives in the value row (-1 until it exists) and is patched into the
         # SQEs that use it, so its creator ends its segment.
-        self.fd_value: dict[int, int] = {}  # {creator atom: value index of its real fd}
         real = self.real_descriptors(exports)
         for atom in program_atoms:
             if atom.op.creates_fd and atom.index not in real:
-                self.slot_of[atom.index] = len(self.slot_of)
-        self.values += [0] * len(self.slot_of)
+                lay.slot_of[atom.index] = len(lay.slot_of)
+        lay.values += [0] * len(lay.slot_of)
         for index in sorted(real):
-            self.fd_value[index] = self.new_value(-1)
+            lay.fd_value[index] = lay.new_value(-1)
         for atom in program_atoms:
             for spec in atom.op.args:
                 value = atom.args[spec.name]
                 if isinstance(value, Param):
-                    self._declare_param(atom, spec.name, spec.kind, value)
+                    lay.declare_param(atom, spec.name, value)
 
     def real_descriptors(self, exports: tuple[int, ...]) -> set[int]:
         """The creator atoms whose descriptor must be a real fd: made in
@@ -133,54 +113,6 @@ class _Translator:
                         if spec.kind == "fd" and isinstance(v, Ref):
                             real.add(v.index)
         return real
-
-    # -- values, buffers, params -------------------------------------------
-    def new_value(self, default: int = 0) -> int:
-        self.values.append(default)
-        return len(self.values) - 1
-
-    def _declare_param(self, atom: Atom, arg: str, kind: str, param: Param) -> None:
-        known = self.params.get(param.name)
-        if known is not None:
-            if known.kind != kind:
-                raise TranslateError(
-                    atom.index, atom.op.name, arg, f"{param!r} is used as {known.kind} elsewhere"
-                )
-            return
-        value = self.new_value()
-        length = self.new_value() if kind == "data" else None
-        self.params[param.name] = ParamUse(param.name, kind, value, length)
-
-    def param_use(self, param: Param) -> ParamUse:
-        return self.params[param.name]
-
-    def param_value(self, param: Param) -> int:
-        return self.params[param.name].value
-
-    def const_buffer(self, data: bytes) -> int:
-        buf = ffi.new("char[]", data)
-        self.keepalive.append(buf)
-        return int(ffi.cast("uintptr_t", buf))
-
-    def reserve(self, size: int) -> int:
-        """Room for ``size`` bytes in every execution's scratch buffer."""
-        offset = (self.scratch_size + 63) & ~63
-        self.scratch_size = offset + max(size, 1)
-        return offset
-
-    def scratch(self, index: int, size: int) -> int:
-        """The scratch region atom ``index`` writes its output into."""
-        offset = self.reserve(size)
-        self.out[index] = (offset, size)
-        self.data_at.setdefault(index, (offset, size))
-        return offset
-
-    def feed(self, source: int, size: int) -> int:
-        """A value holding the length of what atom ``source`` received
-        (``size`` until it is known)."""
-        length = self.new_value(size)
-        self.feeds.setdefault(source, []).append(length)
-        return length
 
     # -- links ----------------------------------------------------------------
     def in_kernel(self, atom: Atom) -> bool:
@@ -205,7 +137,7 @@ class _Translator:
         )
         if fed and op.success_result(args) is None:
             return LINK_END  # the next atoms need a length only userspace learns
-        if atom.index in self.fd_value:
+        if atom.index in self.layout.fd_value:
             return LINK_END  # the next atoms need the fd number it returns
         if atom.stop == NEVER_STOP and not fed:
             # A timed atom is soft-linked to its LINK_TIMEOUT, whose firing
@@ -217,44 +149,30 @@ class _Translator:
         return LINK_END
 
     def link_timeout(self, atom: Atom, sqe: int, link_flag: int) -> bytes:
-        """The LINK_TIMEOUT SQE that follows a timed atom.  It always posts a
-        CQE (-ETIME when it fired, else -ECANCELED), after or before the
-        atom's; the engine only notes whether it fired."""
+        """The LINK_TIMEOUT SQE that follows a timed atom (``atoms``); the
+        engine only notes whether it fired."""
         assert atom.timeout is not None
-        image = bytearray(SQE_SIZE)
-        image[0] = kernel.opcode("LINK_TIMEOUT")
-        image[1] = link_flag
-        nsec = round(atom.timeout * 1e9)
-        ts = self.const_buffer(struct.pack("=qq", nsec // 10**9, nsec % 10**9))
-        struct.pack_into("=Q", image, FIELDS["addr"][0], ts)
-        struct.pack_into("=I", image, FIELDS["len"][0], 1)
-        struct.pack_into("=Q", image, FIELDS["user_data"][0], UD_LINK_TIMEOUT + atom.index)
-        return bytes(image)
+        writer = AtomWriter(self.layout, atom.index, sqe, atoms.LINK_TIMEOUT_OP)
+        atoms.prep_link_timeout(writer, atom.timeout)
+        writer.flags = link_flag
+        return writer.finish(UD_LINK_TIMEOUT + atom.index)
 
     # -- the plan -------------------------------------------------------------
     def translate(self) -> tuple[list[PlanAtom], list[Segment], bytes]:
+        lay = self.layout
         plan_atoms: list[PlanAtom] = []
         images = bytearray()
         can_skip = bool(self.features.features & kernel.constant("IORING_FEAT_CQE_SKIP"))
         for atom in self.atoms:
             op = atom.op
             sqe = len(images) // SQE_SIZE
-            writer = AtomWriter(self, atom, sqe)
             in_kernel = self.in_kernel(atom)
-            if in_kernel:
-                assert op.prep is not None and op.kernel_op is not None
-                writer.image[0] = kernel.opcode(op.kernel_op)
-                op.prep(writer, atom.args)
-                struct.pack_into("=Q", writer.image, FIELDS["user_data"][0], atom.index)
-                link = self.link(atom)
-            else:
-                link = LINK_END
-                if op.result in (atoms.BYTES, atoms.MESSAGE):
-                    # Its bytes may feed a kernel atom later: they get a home
-                    # in scratch, where the userspace step copies them.
-                    size = op.length(atom.args) or 0
-                    self.data_at[atom.index] = (self.reserve(size), size)
-            success = op.success_result(atom.args)
+            link = self.link(atom) if in_kernel else LINK_END
+            if not in_kernel and op.result in (atoms.BYTES, atoms.MESSAGE):
+                # Its bytes may feed a kernel atom later: they get a home in
+                # scratch, where the userspace step copies them.
+                size = op.length(atom.args) or 0
+                lay.data_at[atom.index] = (lay.reserve(size), size)
             # A timed atom always posts its CQE: the run may end with it.
             skip = (
                 in_kernel
@@ -269,14 +187,16 @@ class _Translator:
                 LINK_END: 0,
             }[link]
             if in_kernel:
+                assert op.prep is not None and op.kernel_op is not None
+                writer = AtomWriter(lay, atom.index, sqe, op.kernel_op, op.sqe_fields)
+                op.prep(writer, atom.args)
                 if atom.timeout is None:
                     writer.flags |= link_flag
                 else:
                     writer.flags |= kernel.constant("IOSQE_IO_LINK")  # to its LINK_TIMEOUT
                 if skip:
                     writer.flags |= kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
-                writer.image[1] = writer.flags
-                images += writer.image
+                images += writer.finish(atom.index)
                 if atom.timeout is not None:
                     images += self.link_timeout(atom, sqe + 1, link_flag)
             fd_refs = [
@@ -286,8 +206,8 @@ class _Translator:
                 for v in (atom.args[spec.name],)
                 if isinstance(v, Ref)
             ]
-            fd_slots = {name: self.slot_of[i] for name, i in fd_refs if i in self.slot_of}
-            fd_values = {name: self.fd_value[i] for name, i in fd_refs if i in self.fd_value}
+            fd_slots = {name: lay.slot_of[i] for name, i in fd_refs if i in lay.slot_of}
+            fd_values = {name: lay.fd_value[i] for name, i in fd_refs if i in lay.fd_value}
             plan_atoms.append(
                 PlanAtom(
                     index=atom.index,
@@ -297,23 +217,23 @@ class _Translator:
                     in_kernel=in_kernel,
                     link=link,
                     skip=skip,
-                    success=success,
-                    slot=self.slot_of.get(atom.index),
+                    success=op.success_result(atom.args),
+                    slot=lay.slot_of.get(atom.index),
                     fd_slots=fd_slots,
                     fd_values=fd_values,
-                    fd_value=self.fd_value.get(atom.index),
+                    fd_value=lay.fd_value.get(atom.index),
                     closes=fd_values.get("fd") if op.closes_fd else None,
-                    out=self.out.get(atom.index),
-                    data_at=None if in_kernel else self.data_at.get(atom.index),
+                    out=lay.out.get(atom.index),
+                    data_at=None if in_kernel else lay.data_at.get(atom.index),
                     sqe=sqe if in_kernel else -1,
                     sqe_end=len(images) // SQE_SIZE if in_kernel else -1,
                     timeout=atom.timeout,
-                    length_value=self.length_value.get(atom.index),
+                    length_value=lay.length_value.get(atom.index),
                     feeds=(),
                 )
             )
         # feeds are known only once every consumer has been written.
-        plan_atoms = [_replace_feeds(pa, tuple(self.feeds.get(pa.index, ()))) for pa in plan_atoms]
+        plan_atoms = [_replace_feeds(pa, tuple(lay.feeds.get(pa.index, ()))) for pa in plan_atoms]
         segments: list[Segment] = []
         first = 0
         for pa in plan_atoms:
@@ -329,22 +249,20 @@ def _replace_feeds(pa: PlanAtom, feeds: tuple[int, ...]) -> PlanAtom:
 
 def translate(
     program_atoms: tuple[Atom, ...],
-    refs: tuple[Ref, ...],
     exports: tuple[int, ...],
     features: KernelFeatures | None = None,
-) -> Program:
-    """Translate validated atoms into a Program (see the module docstring)."""
-    from .program import Program
-
+) -> Plan:
+    """Translate validated atoms into their plan (see the module docstring)."""
     if features is None:
         features = kernel.probe()
     tr = _Translator(program_atoms, features, exports)
     plan_atoms, segments, images = tr.translate()
+    lay = tr.layout
     segment_of: list[int] = []
     for number, seg in enumerate(segments):
         segment_of += [number] * (seg.last - seg.first + 1)
-    patches = ffi.new("struct ur_patch[]", max(len(tr.patches), 1))
-    for i, (sqe, offset, width, value, addend) in enumerate(tr.patches):
+    patches = ffi.new("struct ur_patch[]", max(len(lay.patches), 1))
+    for i, (sqe, offset, width, value, addend) in enumerate(lay.patches):
         p = patches[i]
         p.sqe, p.offset, p.width, p.value, p.addend = sqe, offset, width, value, addend
     closers = tuple(
@@ -352,25 +270,25 @@ def translate(
         for a in program_atoms
         if a.op.closes_fd and isinstance(a.args["fd"], Ref)
     )
-    plan = Plan(
+    scratch_size = max(lay.scratch_size, 1)
+    return Plan(
         atoms=tuple(plan_atoms),
         segments=tuple(segments),
         segment_of=tuple(segment_of),
         images_c=ffi.new("char[]", images),
         patches=patches,
-        npatches=len(tr.patches),
-        value_defaults=tuple(tr.values),
-        nslots=len(tr.slot_of),
-        scratch_size=max(tr.scratch_size, 1),
-        out_size=tr.scratch_size,
-        params=tuple(tr.params.values()),
-        keepalive=tuple(tr.keepalive),
+        npatches=len(lay.patches),
+        value_defaults=tuple(lay.values),
+        nslots=len(lay.slot_of),
+        scratch_size=scratch_size,
+        out_size=lay.scratch_size,
+        params=tuple(lay.params.values()),
+        keepalive=tuple(lay.keepalive),
         features=features,
-        scratch_init=tuple(tr.scratch_init),
-        creators=tuple(tr.slot_of),
-        slot_index=dict(tr.slot_of),
-        real_creators=tuple(tr.fd_value),
+        scratch_init=tuple(lay.scratch_init),
+        creators=tuple(lay.slot_of),
+        slot_index=dict(lay.slot_of),
+        real_creators=tuple(lay.fd_value),
         closers=closers,
-        clean=clean_path(plan_atoms, segments, exports, closers, max(tr.scratch_size, 1)),
+        clean=clean_path(plan_atoms, segments, exports, closers, scratch_size),
     )
-    return Program(program_atoms, refs, exports, plan)

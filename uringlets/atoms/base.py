@@ -6,7 +6,7 @@ One entry per op, read by every other module and by no one restated:
   against it, and ``kind`` says how a value reaches the SQE and the blocking
   call (``fd`` may be a Ref, ``path`` becomes a NUL-terminated buffer, ...);
 * ``prep``: how to fill the SQE, written against the small ``SqeWriter``
-  protocol that ``translate.py`` implements (constants now, patch points for
+  protocol that ``atom_writer.py`` implements (constants now, patch points for
   what changes per execution);
 * ``call``: the blocking-call equivalent, used by the thread engine, the
   reference interpreter and the io_uring engine's userspace steps;
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 MAX_ATOMS = 64
@@ -55,22 +55,67 @@ REQUIRED: Any = object()
 
 
 @dataclass(frozen=True)
+class CType:
+    """A C integer type an argument passes through: a field of the SQE (as
+    the kernel reads it) or a parameter of Python's blocking call."""
+
+    name: str
+    lo: int
+    hi: int
+
+
+C_INT = CType("int", -(2**31), 2**31 - 1)  # Python's "i" arguments (os.open flags, ...)
+U32 = CType("__u32", 0, 2**32 - 1)  # an unsigned SQE field
+OFF_T = CType("off_t", -(2**63), 2**63 - 1)  # loff_t in the kernel, Py_off_t in Python
+
+
+@dataclass(frozen=True)
 class Arg:
     """One argument.  ``kind`` is one of: ``fd`` (Ref to a descriptor-making
     atom, or an int fd), ``dirfd`` (None or an int fd), ``path``, ``int``,
     ``flags`` (an int fixed at compile time), ``size`` (0..MAX_TRANSFER, fixed
     at compile time: it sizes the buffer), ``offset`` (None = the file
     position, or >= 0), ``data`` (bytes, a Ref to a bytes-result atom, or a
-    Param), ``seconds``, ``bool``.  Kinds ``path``, ``int``, ``offset``,
-    ``data`` and ``fd`` also take a Param, bound per execution."""
+    Param), ``seconds``, ``bool``, ``address``, ``optval``.  Kinds ``path``,
+    ``int``, ``offset``, ``data`` and ``fd`` also take a Param, bound per
+    execution.
+
+    ``fits``: for ``int`` and ``flags``, the C types the value passes
+    through, as (the kernel's, Python's call's); the value must fit both
+    (``bounds``), so neither the kernel truncates it nor Python raises
+    OverflowError.  Int-like arguments are never negative: a negative value
+    means something else to Python or to the kernel (socket's -1 defaults,
+    a read's -1 offset), so both engines would not agree on it."""
 
     name: str
     kind: str
     default: Any = REQUIRED
+    fits: tuple[CType, ...] = ()
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(lowest, highest) value of an int-like argument."""
+        if self.kind in ("fd", "dirfd"):
+            fits: tuple[CType, ...] = (C_INT,)  # SQE fd is __s32; Python's fds are C ints
+        elif self.kind == "offset":
+            fits = (OFF_T,)  # SQE off (loff_t), os.pread's Py_off_t
+        elif self.kind == "size":
+            return 0, MAX_TRANSFER  # SQE len (__u32), Py_ssize_t: both hold it
+        else:
+            fits = self.fits
+        if not fits:
+            raise AssertionError(f"argument {self.name!r} ({self.kind}) declares no C types")
+        return max(0, *(t.lo for t in fits)), min(t.hi for t in fits)
+
+    def describe(self) -> str:
+        """The range of an int-like argument, in words."""
+        lo, hi = self.bounds
+        types = " and ".join(dict.fromkeys(t.name for t in self.fits))
+        return f"an int in {lo}..{hi}" + (f" (fits C types {types})" if types else "")
 
 
 class SqeWriter(Protocol):
-    """What ``prep`` functions write through (implemented by translate.py).
+    """What ``prep`` functions write through (implemented by atom_writer.py).
     Every method takes the raw argument value (a constant, a Param or a Ref)
     and records a constant or a per-execution patch point."""
 
@@ -127,6 +172,13 @@ class Op:
     # op differs from the system call for some arguments, those run in
     # userspace instead.
     kernel_when: Callable[[Mapping[str, Any]], bool] = lambda a: True
+    # SQE fields of this op beyond the common ones (plan.FIELDS), as
+    # {name: (byte offset, width)}: a URING_CMD's command-specific layout.
+    sqe_fields: Mapping[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+    # Where the address family of the socket it creates comes from: an int
+    # argument holding it (socket), or the fd argument whose socket's family
+    # it inherits (accept); None if it creates no socket.
+    family_arg: str | None = None
 
     def value_from(self, region: Any, result: int) -> Any:
         """The typed value of a successful atom whose output the kernel wrote

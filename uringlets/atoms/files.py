@@ -15,12 +15,14 @@ from .base import (
     AT_REMOVEDIR,
     AT_SYMLINK_NOFOLLOW,
     BYTES,
+    C_INT,
     COUNT,
     FD,
     SLEEP,
     STAT,
     STATX_BASIC_STATS,
     STATX_SIZE,
+    U32,
     ZERO,
     Arg,
     Op,
@@ -191,15 +193,30 @@ def _call_renameat(a: Mapping[str, Any]) -> None:
     os.rename(a["src"], a["dst"], src_dir_fd=a["src_dir_fd"], dst_dir_fd=a["dst_dir_fd"])
 
 
-def _prep_timeout(w: SqeWriter, a: Mapping[str, Any]) -> None:
-    seconds = a["seconds"]
+def timespec(seconds: float) -> bytes:
+    """A ``struct __kernel_timespec``."""
     nsec = round(seconds * 1e9)
-    w.const_buffer("addr", struct.pack("=qq", nsec // 10**9, nsec % 10**9))
+    return struct.pack("=qq", nsec // 10**9, nsec % 10**9)
+
+
+def _prep_timeout(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.const_buffer("addr", timespec(a["seconds"]))
     w.set("len", 1)
     w.set("off", 0)  # no completion count: a pure timer
     # Report a full sleep as success, so it neither posts a CQE under
     # CQE_SKIP_SUCCESS nor breaks a soft link.
     w.kernel_flag("op_flags", "IORING_TIMEOUT_ETIME_SUCCESS")
+
+
+# The SQE that bounds a timed atom (``timeout=``): linked after it, it
+# cancels the atom when it fires.  It always posts a CQE (-ETIME when it
+# fired, else -ECANCELED), after or before the atom's.
+LINK_TIMEOUT_OP = "LINK_TIMEOUT"
+
+
+def prep_link_timeout(w: SqeWriter, seconds: float) -> None:
+    w.const_buffer("addr", timespec(seconds))
+    w.set("len", 1)
 
 
 def _call_timeout(a: Mapping[str, Any]) -> None:
@@ -211,12 +228,15 @@ def _call_nop(a: Mapping[str, Any]) -> None:
 
 
 _DIR_FD = Arg("dir_fd", "dirfd", None)
+# open flags: SQE open_flags (__u32), os.open's C int; a mode: SQE len
+# (__u32), os.open's / os.mkdir's C int.
+_MODE = Arg("mode", "int", 0o777, fits=(U32, C_INT))
 
 OPS: tuple[Op, ...] = (
     Op("nop", (), ZERO, _call_nop, "NOP", _prep_nop),
     Op(
         "openat",
-        (Arg("path", "path"), Arg("flags", "flags"), Arg("mode", "int", 0o777), _DIR_FD),
+        (Arg("path", "path"), Arg("flags", "flags", fits=(U32, C_INT)), _MODE, _DIR_FD),
         FD,
         _call_openat,
         "OPENAT",
@@ -290,7 +310,7 @@ OPS: tuple[Op, ...] = (
     ),
     Op(
         "mkdirat",
-        (Arg("path", "path"), Arg("mode", "int", 0o777), _DIR_FD),
+        (Arg("path", "path"), _MODE, _DIR_FD),
         ZERO,
         _call_mkdirat,
         "MKDIRAT",

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import sockaddr
-from .base import COUNT, FD, MESSAGE, ZERO, Arg, Op, SqeWriter
+from .base import C_INT, COUNT, FD, MESSAGE, U32, ZERO, Arg, Op, SqeWriter
 from .files import BYTES
+from .msghdr import decode_recvfrom, decode_recvmsg
 
 
 @contextmanager
@@ -58,6 +59,17 @@ def _call_socket(a: Mapping[str, Any]) -> int:
 
 
 # -- setsockopt (IORING_OP_URING_CMD, SOCKET_URING_OP_SETSOCKOPT, 6.7) --------------
+# The SQE of IORING_OP_URING_CMD on a socket (io_uring_prep_cmd_sock):
+# {field: (byte offset, width)} beyond the common fields.
+SOCKOPT_FIELDS = {
+    "cmd_op": (8, 4),
+    "level": (16, 4),
+    "optname": (20, 4),
+    "optlen": (44, 4),
+    "optval": (48, 8),
+}
+
+
 def optval_bytes(value: int | bytes) -> bytes:
     return struct.pack("=i", value) if isinstance(value, int) else bytes(value)
 
@@ -205,29 +217,6 @@ def _call_recvmsg(a: Mapping[str, Any]) -> tuple[bytes, list[Any], int, Any]:
         return s.recvmsg(a["bufsize"], 0, a["flags"])
 
 
-# Where recvmsg's pieces sit in its scratch region (see SqeWriter.msghdr).
-MSGHDR_SIZE = 64
-IOVEC_AT = 64
-NAME_AT = 80
-DATA_AT = NAME_AT + sockaddr.SOCKADDR_STORAGE
-
-
-def _message(region: Any, r: int) -> tuple[bytes, Any, int]:
-    namelen, flags = struct.unpack("=I", region[8:12])[0], struct.unpack("=i", region[48:52])[0]
-    name = sockaddr.decode(region[NAME_AT : NAME_AT + namelen]) if namelen else None
-    return region[DATA_AT : DATA_AT + r], name, flags
-
-
-def _decode_recvfrom(region: Any, r: int) -> tuple[bytes, Any]:
-    data, name, _ = _message(region, r)
-    return data, name
-
-
-def _decode_recvmsg(region: Any, r: int) -> tuple[bytes, list[Any], int, Any]:
-    data, name, flags = _message(region, r)
-    return data, [], flags, name
-
-
 # -- shutdown --------------------------------------------------------------------------
 def _prep_shutdown(w: SqeWriter, a: Mapping[str, Any]) -> None:
     w.fd(a["fd"])
@@ -240,27 +229,49 @@ def _call_shutdown(a: Mapping[str, Any]) -> None:
 
 
 _FD = Arg("fd", "fd")
-_FLAGS = Arg("flags", "flags", 0)
+# The ints: what the SQE field holds and the kernel reads it into, then
+# Python's C int.  msg flags: SQE msg_flags (__u32); backlog, how, level,
+# optname: an SQE __u32 the kernel reads as an int; socket's family, type
+# and proto: ints (from SQE fd, off and len).
+_FLAGS = Arg("flags", "flags", 0, fits=(U32, C_INT))
 
 OPS: tuple[Op, ...] = (
     Op(
         "socket",
-        (Arg("family", "flags"), Arg("type", "flags"), Arg("proto", "flags", 0)),
+        (
+            Arg("family", "flags", fits=(C_INT,)),
+            Arg("type", "flags", fits=(C_INT,)),
+            Arg("proto", "flags", 0, fits=(C_INT,)),
+        ),
         FD,
         _call_socket,
         "SOCKET",
         _prep_socket,
+        family_arg="family",
     ),
     Op(
         "setsockopt",
-        (_FD, Arg("level", "flags"), Arg("optname", "flags"), Arg("value", "optval")),
+        (
+            _FD,
+            Arg("level", "flags", fits=(U32, C_INT)),
+            Arg("optname", "flags", fits=(U32, C_INT)),
+            Arg("value", "optval"),
+        ),
         ZERO,
         _call_setsockopt,
         "URING_CMD_SETSOCKOPT",
         _prep_setsockopt,
+        sqe_fields=SOCKOPT_FIELDS,
     ),
     Op("bind", (_FD, Arg("address", "address")), ZERO, _call_bind, "BIND", _prep_address),
-    Op("listen", (_FD, Arg("backlog", "int", 128)), ZERO, _call_listen, "LISTEN", _prep_listen),
+    Op(
+        "listen",
+        (_FD, Arg("backlog", "int", 128, fits=(U32, C_INT))),
+        ZERO,
+        _call_listen,
+        "LISTEN",
+        _prep_listen,
+    ),
     Op(
         "connect",
         (_FD, Arg("address", "address")),
@@ -281,6 +292,7 @@ OPS: tuple[Op, ...] = (
         "ACCEPT",
         _prep_accept,
         interruptible=_accept_interruptible,
+        family_arg="fd",
     ),
     Op(
         "send",
@@ -325,7 +337,7 @@ OPS: tuple[Op, ...] = (
         length=lambda a: a["bufsize"],
         short_fails=_waitall,
         waits_for=select.POLLIN,
-        decode=_decode_recvfrom,
+        decode=decode_recvfrom,
     ),
     Op(
         "sendmsg",
@@ -348,12 +360,12 @@ OPS: tuple[Op, ...] = (
         length=lambda a: a["bufsize"],
         short_fails=_waitall,
         waits_for=select.POLLIN,
-        decode=_decode_recvmsg,
+        decode=decode_recvmsg,
     ),
     # A failed shutdown (ENOTCONN) does not fail the request: the link goes on.
     Op(
         "shutdown",
-        (_FD, Arg("how", "flags")),
+        (_FD, Arg("how", "flags", fits=(U32, C_INT))),
         ZERO,
         _call_shutdown,
         "SHUTDOWN",

@@ -51,6 +51,12 @@ def _port(port: Any) -> int:
     return port
 
 
+def _u(value: Any, what: str, top: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValueError(f"the {what} must be an int in 0..{top}, got {value!r}")
+    return value
+
+
 def encode(address: Any, family: int | None = None) -> bytes:
     """The ``struct sockaddr`` bytes for ``address``; its length is the
     address length to give the kernel."""
@@ -80,6 +86,10 @@ def encode(address: Any, family: int | None = None) -> bytes:
             raise ValueError(f"an AF_INET6 address is (host, port[, flowinfo, scope_id]), "
                              f"got {address!r}")  # fmt: skip
         flowinfo, scope_id = address[2:] if len(address) == 4 else (0, 0)
+        # Python refuses a flowinfo above 20 bits (OverflowError) and wraps a
+        # scope id modulo 2**32; the kernel's fields are 32 bits.
+        flowinfo = _u(flowinfo, "flowinfo", 0xFFFFF)
+        scope_id = _u(scope_id, "scope id", 2**32 - 1)
         host = _resolve(address[0], family)
         return (
             struct.pack("=H", family)
