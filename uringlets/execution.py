@@ -152,6 +152,7 @@ class Execution:
     stopped_at: int | None = None
     cancelled = False
     timed_out: frozenset[int] | None = None  # atoms whose LINK_TIMEOUT fired
+    fast_taken = False  # its clean-ending CQE was taken off the clean path
 
     def __init__(self, batch: Batch, k: int) -> None:
         self.batch = batch

@@ -84,7 +84,9 @@ class PlanFollower(RingIO):
             end += 1
         count = patoms[end].sqe_end - start
         ex.run_first, ex.run_last = first, end
-        ex.run_number = (ex.run_number + 1) & 0xF  # in the aux bits of its CQEs
+        # in the aux bits of its CQEs: 1..15 (0 is the batch's first run
+        # only, so a clean ending's user_data can never match a later run)
+        ex.run_number = ex.run_number % 15 + 1
         if plan.scratch_init:  # lengths may have changed since the last run
             init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         row = ffi.new("int64_t[]", self._row(ex))
@@ -93,11 +95,12 @@ class PlanFollower(RingIO):
     def _route_others(self, ud: int, res: int) -> None:
         self._route_one(self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
 
-    def _recover(self, ud: int) -> None:
-        """An exception escaped while the CQE ``ud`` was being routed, so its
-        execution may be anywhere between two steps.  It ends cancelled:
-        if a run of it is in flight, the kernel is asked to cancel it and
-        its CQEs finish it as usual; otherwise it is finished now (its
+    def _recover(self, ud: int, res: int) -> None:
+        """An exception escaped while the CQE ``(ud, res)`` was being
+        routed, so its execution may be anywhere between two steps.  It ends
+        cancelled: if a run of it is still in flight, the kernel is asked to
+        cancel it and its CQEs finish it as usual; if none is (this CQE
+        ended the run, or it was a userspace step), it is finished now (its
         descriptors closed, its one completion posted)."""
         b = self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
         k = (ud >> UD_K_SHIFT) & UD_K_MASK
@@ -106,12 +109,30 @@ class PlanFollower(RingIO):
         ex = b.slow.get(k) or self._promote(b, k)
         if ex.results is None:
             ex.results = [None] * len(ex.program.atoms)
+        atom = ud & 0xFF
+        if UD_INSTALL <= atom < UD_LINK_TIMEOUT:
+            ex.pending = 0  # whether it was counted is not known: expect none
+        elif (
+            atom < UD_INSTALL and (ud >> 8) & 0xF == ex.run_number and self._ends_run(ex, atom, res)
+        ):
+            ex.run_first = ex.run_last = -1  # this CQE ended the run
         if ex.run_first >= 0 or ex.pending:
             self._cancel(ex)
             self._enter(0)
         else:
             ex.cancelled = True
             self._finish(ex)
+
+    @staticmethod
+    def _ends_run(ex: Execution, atom: int, res: int) -> bool:
+        """Whether the CQE ``res`` of ``atom`` ends the execution's run in
+        flight (as ``_route_one`` reads it)."""
+        if not ex.run_first <= atom <= ex.run_last:
+            return False
+        pa = ex.program.plan.atoms[atom]
+        return atom == ex.run_last or (
+            pa.link == LINK_SOFT and (pa.skip or res == -errno.ECANCELED)
+        )
 
     def _route_one(self, b: Batch | None, ud: int, res: int) -> None:
         """Route one CQE that is not a clean ending.

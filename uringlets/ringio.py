@@ -95,8 +95,8 @@ class RingIO:
             ring, self._fast, capacity, self._uds, self._ress, self._clean_k, self._clean_res,
             self._reap_max, self._clean_runs, self._box,
         )  # fmt: skip
-        # The CQE being routed when an exception escaped (user_data), if any.
-        self._interrupted: int | None = None
+        # The CQE being routed when an exception escaped (user_data, res), if any.
+        self._interrupted: tuple[int, int] | None = None
         self.in_flight = 0
         self.broken: str | None = None
 
@@ -197,18 +197,19 @@ class RingIO:
         endings, a run at a time (``_route_clean`` advances the box in the
         same call-free step that posts a run's completions)."""
         if self._interrupted is not None:
-            ud, self._interrupted = self._interrupted, None
-            self._recover(ud)
+            ud, res = self._interrupted
+            self._recover(ud, res)  # again, if an interrupt cuts it short too
+            self._interrupted = None
         box, uds, ress = self._box, self._uds, self._ress
         while box[1] < box[0]:  # UR_BOX_OTHERS_DONE < UR_BOX_OTHERS
             i = box[1]
             box[1] = i + 1  # taken before it is routed: never routed twice
-            ud = uds[i]
+            ud, res = uds[i], ress[i]
             try:
-                self._route_others(ud, ress[i])
+                self._route_others(ud, res)
             except BaseException:
                 if self.broken is None:
-                    self._interrupted = ud
+                    self._interrupted = (ud, res)
                 raise
         if box[4] < box[3]:  # UR_BOX_RUNS_DONE < UR_BOX_RUNS
             self._route_clean(box[2], box[3], box[4])
@@ -236,5 +237,5 @@ class RingIO:
     def _route_clean(self, nc: int, nruns: int, done: int) -> None:
         raise NotImplementedError
 
-    def _recover(self, ud: int) -> None:
+    def _recover(self, ud: int, res: int) -> None:
         raise NotImplementedError

@@ -96,6 +96,11 @@ class UringBackend(PlanFollower):
         stay queued: the wait that follows submits them in the same system
         call.  Returns the executions' user_data bases."""
         plan = program.plan
+        box = self._box
+        if box[4] < box[3] or box[1] < box[0] or self._interrupted is not None:
+            # An interrupted reap left CQEs in the inbox: route them before a
+            # table entry they name can be reused.
+            self._route_inbox()
         # Everything that can fail comes first and gives back what it took:
         # the columns take slots and scratch (``_columns``), the batch
         # record is made; then the commit, with no call in it; then the
@@ -137,7 +142,7 @@ class UringBackend(PlanFollower):
                     self._advance(self._promote(batch, k), 0)
             except BaseException:
                 if self.broken is None:
-                    self._interrupted = ud_base | k << UD_K_SHIFT
+                    self._interrupted = (ud_base | k << UD_K_SHIFT, 0)
                     for rest in range(k + 1, n):
                         ex = batch.slow.get(rest) or self._promote(batch, rest)
                         ex.results = [None] * len(plan.atoms)
@@ -260,9 +265,10 @@ class UringBackend(PlanFollower):
         batches, run_fields = self._batches, _RUN_FIELDS
         if nruns == 1:
             bi, _, lo, hi, k0 = ffi.unpack(self._clean_runs, run_fields)
-            b = batches[bi]  # in the table: ur_reap_split matched its fast_ud
-            if b is None:
-                self._break(f"clean endings of batch {bi}, which is not in the table")
+            b = batches[bi]  # in the table when ur_reap_split matched its fast_ud
+            if b is None:  # since finished by _recover (an interrupt cut routing short)
+                self._box[4] += 1
+                return
             ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
             self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
             return
@@ -272,8 +278,9 @@ class UringBackend(PlanFollower):
             bi, end, lo, hi, k0 = runs[r : r + run_fields]
             start = runs[r - run_fields + 1] if r else 0
             b = batches[bi]  # a batch of several runs stays until its last
-            if b is None:
-                self._break(f"clean endings of batch {bi}, which is not in the table")
+            if b is None:  # since finished by _recover (an interrupt cut routing short)
+                self._box[4] += 1
+                continue
             ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
             self._finish_clean(b, ks, all_ress[start:end], lo, hi)
 
@@ -285,8 +292,8 @@ class UringBackend(PlanFollower):
         Python allows it; one completion each, all made by one ``map``."""
         clean: CleanPath = b.clean  # type: ignore[assignment]
         if b.promoted or clean.posted or clean.normalise is not None:
-            # (Not interrupt-proof: an exception escaping from _sift would
-            # have this run sifted again by the next reap.)
+            # (An exception escaping from _sift has the run sifted again
+            # by the next reap; Execution.fast_taken keeps that harmless.)
             ks, rs, lo, hi = self._sift(b, clean, ks, ress, lo, hi)
             if not ks:
                 self._box[4] += 1  # UR_BOX_RUNS_DONE: all of it took the general path
@@ -432,7 +439,22 @@ class UringBackend(PlanFollower):
             stays = [not (k in b.slow or b.done[k]) for k in ks]
             for k, res, stay in zip(ks, ress, stays, strict=True):
                 if not stay:
-                    self._route_one(b, b.fast_ud | k << UD_K_SHIFT, res)
+                    ex = b.slow.get(k)
+                    if ex is None:
+                        # finished before its clean ending came: by a
+                        # follower's verdict, or by _recover after an
+                        # interrupt cut the routing of this very CQE short
+                        continue
+                    if ex.fast_taken:
+                        continue  # routed by a call an interrupt cut short
+                    ex.fast_taken = True  # taken before it is routed
+                    ud = b.fast_ud | k << UD_K_SHIFT
+                    try:
+                        self._route_one(b, ud, res)
+                    except BaseException:
+                        if self.broken is None:
+                            self._interrupted = (ud, res)  # _recover, at the next reap
+                        raise
             ks = list(compress(ks, stays))
             ress = list(compress(ress, stays))
         if clean.posted and ks:  # earlier CQEs decide: take out those that failed
@@ -440,7 +462,14 @@ class UringBackend(PlanFollower):
             if not all(posted):
                 for k, res, ok in zip(ks, ress, posted, strict=True):
                     if not ok:  # something failed: the general path
-                        self._run_over(self._promote(b, k), clean.last.index, res)
+                        ex = self._promote(b, k)
+                        ex.fast_taken = True
+                        try:
+                            self._run_over(ex, clean.last.index, res)
+                        except BaseException:
+                            if self.broken is None:
+                                self._interrupted = (ex.ud | clean.last.index, res)
+                            raise
                 ks = list(compress(ks, posted))
                 ress = list(compress(ress, posted))
         if not ks:
@@ -523,8 +552,9 @@ class UringBackend(PlanFollower):
         warnings.warn(
             f"uringlets: {why}; their buffers are kept alive", ResourceWarning, stacklevel=3
         )
-        os.close(self._ring.fd)
-        self._ring.fd = -1
+        if self._ring.fd >= 0:
+            os.close(self._ring.fd)
+            self._ring.fd = -1
 
     def forked(self) -> None:
         """In a forked child: the ring is the parent's.  Touch nothing (no

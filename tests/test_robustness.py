@@ -1,0 +1,278 @@
+"""Nothing lost, nothing freed early: interrupts, forks, failed submits.
+
+Rule 6: every submitted execution ends in exactly one completion, however
+the calls that drive it end: a KeyboardInterrupt from a signal handler in
+the middle of ``submit``, ``wait`` or ``run``, a fork, a submit that fails
+half way.  Rule 9: an engine belongs to the process that made it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import uringlets as ul
+
+from .conftest import ENGINES, open_fds
+
+
+def _programs(sandbox: Path) -> list[ul.Program]:
+    """Clean chains, short reads (the general path), failures that stop."""
+    progs = []
+    s = ul.Syslet()
+    s.nop()
+    s.nop()
+    progs.append(s.compile())
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "ten")
+    s.read(fd, 4096, stop=ul.NEVER_STOP)  # short: the kernel breaks the link
+    s.nop()
+    s.close(fd)
+    progs.append(s.compile())
+    s = ul.Syslet()
+    fd = s.openat(sandbox / "missing")
+    s.read(fd, 16)
+    s.close(fd)
+    progs.append(s.compile())
+    return progs
+
+
+class _Alarm:
+    """SIGALRM every ``interval`` seconds, its handler raising
+    KeyboardInterrupt, as a user's Ctrl-C would land: anywhere."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.fired = 0
+        self.armed = True
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.armed:
+            self.fired += 1
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Alarm:
+        self._old = signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self._old)
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_interrupts_at_random_points_lose_nothing(kind: str, sandbox: Path) -> None:
+    progs = _programs(sandbox)
+    rng = random.Random(6)
+    total = 50_000
+    fds_before = open_fds()
+    eng = ul.Engine(kind, capacity=64)
+    seen: collections.Counter[int] = collections.Counter()
+    attempted: list[range] = []  # each submit's tags: all of them complete or none
+    returned: list[range] = []  # submits that returned: all of them must complete
+    next_tag = 0
+
+    def step() -> None:
+        nonlocal next_tag
+        tags = range(next_tag, min(total, next_tag + rng.randint(1, 16)))
+        attempted.append(tags)
+        next_tag = tags.stop
+        eng.submit_many(rng.choice(progs), tags=tags, params=[{}] * len(tags))
+        returned.append(tags)
+        if rng.random() < 0.1:
+            eng.run(progs[0], tag=-1)  # not counted: its return can be lost too
+        # Completions stay in the notification ring (max_events=0) until the
+        # end: a list a call returns can be lost to an interrupt at the very
+        # return, in any Python program; the engine's part is to post each
+        # execution's completion exactly once, which is what is counted.
+        eng.wait(len(eng._notify.ready) + rng.randint(0, 8), timeout=1, max_events=0)
+
+    with _Alarm(0.0007) as alarm:
+        # An interrupt may land anywhere, the loops' own back-edges too.
+        while next_tag < total:
+            try:
+                while next_tag < total:
+                    with contextlib.suppress(KeyboardInterrupt):
+                        step()
+            except KeyboardInterrupt:
+                pass
+        alarm.armed = False
+    # the timer is off: drain what is left, then close
+    deadline = 60.0
+    while eng.in_flight and deadline > 0:
+        for c in eng.wait(1, timeout=1):
+            seen[c.tag] += 1
+        deadline -= 1
+    for c in eng.wait(0):
+        seen[c.tag] += 1
+    for c in eng.close():
+        seen[c.tag] += 1
+    assert alarm.fired > 50, "the test must really interrupt"
+    seen.pop(-1, None)
+    assert all(count == 1 for count in seen.values()), "a completion was posted twice"
+    missing = [t for tags in returned for t in tags if seen[t] != 1]
+    assert not missing, (
+        f"{len(missing)} executions never completed: {missing[:20]}, {eng.in_flight}"
+    )
+    for tags in attempted:
+        got = sum(seen[t] for t in tags)
+        assert got in (0, len(tags)), f"an interrupted submit started part of its batch: {tags}"
+    assert len(returned) > len(attempted) // 2
+    assert open_fds() == fds_before
+
+
+_FORK_SCRIPT = r"""
+import os, sys
+import uringlets as ul
+
+kind, ten = sys.argv[1], sys.argv[2]
+s = ul.Syslet(); s.timeout(0.3); slow = s.compile()
+s = ul.Syslet(); fd = s.openat(ten); s.read(fd, 4096, stop=ul.NEVER_STOP); s.close(fd)
+short = s.compile()
+eng = ul.Engine(kind, capacity=64)
+hs = eng.submit_many(slow, 8, tags=range(8))
+pid = os.fork()
+if pid == 0:
+    # the child: every call refused, then a normal exit with finalizers
+    for call in (lambda: eng.wait(0), lambda: eng.run(short), lambda: eng.cancel(hs[0])):
+        try:
+            call()
+            sys.exit(10)
+        except ul.EngineClosed:
+            pass
+    eng.close()  # touches nothing of the parent's
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+got = eng.wait(8, timeout=5)
+assert sorted(c.tag for c in got) == list(range(8)), got
+assert all(c.ok for c in got), got
+c = eng.run(short)
+assert c.results == (0, 10, 0), c
+eng.close()
+print("parent ok")
+"""
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_forked_child_can_neither_use_nor_disturb_the_engine(kind: str, sandbox: Path) -> None:
+    """Rule 9, in a process of its own (a forked pytest would run on): the
+    child exits through sys.exit with its finalizers; the parent's
+    executions complete with their own results and the engine works on."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, kind, str(sandbox / "ten")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "parent ok" in out.stdout, out.stderr
+
+
+def test_a_handle_belongs_to_its_engine(engine_kind: str) -> None:
+    s = ul.Syslet()
+    s.timeout(5)
+    prog = s.compile()
+    with ul.Engine(engine_kind) as a, ul.Engine(engine_kind) as b:
+        ha = a.submit(prog, tag="a")
+        hb = b.submit(prog, tag="b")
+        with pytest.raises(ValueError, match="not a handle of this engine"):
+            b.cancel(ha)
+        assert b.cancel(hb)
+        (c,) = b.wait(1, timeout=5)
+        assert c.tag == "b" and c.cancelled
+        assert a.in_flight == 1
+
+
+def test_timeouts_inf_and_huge_mean_no_limit(engine_kind: str) -> None:
+    s = ul.Syslet()
+    s.nop()
+    prog = s.compile()
+    with ul.Engine(engine_kind) as eng:
+        eng.submit(prog)
+        assert len(eng.wait(1, timeout=math.inf)) == 1
+        eng.submit(prog)
+        assert len(eng.wait(1, timeout=10**400)) == 1
+        with pytest.raises(ValueError):
+            eng.wait(1, timeout=math.nan)
+        with pytest.raises(ValueError):
+            eng.wait(1, timeout=-1)
+
+
+def test_sq_entries_one_still_runs_a_timed_atom() -> None:
+    a, b = os.pipe()
+    try:
+        s = ul.Syslet()
+        s.read(a, 1, timeout=0.01)
+        prog = s.compile()
+        with ul.Engine("uring", sq_entries=1) as eng:
+            c = eng.run(prog)
+            assert c.results == (-62,)  # -ETIME
+    finally:
+        os.close(a)
+        os.close(b)
+
+
+def test_a_failed_submit_leaves_nothing_behind(sandbox: Path) -> None:
+    """MemoryError injected after the columns took slots and scratch: the
+    batch table, slots and scratch are as before, 200 times over."""
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    s.read(fd, 64)
+    s.close(fd)
+    prog = s.compile()
+    with ul.Engine("uring", capacity=16) as eng:
+        backend = eng._backend
+        free_slots, free_batches = len(backend._free_slots), len(backend._free_batches)
+        real = backend._launch
+
+        def failing(plan: object) -> object:
+            raise MemoryError
+
+        backend._launch = failing  # type: ignore[method-assign]
+        prog.plan.launches.clear()
+        for _ in range(200):
+            with pytest.raises(MemoryError):
+                eng.submit(prog, path=sandbox / "ten")
+        backend._launch = real  # type: ignore[method-assign]
+        assert len(backend._free_slots) == free_slots
+        assert len(backend._free_batches) == free_batches and eng.in_flight == 0
+        c = eng.run(prog, path=sandbox / "ten")
+        assert c.results == (0, 10, 0)
+
+
+def test_an_enter_failure_after_the_push_breaks_with_a_reason(sandbox: Path) -> None:
+    """io_uring_enter failing with an error the engine cannot handle (its
+    ring descriptor closed under it): EngineClosed with the reason, never a
+    hang or a lost completion reported as success."""
+    s = ul.Syslet()
+    s.timeout(0.05)
+    prog = s.compile()
+    eng = ul.Engine("uring")
+    eng.submit(prog)
+    ring = eng._backend._ring
+    fd = ring.fd
+    os.close(fd)  # io_uring_enter now fails with EBADF
+    with pytest.raises(ul.EngineClosed, match="io_uring_enter failed"):
+        eng.wait(1, timeout=1)
+    with pytest.raises(ul.EngineClosed, match="broken"):
+        eng.submit(prog)
+    ring.fd = -1
+    with pytest.warns(ResourceWarning, match="kept alive"):
+        eng.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "ten").write_bytes(b"0123456789")
+    yield tmp_path
