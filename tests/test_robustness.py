@@ -276,3 +276,45 @@ def test_an_enter_failure_after_the_push_breaks_with_a_reason(sandbox: Path) -> 
 def sandbox(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "ten").write_bytes(b"0123456789")
     yield tmp_path
+
+
+def test_fileno_wakes_an_event_loop_and_wait_zero_processes_deadlines(engine_kind: str) -> None:
+    """Rule 8 for event loops: select() on fileno() wakes when a recv's data
+    arrives; wait(0) then returns the completion.  A deadline passes with
+    nothing but wait(0) calls."""
+    import select
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        s = ul.Syslet()
+        data = s.recv(a.fileno(), 16)
+        prog = s.compile()
+        s2 = ul.Syslet()
+        s2.timeout(30)
+        slow = s2.compile()
+        with ul.Engine(engine_kind) as eng:
+            fd = eng.fileno()
+            eng.submit(prog, tag="recv")
+            got: list[ul.Completion] = []
+            got += eng.wait(0)
+            assert got == []
+            b.send(b"hello")
+            for _ in range(50):
+                if got:
+                    break
+                r, _, _ = select.select([fd], [], [], 5)
+                assert r, "fileno() never became readable"
+                got += eng.wait(0)
+            assert [c.tag for c in got] == ["recv"] and got[0][data] == b"hello"
+            eng.submit(slow, tag="slow", deadline=0.05)
+            ended: list[ul.Completion] = []
+            for _ in range(200):
+                ended += eng.wait(0)
+                if ended:
+                    break
+                select.select([fd], [], [], 0.02)
+            assert [c.tag for c in ended] == ["slow"] and ended[0].cancelled
+    finally:
+        a.close()
+        b.close()

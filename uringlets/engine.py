@@ -85,6 +85,11 @@ class Backend(Protocol):
         """Cancel everything, wait until nothing of it is in use, release."""
         ...
 
+    def fileno(self) -> int:
+        """A descriptor that becomes readable when ``reap(0, ...)`` would
+        make progress (a hint: readable spuriously at times, never missed)."""
+        ...
+
     def forked(self) -> None:
         """This is a forked child: forget the parent's ring or threads
         without touching them (no cancel, no join, no teardown)."""
@@ -359,6 +364,8 @@ class Engine:
         notify, backend = self._notify, self._backend
         until = _until(timeout)
         if len(notify.ready) >= min_events or not backend.in_flight:
+            if self._deadlines:
+                self._expire(time.monotonic())
             backend.reap(0, -1)  # collect what is there without waiting
         while len(notify.ready) < min_events and backend.in_flight:
             need = min(min_events - len(notify.ready), backend.in_flight)
@@ -375,8 +382,7 @@ class Engine:
             backend.reap(need, -1)
             return True
         now = time.monotonic()
-        while deadlines and deadlines[0][0] <= now:
-            backend.cancel(heapq.heappop(deadlines)[1])
+        self._expire(now)
         limit = until
         if deadlines and (limit is None or deadlines[0][0] < limit):
             limit = deadlines[0][0]
@@ -387,6 +393,12 @@ class Engine:
             return False
         backend.reap(need, min(_MAX_WAIT_NS, max(0, int((limit - now) * 1e9))))
         return True
+
+    def _expire(self, now: float) -> None:
+        """Cancel the executions whose deadline has passed."""
+        deadlines, backend = self._deadlines, self._backend
+        while deadlines and deadlines[0][0] <= now:
+            backend.cancel(heapq.heappop(deadlines)[1])
 
     def run(
         self,
@@ -406,6 +418,17 @@ class Engine:
             self._pump(1, None)
         self._notify.take(sink[0])
         return sink[0]
+
+    def fileno(self) -> int:
+        """A descriptor for an event loop: it becomes readable when
+        ``wait(0)`` would make progress (an eventfd registered with the
+        ring on io_uring, the workers' wake-up fd on the thread engine).
+        After each wake-up, call ``wait(0)``: it clears the descriptor,
+        enters the kernel (where DEFER_TASKRUN work runs), drains what
+        there is and processes deadlines.  A hint, not a count.  Owned by
+        the engine: closed by ``close()``."""
+        self._check()
+        return self._backend.fileno()
 
     def cancel(self, handle: Handle) -> bool:
         """Cancel an execution: the atom in the kernel is interrupted if it

@@ -201,6 +201,16 @@ int ur_register_sparse_files(struct ur_ring *ring, unsigned n)
     return sys_register(ring->fd, IORING_REGISTER_FILES2, &reg, sizeof(reg));
 }
 
+/* Register an eventfd the kernel signals when completions are posted (with
+ * DEFER_TASKRUN: when completion work is queued for the next enter), or
+ * unregister it (fd < 0).  Returns 0 or -errno. */
+int ur_register_eventfd(struct ur_ring *ring, int fd)
+{
+    if (fd < 0)
+        return sys_register(ring->fd, IORING_UNREGISTER_EVENTFD, NULL, 0);
+    return sys_register(ring->fd, IORING_REGISTER_EVENTFD, &fd, 1);
+}
+
 /* Replace slots [offset, offset + n) with fds (-1 empties a slot, closing the
  * file it held).  Synchronous.  Returns the number updated or -errno. */
 int ur_update_files(struct ur_ring *ring, unsigned offset, const int32_t *fds,

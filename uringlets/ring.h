@@ -72,6 +72,7 @@ int ur_probe_ops(int ring_fd, uint8_t *supported, unsigned n);
 int ur_register_sparse_files(struct ur_ring *ring, unsigned n);
 int ur_update_files(struct ur_ring *ring, unsigned offset, const int32_t *fds,
                     unsigned n);
+int ur_register_eventfd(struct ur_ring *ring, int fd);
 
 /* hot: submit and reap, once per batch */
 int ur_push(struct ur_ring *ring, const void *images, unsigned first,

@@ -20,6 +20,7 @@ what they mean is decided by the subclasses (``_route_clean``,
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -95,6 +96,7 @@ class RingIO:
             ring, self._fast, capacity, self._uds, self._ress, self._clean_k, self._clean_res,
             self._reap_max, self._clean_runs, self._box,
         )  # fmt: skip
+        self._eventfd = -1  # made by fileno(), for event loops
         # The CQE being routed when an exception escaped (user_data, res), if any.
         self._interrupted: tuple[int, int] | None = None
         self.in_flight = 0
@@ -166,6 +168,26 @@ class RingIO:
             self._break("io_uring_enter from a task other than the ring's single issuer")
         self._break(f"io_uring_enter failed: {os.strerror(-r)}")
 
+    def fileno(self) -> int:
+        """An eventfd registered with the ring: readable once completion
+        work is waiting, so ``reap(0, ...)`` would make progress (with
+        DEFER_TASKRUN the kernel signals it when the work is queued; the
+        reap that follows runs it).  A hint, not a count: every reap clears
+        it before it looks at the CQ ring, so a wake-up is never lost."""
+        if self._eventfd < 0:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            r = lib.ur_register_eventfd(self._ring, fd)
+            if r < 0:
+                os.close(fd)
+                raise OSError(-r, f"register eventfd: {os.strerror(-r)}")
+            self._eventfd = fd
+        return self._eventfd
+
+    def _close_eventfd(self) -> None:
+        if self._eventfd >= 0:
+            os.close(self._eventfd)  # the ring's teardown unregisters it
+            self._eventfd = -1
+
     def reap(self, min_complete: int, timeout_ns: int) -> bool:
         """Route what an interrupted reap left in the inbox, wait for
         ``min_complete`` CQEs (at most ``timeout_ns``, < 0 no limit), then
@@ -178,6 +200,9 @@ class RingIO:
         leaves the rest for the next call.  The execution whose CQE was
         being routed then is recovered by ``_recover``."""
         self._route_inbox()
+        if self._eventfd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._eventfd)
         ok = self._enter(min_complete, timeout_ns)
         ring, reap_args = self._ring, self._reap_args
         while True:

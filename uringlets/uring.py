@@ -543,6 +543,7 @@ class UringBackend(PlanFollower):
                 self.abandon(f"{self.in_flight} executions still held by the kernel at close")
             else:
                 lib.ur_teardown(self._ring)
+            self._close_eventfd()
 
     def abandon(self, why: str) -> None:
         """Keep every buffer alive for good (the kernel may still write into
