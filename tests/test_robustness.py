@@ -75,7 +75,7 @@ class _Alarm:
 def test_interrupts_at_random_points_lose_nothing(kind: str, sandbox: Path) -> None:
     progs = _programs(sandbox)
     rng = random.Random(6)
-    total = 50_000
+    total = 20_000  # RESULTS.md and the soak run more
     fds_before = open_fds()
     eng = ul.Engine(kind, capacity=64)
     seen: collections.Counter[int] = collections.Counter()
@@ -109,7 +109,7 @@ def test_interrupts_at_random_points_lose_nothing(kind: str, sandbox: Path) -> N
                 pass
         alarm.armed = False
     # the timer is off: drain what is left, then close
-    deadline = 60.0
+    deadline = 10.0
     while eng.in_flight and deadline > 0:
         for c in eng.wait(1, timeout=1):
             seen[c.tag] += 1
