@@ -32,6 +32,7 @@ from .execution import Batch, Execution, check_ret, init_scratch, single_sqe
 from .kernel import ffi
 from .notify import Completion
 from .plan import (
+    LINK_HARD,
     LINK_SOFT,
     UD_BATCH_MASK,
     UD_BATCH_SHIFT,
@@ -215,6 +216,9 @@ class PlanFollower(RingIO):
             results = ex.results = [None] * len(patoms)
         first, last = ex.run_first, ex.run_last
         ex.run_first = ex.run_last = -1  # no run in flight until the next push
+        if posted > first and not ex.cancelled and self._refused(ex, first, posted, raw, res):
+            self._push_run(ex, first, first)  # refused at submission: one at a time
+            return
         for i in range(first, posted + 1):
             pa = patoms[i]
             if i == posted:
@@ -255,6 +259,22 @@ class PlanFollower(RingIO):
         if posted != last:
             self._break(f"a run ended at atom {posted} without a broken link (last {last})")
         self._continue(ex, last + 1)
+
+    @staticmethod
+    def _refused(
+        ex: Execution, first: int, posted: int, raw: dict[int, int] | None, res: int
+    ) -> bool:
+        """Whether a hard-linked run ended as a link refused at submission
+        does: its first atom failed, and the kernel cancelled the atoms
+        after it but (at most) the refused one, which reports its own
+        error.  (A hard link that ran goes on after a failure: its atoms
+        report their own results.)"""
+        if ex.program.plan.atoms[first].link != LINK_HARD or raw is None:
+            return False
+        if raw.get(first, 0) >= 0 or res != -errno.ECANCELED:
+            return False
+        results = [raw[i] for i in range(first + 1, posted) if i in raw] + [res]
+        return sum(r != -errno.ECANCELED for r in results) <= 1
 
     def _feed(self, ex: Execution, pa: PlanAtom, r: int) -> None:
         """Later lengths follow what atom ``pa`` really received; a userspace

@@ -193,7 +193,8 @@ def clean_path(
     *before, last = plan_atoms
     posted: list[tuple[int, int, int | None, bool]] = []
     for pa in before:
-        if pa.skip and pa.success is not None:
+        # (the first atom of a hard-linked run always posts: ur_push)
+        if pa.skip and pa.success is not None and not (pa.index == 0 and pa.link == LINK_HARD):
             continue
         # It posts its CQE even on success: fine for the clean path if there
         # is nothing to copy out or normalise, and its verdict is simple.

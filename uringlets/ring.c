@@ -309,6 +309,12 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             }
         }
         sqes[(tail + count - 1) & mask].flags &= (uint8_t)~last_flags_clear;
+        /* The first request of a hard-linked run always posts: refused at
+         * submission with CQE_SKIP_SUCCESS it would silence the rest of
+         * the link (SKIP_LINK_CQES), and a hard link otherwise goes on, so
+         * the engine could not tell the two apart. */
+        if (sqes[tail & mask].flags & IOSQE_IO_HARDLINK)
+            sqes[tail & mask].flags &= (uint8_t)~IOSQE_CQE_SKIP_SUCCESS;
         tail += count;
     }
     if (e) {
