@@ -14,7 +14,7 @@ import contextlib
 import errno
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 try:  # CPython's C accessor behind namedtuple fields
@@ -186,13 +186,14 @@ class NotificationRing:
     the ring; ``post`` is a single append, so an interrupt can never leave a
     completion half-posted."""
 
-    __slots__ = ("ready",)
+    __slots__ = ("post", "ready")
 
     def __init__(self) -> None:
         self.ready: deque[Completion] = deque()
-
-    def post(self, completion: Completion) -> None:
-        self.ready.append(completion)
+        # post(completion): the deque's own append, a C call, so that a
+        # signal handler can run only after it has returned, never between
+        # a backend's commit and the completion reaching the ring.
+        self.post: Callable[[Completion], None] = self.ready.append
 
     def drain(self, max_events: int | None = None) -> list[Completion]:
         """Take up to ``max_events`` completions (all by default), oldest
