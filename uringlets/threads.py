@@ -1,236 +1,106 @@
-"""Blocking execution of programs: the reference interpreter and the
-cachemiss-thread engine.
+"""The cachemiss-thread engine: programs run by ``interpreter.execute`` on a
+pool of worker threads, for machines where io_uring is missing or blocked.
 
-``execute`` runs a program with the catalogue's blocking calls
-(``atoms.Op.call``), one after another.  Called directly (``run_reference``)
-it is the oracle of the differential tests and the definition of what every
-engine must produce; run by the worker threads of ``ThreadsBackend`` it is the
-engine for machines where io_uring is missing or blocked.
+Threads.  The owner thread (the Engine's) starts, cancels and reaps; only it
+touches the notification ring and the execution table.  Workers only hand
+over: a finished execution is appended to ``_done`` and the wake-up eventfd
+(``fileno()``) is written, once until the owner drains it.
 
-Ownership: descriptors created by an execution live in its private table
-(``{creator atom: fd}``) from their creation until a ``close`` atom closes
-them or the execution ends; at the end every one still open is closed,
-except exported ones, which the completion hands to the caller.
+An execution's state, changed under ``_mutex`` (a C lock):
 
-Threads.  The owner thread (the Engine's) submits, cancels and drains; only
-it touches the notification ring.  Workers only hand over: a finished
-completion is appended to a deque and the owner is poked through a pipe if
-it sleeps.  Cancel while an atom is blocked: a ``timeout`` atom is woken at
-once; a read or write on a descriptor that is not a regular file waits in
-``poll()`` together with the worker's wakeup pipe, so cancel interrupts it and
-the atom reports ``-ECANCELED``, as on io_uring.  A call that cannot be
-interrupted (a read of a regular file, an open on a slow file system, or any
-call on a descriptor the syslet opened with ``openat``, which is taken to be a
-regular file) runs to its end, and the execution stops right after it.
+    queued --(a worker claims it)--> running --(the worker ends it)--> ended
+    queued --(cancel)--> ended            running --(close gives up)--> ended
+    ended --(the owner posts its completion)--> posted
+
+Every execution enters ``ended`` exactly once, and that step appends exactly
+one ``(execution, completion or None)`` to ``_done`` (None: the owner builds
+the cancelled completion when it posts it), so posting from ``_done`` gives
+one completion per execution.  A worker whose execution was given up (close
+timed out) discards what it brings back, closing the descriptors it would
+have exported, and touches neither ``_done`` nor the wake-up fd.
+
+Interrupts on the owner thread.  A signal handler's exception
+(KeyboardInterrupt) can land wherever CPython checks for them: at function
+entry, after each call, at loop back-edges; never inside a straight run of
+attribute, container and arithmetic operations.  So every hand-over the owner
+makes is such a run ending in the one call that commits it:
+
+- ``start``: the executions are built first (nothing is committed if that is
+  interrupted), then registered and handed to the workers in one run whose
+  last step is ``SimpleQueue.put``.  An exception escaping ``start`` after
+  that put is an interrupt *after* the commit: the executions started iff
+  ``in_flight`` grew by ``n``.
+- posting (``_drain``): peek the oldest entry of ``_done``; if its execution
+  is not yet posted, mark it posted, drop it from the table, count it, add it
+  to the sink, and call ``NotificationRing.post``, all in one run; then pop
+  the entry.  An interrupt before the post leaves it to post next time; after
+  it, the next drain sees it posted and only pops it.  This is exact if
+  ``post`` commits in one step (see the note in the report/issue 10):
+  nothing between its entry and its append may be interrupted.
+- ``cancel``: the state change and the append to ``_done`` are one run.
+- the wake-up fd: an exception leaving entries in ``_done`` leaves the fd
+  readable too, so an event loop watching it still calls ``reap``.
+
+Close has a time bound: it cancels everything, waits ``close_timeout``
+seconds for the workers to come back from calls that cannot be interrupted
+(an ``openat`` of a FIFO with no writer), then ends the rest as cancelled and
+returns.  The threads are daemons.
+
+After ``fork()`` the child calls ``forked()`` (or ``close()``, which notices):
+the backend is marked broken and touches nothing: no lock (a worker may have
+held it at the fork), no join, no write, no close (the child's descriptor
+numbers may since have been reused; ours are close-on-exec).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
+import queue
 import select
-import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import atoms
+from .errors import EngineClosed
+from .interpreter import (
+    Interrupt,
+    call_blocking,
+    error_result,
+    execute,
+    run_reference,
+)
 from .notify import Completion, NotificationRing
 from .program import Program
-from .syslet import Atom, Param, Ref, stop_holds
+
+__all__ = [
+    "Interrupt",
+    "ThreadsBackend",
+    "call_blocking",
+    "default_workers",
+    "error_result",
+    "execute",
+    "run_reference",
+]
+
+QUEUED, RUNNING, ENDED, POSTED = "queued", "running", "ended", "posted"
+_ECANCELED = -125
+_EIO = -5
+_CHUNK_NS = 3600 * 10**9  # the longest single poll() of reap; longer waits loop
+# The next execution id, process-wide, so that an id is never another
+# backend's too.  A list: read and written without a call between, so no
+# other thread (and no signal handler) runs between the two.
+_NEXT_ID = [1]
 
 
-class Interrupt:
-    """How a worker waits interruptibly.  ``set`` is called by the owner
-    thread to cancel the execution the worker is running."""
-
-    def __init__(self) -> None:
-        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-        os.write(self._w, b"\0")
-
-    def clear(self) -> None:
-        if self._event.is_set():  # only a cancel left something to drain
-            self._event.clear()
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._r, 64):
-                    pass
-
-    @property
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def sleep(self, seconds: float) -> bool:
-        """Sleep; True if interrupted."""
-        return self._event.wait(seconds)
-
-    def wait_fd(self, fd: int, events: int, timeout: float | None = None) -> int:
-        """Wait until ``fd`` is ready for ``events`` (a regular file always
-        is).  Returns 0, ``ECANCELED`` if interrupted, ``ETIME`` after
-        ``timeout`` seconds."""
-        return _poll(fd, events, timeout, self._r, self._event)
-
-    def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
-
-
-def _poll(
-    fd: int, events: int, timeout: float | None, cancel_fd: int = -1,
-    cancelled: threading.Event | None = None,
-) -> int:  # fmt: skip
-    poller = select.poll()
-    poller.register(fd, events)
-    if cancel_fd >= 0:
-        poller.register(cancel_fd, select.POLLIN)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = poller.poll(None if left is None else left * 1000)
-        if cancelled is not None and cancelled.is_set():
-            return errno.ECANCELED
-        if any(f == fd for f, _ in ready):
-            return 0
-        if deadline is not None and time.monotonic() >= deadline:
-            return errno.ETIME
-
-
-def execute(
-    program: Program,
-    bound: Mapping[str, Any],
-    tag: Any = None,
-    interrupt: Interrupt | None = None,
-) -> Completion:
-    """Run ``program`` with already-bound parameters; returns its completion.
-    With an ``interrupt``, a set interrupt ends the execution as cancelled."""
-    n = len(program.atoms)
-    results: list[int | None] = [None] * n
-    values: dict[int, Any] = {}
-    fds: dict[int, int] = {}  # {creator atom: open fd}
-    stopped_at = None
-    cancelled = False
-    try:
-        for atom in program.atoms:
-            if interrupt is not None and interrupt.is_set:
-                cancelled = True
-                break
-            r = _run_atom(atom, bound, fds, values, interrupt)
-            results[atom.index] = r
-            if interrupt is not None and interrupt.is_set:
-                cancelled = True
-                break
-            if stop_holds(atom.stop, r):
-                stopped_at = atom.index
-                break
-    finally:
-        for creator, fd in fds.items():
-            if creator in program.exports:
-                values[creator] = fd
-            else:
-                os.close(fd)
-    return Completion(tag, program, results, stopped_at, cancelled, values or None)
-
-
-def _run_atom(
-    atom: Atom,
-    bound: Mapping[str, Any],
-    fds: dict[int, int],
-    values: dict[int, Any],
-    interrupt: Interrupt | None,
-) -> int:
-    """One blocking call, interruptible by ``interrupt`` and bounded by the
-    atom's timeout where the call waits on a descriptor (or sleeps)."""
-    op, raw_args = atom.op, atom.args
-    args: dict[str, Any] = {}
-    for spec in op.args:
-        value = raw_args[spec.name]
-        if isinstance(value, Param):
-            value = bound[value.name]
-        elif isinstance(value, Ref):
-            if spec.kind == "fd":
-                if value.index not in fds:
-                    return -errno.EBADF  # never opened, or closed already
-                value = fds[value.index]
-            else:  # data: the bytes the atom received (none if it failed)
-                value = atoms.data_of(values.get(value.index))
-        args[spec.name] = value
-    # A descriptor the execution opened as a file is taken not to block (a
-    # regular file): no poll() guard, so no fstat() either.
-    fd_ref = raw_args.get("fd")
-    guard = not (isinstance(fd_ref, Ref) and atoms.CATALOGUE[fd_ref.op].opens_files)
-    try:
-        r, value = call_blocking(atom, args, interrupt, guard)
-    except OSError as exc:
-        return atoms.errno_result(exc)
-    if op.closes_fd:
-        ref = raw_args["fd"]
-        if isinstance(ref, Ref):
-            fds.pop(ref.index, None)
-    if op.creates_fd:
-        fds[atom.index] = value
-    elif value is not None:
-        values[atom.index] = value
-    return r
-
-
-def call_blocking(
-    atom: Atom, args: Mapping[str, Any], interrupt: Interrupt | None = None, guard: bool = True
-) -> tuple[int, Any]:
-    """The atom's blocking call on resolved arguments (real fds, bytes):
-    ``(normalised result, value)``; raises OSError.  Bounded by the atom's
-    timeout (-ETIME) and, given an ``interrupt``, cancellable (-ECANCELED)
-    where the call waits on a descriptor or sleeps."""
-    op, timeout = atom.op, atom.timeout
-    if interrupt is None and timeout is None and op.result != atoms.SLEEP:
-        return op.outcome(op.call(args))  # nothing can interrupt it
-
-    def wait(fd: int, events: int) -> int:
-        if interrupt is not None:
-            return interrupt.wait_fd(fd, events, timeout)
-        return _poll(fd, events, timeout)
-
-    if op.result == atoms.SLEEP:
-        seconds = args["seconds"] if timeout is None else min(args["seconds"], timeout)
-        if interrupt is not None and interrupt.sleep(seconds):
-            return -errno.ECANCELED, None
-        if interrupt is None:
-            time.sleep(seconds)
-        return (-errno.ETIME if seconds < args["seconds"] else 0), None
-    if op.waits_for and guard and _may_block(args["fd"]):
-        err = wait(args["fd"], op.waits_for)
-        if err:
-            return -err, None
-    if op.interruptible is not None:
-        return op.outcome(op.interruptible(args, wait))
-    return op.outcome(op.call(args))
-
-
-def _may_block(fd: int) -> bool:
-    try:
-        return not stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
-        return False  # the call itself will report the error
-
-
-def run_reference(program: Program, *, tag: Any = None, **params: Any) -> Completion:
-    """Run ``program`` in the calling thread, one blocking call per atom."""
-    return execute(program, program.bind(params), tag)
-
-
-# --------------------------------------------------------------------------
-# The cachemiss-thread engine.
-# --------------------------------------------------------------------------
 class _Job:
-    """One execution on the thread engine.  ``state``: queued -> running ->
-    done, each step made by one thread under the backend's lock."""
+    """One execution on the thread engine (the module docstring has its
+    states).  ``interrupt``: the Interrupt of the worker running it, set only
+    while ``running``.  ``results``: the worker's results list, from its
+    claim; a copy once close gave the execution up."""
 
-    __slots__ = ("bound", "ident", "interrupt", "program", "sink", "state", "tag")
+    __slots__ = ("bound", "ident", "interrupt", "program", "results", "sink", "state", "tag")
 
     def __init__(
         self, ident: int, program: Program, bound: Mapping[str, Any], tag: Any, sink: Any
@@ -240,20 +110,60 @@ class _Job:
         self.bound = bound
         self.tag = tag
         self.sink = sink
-        self.state = "queued"
+        self.state = QUEUED
         self.interrupt: Interrupt | None = None
+        self.results: list[int | None] | None = None
 
 
 def default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+def _cancelled(job: _Job) -> Completion:
+    """The completion of an execution the owner ended: cancelled while queued
+    (nothing ran), or given up by close (atoms done keep their results; the
+    one its worker is still in reports -ECANCELED)."""
+    if job.results is None:
+        results: list[int | None] = [None] * len(job.program.atoms)
+    else:
+        results = list(job.results)
+        if None in results:
+            results[results.index(None)] = _ECANCELED
+    return Completion(job.tag, job.program, results, None, True, None)
+
+
+def _failed(job: _Job, results: list[int | None], cancelled: bool) -> Completion:
+    """The completion of an execution the interpreter failed on (a bug, or a
+    BaseException a call let through): the atom it was in reports -EIO."""
+    results = list(results)
+    stopped_at = None
+    if None in results:
+        stopped_at = results.index(None)
+        results[stopped_at] = _EIO
+    return Completion(job.tag, job.program, results, stopped_at, cancelled, None)
+
+
+def _discard(c: Completion) -> None:
+    """Drop the completion of an execution close gave up on: close the
+    descriptors it exports (its others are closed already)."""
+    program = c.program
+    for index in program.exports:
+        fd = c[program.refs[index]]
+        if isinstance(fd, int):
+            try:  # noqa: SIM105 - no call to interrupt (contextlib.suppress is one)
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class ThreadsBackend:
     """Runs executions on a pool of worker threads (the cachemiss threads),
-    with the same completions, notification ring, backpressure, cancel and
-    close as the io_uring backend."""
+    with the same completions, notification ring, cancel and close as the
+    io_uring backend.  ``close_timeout``: the seconds ``close()`` waits for
+    workers in calls that cannot be interrupted (default 2)."""
 
     kind = "threads"
+    close_timeout = 2.0
 
     def __init__(self, notify: NotificationRing, workers: int | None = None) -> None:
         if workers is None:
@@ -261,53 +171,118 @@ class ThreadsBackend:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive int, not {workers!r}")
         self._notify = notify
-        self._lock = threading.Condition()
-        self._queue: deque[_Job] = deque()  # guarded by _lock
-        self._jobs: dict[int, _Job] = {}  # {ident: job in flight}; owner thread only
-        self._done: deque[tuple[_Job, Completion]] = deque()  # workers append
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sleeping = False
-        self._want = 1  # completions the sleeping owner waits for
-        self._closing = False
-        self._next = 1
+        self._mutex = threading.Lock()  # the states of executions; never held across a wait
+        # Batches (deques of _Job) for the workers; None tells one to exit.
+        self._queue: queue.SimpleQueue[deque[_Job] | None] = queue.SimpleQueue()
+        self._jobs: dict[int, _Job] = {}  # {ident: _Job started, not yet posted}; owner only
+        self._done: deque[tuple[_Job, Completion | None]] = deque()  # ended, not yet posted
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._wake, select.POLLIN)
+        self._signalled = False  # the wake fd was written and not yet drained
+        self._sleeping = False  # the owner sleeps in reap until _want are in _done
+        self._want = 1
+        self._closed = False
+        self._pid = os.getpid()
         self.in_flight = 0
         self.broken: str | None = None
         self.nslots = 0
-        self._threads = [
-            threading.Thread(target=self._worker, name=f"uringlets-cachemiss-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
+        self._threads: dict[threading.Thread, Interrupt] = {}  # {worker: its Interrupt}
+        try:
+            for _ in range(workers):
+                self._spawn()
+        except BaseException:
+            for _ in self._threads:
+                self._queue.put(None)
+            self._closed = True
+            os.close(self._wake)
+            raise
 
     # -- workers -----------------------------------------------------------------
-    def _worker(self) -> None:
+    def _spawn(self) -> None:
+        """Start one worker (with the mutex free, or held by a dying worker)."""
         interrupt = Interrupt()
+        thread = threading.Thread(
+            target=self._worker, args=(interrupt,), name="uringlets-cachemiss", daemon=True
+        )
+        self._threads[thread] = interrupt
         try:
-            while True:
-                with self._lock:
-                    while not self._queue and not self._closing:
-                        self._lock.wait()
-                    if not self._queue:
-                        return
-                    job = self._queue.popleft()
-                    job.state = "running"
-                    job.interrupt = interrupt
-                    interrupt.clear()
-                c = execute(job.program, job.bound, job.tag, interrupt)
-                with self._lock:
-                    job.state = "done"
-                    job.interrupt = None
-                self._done.append((job, c))
-                # Poke the owner only when it sleeps and has enough to wake for.
-                if self._sleeping and len(self._done) >= self._want:
-                    os.write(self._wake_w, b"\0")
-        finally:
+            thread.start()
+        except BaseException:
+            del self._threads[thread]
             interrupt.close()
+            raise
+
+    def _worker(self, interrupt: Interrupt) -> None:
+        told = False
+        try:
+            told = self._work(interrupt)
+        finally:
+            with self._mutex:
+                interrupt.close()
+                self._threads.pop(threading.current_thread(), None)
+                if not told and not self._closed:  # a bug killed it: replace it
+                    try:
+                        self._spawn()
+                    except BaseException:
+                        self.broken = "a cachemiss thread died and could not be replaced"
+
+    def _work(self, interrupt: Interrupt) -> bool:
+        """Run executions until told to exit (True)."""
+        get, put, mutex = self._queue.get, self._queue.put, self._mutex
+        while True:
+            batch = get()
+            if batch is None:
+                return True
+            try:
+                job = batch.popleft()
+            except IndexError:  # another worker took the last one
+                continue
+            if batch:
+                put(batch)  # the rest, for the other workers
+            if interrupt.flag:
+                interrupt.clear()  # no one sets it between executions
+            with mutex:
+                if job.state is not QUEUED:
+                    continue  # cancelled before it ran
+                job.state = RUNNING
+                job.interrupt = interrupt
+                results: list[int | None] = [None] * len(job.program.atoms)
+                job.results = results
+            c = None
+            try:  # noqa: SIM105 - no call to interrupt (contextlib.suppress is one)
+                c = execute(job.program, job.bound, job.tag, interrupt, results)
+            except BaseException:  # the execution ends all the same
+                pass
+            if c is None:
+                c = _failed(job, results, interrupt.flag)
+            self._finish(job, c)
+
+    def _finish(self, job: _Job, c: Completion) -> None:
+        """Hand a finished execution to the owner, or discard it if close gave
+        it up.  The wake fd is written once until the owner drains it, and not
+        while the owner sleeps for more than are there."""
+        with self._mutex:
+            if job.state is RUNNING:
+                job.state = ENDED
+                job.interrupt = None
+                done = self._done
+                done.append((job, c))
+                if not self._signalled and (not self._sleeping or len(done) >= self._want):
+                    self._signalled = True
+                    os.eventfd_write(self._wake, 1)
+                return
+        _discard(c)
 
     # -- the backend protocol ----------------------------------------------------
     def can_start(self, program: Program, n: int) -> bool:
         return True
+
+    def fileno(self) -> int:
+        """A descriptor readable when ``reap(0, ...)`` would post something
+        (-1 once closed).  Written when a worker hands an execution over and
+        no write is pending; not while the owner sleeps in ``reap``."""
+        return -1 if self._closed else self._wake
 
     def start(
         self,
@@ -317,92 +292,187 @@ class ThreadsBackend:
         tags: Sequence[Any],
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
-        first = self._next
-        self._next += n
-        jobs = [
-            _Job(first + k, program, {name: col[k] for name, col in params.items()}, tags[k], sink)
-            for k in range(n)
-        ]
-        for job in jobs:
-            self._jobs[job.ident] = job
-        self.in_flight += len(jobs)
-        with self._lock:
-            self._queue.extend(jobs)
-            self._lock.notify(len(jobs))
-        return [job.ident for job in jobs]
-
-    def _post(self, job: _Job, c: Completion) -> None:
-        del self._jobs[job.ident]  # one execution, one completion
-        self.in_flight -= 1
-        if job.sink is not None:
-            job.sink.append(c)
-        self._notify.post(c)
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        first = _NEXT_ID[0]
+        ids = range(first, first + n)
+        batch = deque(
+            [
+                _Job(
+                    first + k,
+                    program,
+                    {name: col[k] for name, col in params.items()},
+                    tags[k],
+                    sink,
+                )
+                for k in range(n)
+            ]
+        )
+        table = dict(zip(ids, batch, strict=True))
+        # The commit: one run without a call, ending in the put.
+        _NEXT_ID[0] = first + n
+        self._jobs |= table
+        self.in_flight += n
+        self._queue.put(batch)
+        return ids
 
     def reap(self, min_complete: int, timeout_ns: int) -> bool:
         """Post finished executions; wait until ``min_complete`` were posted
-        (at most ``timeout_ns``, < 0 no limit).  Returns False on timeout."""
-        posted = self._drain()
+        (at most ``timeout_ns``; < 0 or inf: no limit).  Returns False on
+        timeout, or at once if fewer can still come."""
+        posted = self._collect()
         if posted >= min_complete:
             return True
-        deadline = None if timeout_ns < 0 else time.monotonic() + timeout_ns / 1e9
-        while posted < min_complete:
-            # a worker pokes once this many are done, or when the last one is
-            self._want = min(min_complete - posted, self.in_flight)
-            self._sleeping = True
+        deadline = None
+        if timeout_ns >= 0:
             try:
-                if not self._done:
-                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    if left == 0.0:
+                deadline = time.monotonic_ns() + int(timeout_ns)
+            except (OverflowError, ValueError):  # inf, nan: no limit
+                deadline = None
+        done = self._done
+        while posted < min_complete:
+            if not self.in_flight:
+                return False
+            want = min(min_complete - posted, self.in_flight)
+            if len(done) < want:
+                if deadline is None:
+                    ms: float = _CHUNK_NS / 1e6
+                else:
+                    left = deadline - time.monotonic_ns()
+                    if left <= 0:
                         return False
-                    select.select([self._wake_r], [], [], left)
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-            finally:
+                    ms = min(left, _CHUNK_NS) / 1e6
+                self._want = want
+                self._sleeping = True
+                try:
+                    if len(done) < want:
+                        self._poller.poll(ms)
+                except BaseException:
+                    self._sleeping = False
+                    self._keep_signalled()
+                    raise
                 self._sleeping = False
-            posted += self._drain()
+            posted += self._collect()
         return True
 
+    def _collect(self) -> int:
+        """Drain the wake fd, then post what is in ``_done``."""
+        try:
+            if self._signalled:
+                self._signalled = False
+                try:  # noqa: SIM105 - no call to interrupt (contextlib.suppress is one)
+                    os.eventfd_read(self._wake)
+                except BlockingIOError:  # a worker set the flag and writes now
+                    pass
+            return self._drain()
+        except BaseException:
+            self._keep_signalled()
+            raise
+
+    def _keep_signalled(self) -> None:
+        """On an exception: what is left in ``_done`` keeps the wake fd
+        readable, so a loop watching ``fileno()`` reaps it."""
+        if self._done and not self._signalled and not self._closed:
+            self._signalled = True
+            os.eventfd_write(self._wake, 1)
+
     def _drain(self) -> int:
+        """Post every entry of ``_done``: one completion per execution, each
+        hand-over committed by ``post`` at the end of a run with no call
+        before it (module docstring).  Returns how many were posted."""
+        done, jobs, post = self._done, self._jobs, self._notify.post
         n = 0
-        done = self._done
         while done:
-            job, c = done.popleft()
-            self._post(job, c)
-            n += 1
+            job, c = done[0]
+            if job.state is not POSTED:
+                if c is None:
+                    c = _cancelled(job)
+                sink = job.sink
+                job.state = POSTED
+                del jobs[job.ident]
+                self.in_flight -= 1
+                if sink is not None:
+                    sink += (c,)  # an operator, not a call: nothing can land between
+                post(c)
+                n += 1
+            done.popleft()
         return n
 
     def cancel(self, ident: int) -> bool:
+        """Cancel an execution: a queued one ends now (nothing ran), a running
+        one is interrupted where it waits.  False if it already ended."""
         job = self._jobs.get(ident)
         if job is None:
             return False
-        self._cancel(job)
-        return True
+        try:
+            state = self._cancel(job)
+            if state is QUEUED:
+                self._drain()
+        except BaseException:
+            self._keep_signalled()
+            raise
+        return state is not ENDED
 
-    def _cancel(self, job: _Job) -> None:
-        with self._lock:
-            if job.state == "queued":
-                self._queue.remove(job)
-                job.state = "done"
-                never_ran = True
-            else:
-                never_ran = False
-                if job.state == "running" and job.interrupt is not None:
-                    job.interrupt.set()
-        if never_ran:
-            results: list[int | None] = [None] * len(job.program.atoms)
-            self._post(job, Completion(job.tag, job.program, results, None, True, None))
+    def _cancel(self, job: _Job) -> str:
+        """Cancel one execution; returns the state it was in."""
+        with self._mutex:
+            state = job.state
+            if state is QUEUED:
+                job.state = ENDED
+                self._done.append((job, None))
+            elif state is RUNNING and job.interrupt is not None:
+                # the Interrupt of the worker running it now: alive, as a
+                # worker closes it only when it exits, between executions
+                job.interrupt.set()
+        return state
 
     def close(self) -> None:
-        """Cancel everything, let the workers finish what cannot be
-        interrupted, post every completion, and stop the threads."""
+        """Cancel everything, wait up to ``close_timeout`` seconds for the
+        workers to come back, end the rest as cancelled (their workers
+        discard what they bring back), post every completion, and stop the
+        threads.  Resumable if interrupted."""
+        if self._closed:
+            return
+        if os.getpid() != self._pid:
+            self.forked()
+            return
         for job in list(self._jobs.values()):
             self._cancel(job)
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
-        for t in self._threads:
-            t.join()
         self._drain()
-        assert not self._jobs, "an execution ended without a completion"
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        deadline = time.monotonic_ns() + int(self.close_timeout * 1e9)
+        while self.in_flight:
+            left = deadline - time.monotonic_ns()
+            if left <= 0:
+                break
+            self.reap(self.in_flight, left)
+        stuck: set[Interrupt] = set()
+        with self._mutex:
+            for job in self._jobs.values():
+                if job.state is RUNNING:
+                    job.state = ENDED
+                    if job.interrupt is not None:
+                        stuck.add(job.interrupt)
+                    job.interrupt = None
+                    job.results = list(job.results or ())
+                    self._done.append((job, None))
+        self._drain()
+        with self._mutex:
+            if not self._closed:
+                self._closed = True  # no execution is running: no worker writes the fd
+                os.close(self._wake)
+            workers = list(self._threads.items())
+        for _ in workers:
+            self._queue.put(None)
+        until = time.monotonic() + 0.5
+        for thread, interrupt in workers:
+            if interrupt not in stuck:
+                thread.join(max(0.0, until - time.monotonic()))
+
+    def forked(self) -> None:
+        """In a forked child: disable the backend, touching nothing it shares
+        with the parent (module docstring)."""
+        self._closed = True
+        self.broken = f"the engine belongs to process {self._pid}, not to this forked child"
+        self.in_flight = 0
+        self._jobs = {}
+        self._done = deque()
