@@ -40,6 +40,12 @@ from .plan import (
 lib = kernel.lib
 _LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
 _CQ_OVERFLOW = lib.IORING_SQ_CQ_OVERFLOW
+# The fields of the inbox's box (ring.h, written by ur_reap_box).
+BOX_OTHERS: int = lib.UR_BOX_OTHERS
+BOX_OTHERS_DONE: int = lib.UR_BOX_OTHERS_DONE
+BOX_CLEAN: int = lib.UR_BOX_CLEAN
+BOX_RUNS: int = lib.UR_BOX_RUNS
+BOX_RUNS_DONE: int = lib.UR_BOX_RUNS_DONE
 
 
 class RingIO:
@@ -226,9 +232,9 @@ class RingIO:
             self._recover(ud, res)  # again, if an interrupt cuts it short too
             self._interrupted = None
         box, uds, ress = self._box, self._uds, self._ress
-        while box[1] < box[0]:  # UR_BOX_OTHERS_DONE < UR_BOX_OTHERS
-            i = box[1]
-            box[1] = i + 1  # taken before it is routed: never routed twice
+        while box[BOX_OTHERS_DONE] < box[BOX_OTHERS]:
+            i = box[BOX_OTHERS_DONE]
+            box[BOX_OTHERS_DONE] = i + 1  # taken before it is routed: never routed twice
             ud, res = uds[i], ress[i]
             try:
                 self._route_others(ud, res)
@@ -236,9 +242,9 @@ class RingIO:
                 if self.broken is None:
                     self._interrupted = (ud, res)
                 raise
-        if box[4] < box[3]:  # UR_BOX_RUNS_DONE < UR_BOX_RUNS
-            self._route_clean(box[2], box[3], box[4])
-            if box[4] < box[3]:
+        if box[BOX_RUNS_DONE] < box[BOX_RUNS]:
+            self._route_clean(box[BOX_CLEAN], box[BOX_RUNS], box[BOX_RUNS_DONE])
+            if box[BOX_RUNS_DONE] < box[BOX_RUNS]:
                 self._break("a run of clean endings was left unrouted")
 
     def _break(self, why: str) -> NoReturn:

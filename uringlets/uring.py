@@ -42,6 +42,7 @@ from .plan import (
     Plan,
 )
 from .program import Program
+from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE
 from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 
 lib = kernel.lib
@@ -97,7 +98,11 @@ class UringBackend(PlanFollower):
         call.  Returns the executions' user_data bases."""
         plan = program.plan
         box = self._box
-        if box[4] < box[3] or box[1] < box[0] or self._interrupted is not None:
+        if (
+            box[BOX_RUNS_DONE] < box[BOX_RUNS]
+            or box[BOX_OTHERS_DONE] < box[BOX_OTHERS]
+            or self._interrupted is not None
+        ):
             # An interrupted reap left CQEs in the inbox: route them before a
             # table entry they name can be reused.
             self._route_inbox()
@@ -267,7 +272,7 @@ class UringBackend(PlanFollower):
             bi, _, lo, hi, k0 = ffi.unpack(self._clean_runs, run_fields)
             b = batches[bi]  # in the table when ur_reap_split matched its fast_ud
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self._box[4] += 1
+                self._box[BOX_RUNS_DONE] += 1
                 return
             ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
             self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
@@ -279,7 +284,7 @@ class UringBackend(PlanFollower):
             start = runs[r - run_fields + 1] if r else 0
             b = batches[bi]  # a batch of several runs stays until its last
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self._box[4] += 1
+                self._box[BOX_RUNS_DONE] += 1
                 continue
             ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
             self._finish_clean(b, ks, all_ress[start:end], lo, hi)
@@ -296,7 +301,7 @@ class UringBackend(PlanFollower):
             # by the next reap; Execution.fast_taken keeps that harmless.)
             ks, rs, lo, hi = self._sift(b, clean, ks, ress, lo, hi)
             if not ks:
-                self._box[4] += 1  # UR_BOX_RUNS_DONE: all of it took the general path
+                self._box[BOX_RUNS_DONE] += 1  # all of it took the general path
                 return
         else:
             rs = ress
@@ -333,7 +338,7 @@ class UringBackend(PlanFollower):
             self._batches[b.index] = None
             self._fast[b.index] = 0
             self._free_batches += (b.index,)
-        box[4] += 1  # UR_BOX_RUNS_DONE
+        box[BOX_RUNS_DONE] += 1
         if last:
             self._give_scratch(b)
 
