@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import gc
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +23,7 @@ import pytest
 import uringlets as ul
 
 from .conftest import ENGINES, open_fds
+from .interrupts import Alarm
 
 
 def _programs(sandbox: Path) -> list[ul.Program]:
@@ -46,30 +45,6 @@ def _programs(sandbox: Path) -> list[ul.Program]:
     s.close(fd)
     progs.append(s.compile())
     return progs
-
-
-class _Alarm:
-    """SIGALRM every ``interval`` seconds, its handler raising
-    KeyboardInterrupt, as a user's Ctrl-C would land: anywhere."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.fired = 0
-        self.armed = True
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if self.armed:
-            self.fired += 1
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> _Alarm:
-        self._old = signal.signal(signal.SIGALRM, self._handler)
-        signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, self._old)
 
 
 @pytest.mark.parametrize("kind", ENGINES)
@@ -99,11 +74,7 @@ def test_interrupts_at_random_points_lose_nothing(kind: str, sandbox: Path) -> N
         # execution's completion exactly once, which is what is counted.
         eng.wait(len(eng._notify.ready) + rng.randint(0, 8), timeout=1, max_events=0)
 
-    # Other objects' finalizers (left by earlier tests) must not run under
-    # the alarm: an interrupt inside one is "unraisable" and fails pytest.
-    gc.collect()
-    gc.disable()
-    with _Alarm(0.0007) as alarm:
+    with Alarm(0.0007) as alarm:
         # An interrupt may land anywhere, the loops' own back-edges too.
         while next_tag < total:
             try:
@@ -112,8 +83,7 @@ def test_interrupts_at_random_points_lose_nothing(kind: str, sandbox: Path) -> N
                         step()
             except KeyboardInterrupt:
                 pass
-        alarm.armed = False
-    gc.enable()
+        alarm.armed[0] = False
     # the timer is off: drain what is left, then close
     deadline = 10.0
     while eng.in_flight and deadline > 0:

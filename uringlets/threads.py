@@ -356,14 +356,22 @@ class ThreadsBackend:
         return True
 
     def _collect(self) -> int:
-        """Drain the wake fd, then post what is in ``_done``."""
+        """Drain the wake fd, then post what is in ``_done``.
+
+        The fd is read *before* the flag is cleared.  The other order loses
+        a wake-up: a worker that hands over between the clear and the read
+        writes the fd and sets the flag again, the read consumes that write,
+        and the flag then says "written" while the fd is empty, so the next
+        hand-over writes nothing and a sleeping owner is never woken.  In
+        this order a worker that sees the flag still set appended its
+        execution before the clear, hence before the drain that follows."""
         try:
             if self._signalled:
-                self._signalled = False
                 try:  # noqa: SIM105 - no call to interrupt (contextlib.suppress is one)
                     os.eventfd_read(self._wake)
                 except BlockingIOError:  # a worker set the flag and writes now
                     pass
+                self._signalled = False
             return self._drain()
         except BaseException:
             self._keep_signalled()
@@ -372,7 +380,7 @@ class ThreadsBackend:
     def _keep_signalled(self) -> None:
         """On an exception: what is left in ``_done`` keeps the wake fd
         readable, so a loop watching ``fileno()`` reaps it."""
-        if self._done and not self._signalled and not self._closed:
+        if self._done and not self._closed:  # a spurious wake-up costs one reap
             self._signalled = True
             os.eventfd_write(self._wake, 1)
 
