@@ -300,7 +300,6 @@ def test_interrupts_while_20k_executions_are_submitted_and_reaped_through_the_en
     total, batch = 20_000, 64
     eng = ul.Engine("threads", capacity=256, workers=2)
     backend = eng._backend
-    received: list[ul.Completion] = []
     started: set[int] = set()
     next_tag = end = 0
     tagset: set[int] = set()
@@ -318,14 +317,18 @@ def test_interrupts_while_20k_executions_are_submitted_and_reaped_through_the_en
                     eng.submit_many(prog, end - next_tag, tags=tags)
                     started |= tagset
                     next_tag = end
-                received += eng.wait(1, timeout=0.001)
+                # Completions stay in the notification ring (max_events=0):
+                # a list a call returns can be lost to an interrupt at the
+                # very return, in any Python program; what is counted is
+                # that the engine posts each exactly once.
+                eng.wait(len(eng._notify.ready) + 1, timeout=0.001, max_events=0)
                 armed[0] = False
             except KeyboardInterrupt:
                 armed[0] = False
                 if backend.in_flight - before == end - next_tag > 0:
                     started |= tagset  # the interrupt came after the commit
                     next_tag = end
-    received += eng.wait(0)
+    received = eng.wait(0)
     assert alarm.fired > 20
     seen = Counter(c.tag for c in received)
     assert set(seen) == started == set(range(total))

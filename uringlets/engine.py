@@ -62,11 +62,11 @@ class Backend(Protocol):
         program: Program,
         params: Mapping[str, list[Any]],
         n: int,
-        tags: Sequence[Any],
+        tags: Sequence[Any] | None,
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
-        """Start ``n`` executions with validated parameter columns; the
-        notification ring has room reserved for each.  Returns their ids.
+        """Start ``n`` executions with validated parameter columns and their
+        ``tags`` (None: every tag is None).  Returns their ids.
         A ``sink`` (``run``) receives their completions too, and means the
         caller reaps at once: the backend may leave the submission to that
         reap (one system call for both)."""
@@ -115,13 +115,16 @@ class Handles(Sequence[Handle]):
 
     __slots__ = ("_engine", "_ids", "_tags")
 
-    def __init__(self, engine: object, ids: Sequence[int], tags: Sequence[Any]) -> None:
+    def __init__(self, engine: object, ids: Sequence[int], tags: Sequence[Any] | None) -> None:
         self._engine = engine
         self._ids = ids
-        self._tags = tags
+        self._tags = tags  # None: every tag is None
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def _tag(self, i: int) -> Any:
+        return None if self._tags is None else self._tags[i]
 
     @overload
     def __getitem__(self, i: int) -> Handle: ...
@@ -129,9 +132,10 @@ class Handles(Sequence[Handle]):
     def __getitem__(self, i: slice) -> list[Handle]: ...
     def __getitem__(self, i: int | slice) -> Handle | list[Handle]:
         if isinstance(i, slice):
-            ids, tags = self._ids[i], self._tags[i]
+            ids = self._ids[i]
+            tags = [None] * len(ids) if self._tags is None else self._tags[i]
             return [Handle(self._engine, d, t) for d, t in zip(ids, tags, strict=True)]
-        return Handle(self._engine, self._ids[i], self._tags[i])
+        return Handle(self._engine, self._ids[i], self._tag(i))
 
     def __repr__(self) -> str:
         return f"<Handles of {len(self)} executions>"
@@ -271,7 +275,8 @@ class Engine:
         or ``run`` (its completion then says ``cancelled``).  Raises
         ``ParamError``, ``RingFull`` when the notification ring is full (see
         the module docstring), ``EngineClosed``."""
-        return self._start(program, [params], [tag], block, deadline=deadline)[0]
+        tags = None if tag is None else (tag,)
+        return Handle(self, self._start(program, (params,), tags, block, None, deadline)[0], tag)
 
     def submit_many(
         self,
@@ -295,38 +300,39 @@ class Engine:
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ValueError(f"count must be a non-negative int, not {count!r}")
             binds = [common] * count  # one mapping, shared: bind_columns does not copy it
-        if tags is None:
-            tags = (None,) * len(binds)  # a tuple: "no tags" (the backend may rely on it)
-        else:
+        if tags is not None:
             tags = list(tags)  # the caller may reuse its sequence; completions keep these
             if len(tags) != len(binds):
                 raise ValueError("len(tags) differs from the number of executions")
-        return self._start(program, binds, tags, block, deadline=deadline)
+        return Handles(self, self._start(program, binds, tags, block, None, deadline), tags)
 
     def _start(
         self,
         program: Program,
         binds: Sequence[Mapping[str, Any]],
-        tags: Sequence[Any],
+        tags: Sequence[Any] | None,
         block: bool,
-        sink: list[Completion] | None = None,
-        deadline: float | None = None,
-    ) -> Handles:
-        self._check()
+        sink: list[Completion] | None,
+        deadline: float | None,
+    ) -> Sequence[int]:
+        """Start ``len(binds)`` executions (tags None: every tag is None);
+        returns their ids."""
+        if self._closed or self._backend.broken or threading.get_ident() != self._owner:
+            self._refuse()
+        if not isinstance(program, Program):
+            raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         if deadline is not None and (
             isinstance(deadline, bool)
             or not isinstance(deadline, (int, float))
             or not 0 <= deadline <= 10**6
         ):
             raise ValueError(f"deadline must be seconds in [0, 1e6], not {deadline!r}")
-        if not isinstance(program, Program):
-            raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
         n = len(binds)
         if n > self._capacity:
             raise ValueError(f"{n} executions exceed the engine's capacity of {self._capacity}")
-        columns = program.bind_columns(binds) if n else {}
         if not n:
-            return Handles(self, [], [])
+            return ()
+        columns = program.bind_columns(binds)
         backend = self._backend
         while backend.in_flight + n > self._capacity or not backend.can_start(program, n):
             if not block:
@@ -347,7 +353,7 @@ class Engine:
             when = time.monotonic() + deadline
             for ident in ids:
                 heapq.heappush(self._deadlines, (when, ident))
-        return Handles(self, ids, tags)
+        return ids
 
     # -- wait / run -------------------------------------------------------------
     def wait(
@@ -411,9 +417,13 @@ class Engine:
         """Submit one execution and wait for its completion, which is
         returned and not queued; other completions stay queued."""
         sink: list[Completion] = []
-        self._start(program, [params], [tag], True, sink, deadline=deadline)
+        self._start(program, (params,), None if tag is None else (tag,), True, sink, deadline)
         # An interrupt from here on leaves the completion in the
         # notification ring, for a later wait().
+        if not self._deadlines:
+            reap = self._backend.reap
+            while not sink:
+                reap(1, -1)
         while not sink:
             self._pump(1, None)
         self._notify.take(sink[0])

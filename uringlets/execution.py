@@ -40,8 +40,8 @@ class Batch:
 
     Shared: the program, the parameter columns and their buffers (``keep``),
     the value columns (``flat``: value ``v`` of execution ``k`` is
-    ``flat[v * n + k]``), the tags (the caller's, copied into a list; a
-    tuple of Nones when the caller gave none), and ``run()``'s sink.  Per execution,
+    ``flat[v * n + k]``), the tags (the caller's, copied into a list;
+    None when every tag is None), and ``run()``'s sink.  Per execution,
     indexed by ``k``: its scratch buffer, its ``nslots`` slots
     (``slots[k * nslots:(k + 1) * nslots]``), whether it is ``done``, and the
     CQEs of ``posted`` atoms (``posted[k * len(clean.posted) + j]``).
@@ -85,7 +85,7 @@ class Batch:
         keep: Any,
         flat: Any,
         n: int,
-        tags: Sequence[Any],
+        tags: Sequence[Any] | None,
         sink: list[Completion] | None,
         index: int,
         ud_base: int,
@@ -158,7 +158,7 @@ class Execution:
         self.batch = batch
         self.program = batch.program
         self.k = k
-        self.tag = batch.tags[k]
+        self.tag = None if batch.tags is None else batch.tags[k]
         self.ud = batch.ud_base | k << UD_K_SHIFT  # user_data base: the low 12 bits are 0
         # (pointer, address, view) into the batch's block, or None
         self.scratch: Any = batch.scratch.entry(k) if batch.scratch is not None else None

@@ -71,7 +71,10 @@ class PlanFollower(RingIO):
         if ex.row is None:
             batch, k = ex.batch, ex.k
             flat, n = batch.flat, batch.n
-            ex.row = [flat[v * n + k] for v in range(len(ex.program.plan.value_defaults))]
+            if flat is None:  # no columns: every value is 0
+                ex.row = [0] * len(ex.program.plan.value_defaults)
+            else:
+                ex.row = [flat[v * n + k] for v in range(len(ex.program.plan.value_defaults))]
         return ex.row
 
     def _push_run(self, ex: Execution, first: int, last: int) -> None:

@@ -173,7 +173,7 @@ class Plan:
         return self.atoms[first.last].sqe_end if first.in_kernel else 0
 
     @cached_property
-    def launches(self) -> dict[int, tuple[bool, int, int]]:
+    def launches(self) -> dict[int, tuple[bool, int, int, bool]]:
         """{SQ ring size: how a ring of it starts executions}, filled by
         ``UringBackend._launch``."""
         return {}

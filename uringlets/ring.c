@@ -462,23 +462,66 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
  * this call returns cannot make anyone forget CQEs already taken from the
  * CQ ring.  Refuses (returns 0, copies nothing) while the box still holds
  * CQEs not routed.  Returns the number copied. */
-int ur_reap_box(struct ur_ring *ring, const uint64_t *fast_ud, unsigned nbatches,
-                uint64_t *user_data, int32_t *res, uint32_t *clean_k,
-                int32_t *clean_res, unsigned max, int32_t *clean_runs,
-                unsigned *box)
+int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
 {
+    unsigned *box = inbox->box;
     unsigned nclean, nruns;
     int n;
 
     if (box[UR_BOX_OTHERS_DONE] < box[UR_BOX_OTHERS] ||
         box[UR_BOX_RUNS_DONE] < box[UR_BOX_RUNS])
         return 0;
-    n = ur_reap_split(ring, fast_ud, nbatches, user_data, res, clean_k,
-                      clean_res, max, &nclean, clean_runs, &nruns);
+    n = ur_reap_split(ring, inbox->fast_ud, inbox->nbatches, inbox->user_data,
+                      inbox->res, inbox->clean_k, inbox->clean_res, inbox->max,
+                      &nclean, inbox->clean_runs, &nruns);
     box[UR_BOX_OTHERS] = (unsigned)n - nclean;
     box[UR_BOX_OTHERS_DONE] = 0;
     box[UR_BOX_CLEAN] = nclean;
     box[UR_BOX_RUNS] = nruns;
     box[UR_BOX_RUNS_DONE] = 0;
     return n;
+}
+
+/* One trip of the reaper, in one call from Python: submit what is pending
+ * and wait for min_complete CQEs for at most timeout_ns (ur_enter), then
+ * move what the CQ ring holds into the inbox (ur_reap_box).  The system
+ * call is skipped when nothing is pending and either the CQ ring already
+ * holds min_complete CQEs (at least one) or there is nothing to wait for
+ * (min_complete 0 and nothing in flight); a poll of an empty CQ ring does
+ * enter, because with DEFER_TASKRUN completions are posted only inside
+ * the call.  box[UR_BOX_MORE] says whether the caller must come round
+ * again (with min_complete 0) once it has routed the inbox: SQEs are
+ * pending, CQEs wait in the overflow list, or the inbox was filled.
+ *
+ * Returns 1 when the wait (if any) is over, 0 when it is not (it timed
+ * out, a signal interrupted it, or the kernel said try again: -ETIME,
+ * -EINTR, -EAGAIN, -ENOMEM, the SQEs stay pending), the count of SQEs
+ * submitted saying nothing of the wait; else the -errno of the enter
+ * (-EBUSY: reap and come again; anything else the caller cannot recover
+ * from).  The inbox is filled whatever the enter returned. */
+int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
+             int64_t timeout_ns, unsigned in_flight)
+{
+    unsigned *box = inbox->box;
+    int verdict = 1;
+    int n;
+
+    if (ring->pending ||
+        !((ur_cq_ready(ring) && ur_cq_ready(ring) >= min_complete) ||
+          (!min_complete && !in_flight))) {
+        int r = ur_enter(ring, min_complete, timeout_ns);
+
+        if (r >= 0)
+            verdict = r == 0 || !min_complete || ur_cq_ready(ring) >= min_complete;
+        else if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -ENOMEM)
+            verdict = 0;
+        else if (r == -EBUSY)
+            verdict = 1; /* CQEs wait in the overflow list: reap them first */
+        else
+            verdict = r;
+    }
+    n = ur_reap_box(ring, inbox);
+    box[UR_BOX_MORE] = ring->pending || (ur_sq_flags(ring) & IORING_SQ_CQ_OVERFLOW) ||
+                       (unsigned)n == inbox->max;
+    return verdict;
 }

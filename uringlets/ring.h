@@ -56,13 +56,31 @@ struct ur_patch {
  * res, highest res, first k (or -1) */
 #define UR_RUN_FIELDS 5
 
-/* The inbox of ur_reap_box: the fields of its box (unsigned each). */
+/* The inbox of ur_reap_box: the fields of its box (unsigned each).
+ * UR_BOX_MORE: set by ur_cycle when the reaper must go round again (SQEs
+ * queued by routing, CQEs in the kernel's overflow list, or a full inbox). */
 #define UR_BOX_OTHERS 0
 #define UR_BOX_OTHERS_DONE 1
 #define UR_BOX_CLEAN 2
 #define UR_BOX_RUNS 3
 #define UR_BOX_RUNS_DONE 4
-#define UR_BOX_FIELDS 5
+#define UR_BOX_MORE 5
+#define UR_BOX_FIELDS 6
+
+/* Where ur_reap_box puts the CQEs it takes (all arrays have room for max;
+ * clean_runs for max runs).  Owned by Python (cffi allocations kept by the
+ * backend); C only writes into it, never frees it. */
+struct ur_inbox {
+    const uint64_t *fast_ud;  /* per batch entry: its clean ending, 0: none */
+    unsigned nbatches;
+    unsigned max;
+    uint64_t *user_data;      /* the others, in ring order */
+    int32_t *res;
+    uint32_t *clean_k;        /* the clean endings */
+    int32_t *clean_res;
+    int32_t *clean_runs;      /* UR_RUN_FIELDS per run */
+    unsigned *box;            /* UR_BOX_FIELDS */
+};
 
 /* cold: set up and tear down */
 int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
@@ -84,10 +102,9 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_k, int32_t *clean_res, unsigned max,
                   unsigned *nclean, int32_t *clean_runs, unsigned *nruns);
-int ur_reap_box(struct ur_ring *ring, const uint64_t *fast_ud, unsigned nbatches,
-                uint64_t *user_data, int32_t *res, uint32_t *clean_k,
-                int32_t *clean_res, unsigned max, int32_t *clean_runs,
-                unsigned *box);
+int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox);
+int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
+             int64_t timeout_ns, unsigned in_flight);
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

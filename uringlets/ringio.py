@@ -38,7 +38,7 @@ from .plan import (
 )
 
 lib = kernel.lib
-_LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
+LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
 _CQ_OVERFLOW = lib.IORING_SQ_CQ_OVERFLOW
 # The fields of the inbox's box (ring.h, written by ur_reap_box).
 BOX_OTHERS: int = lib.UR_BOX_OTHERS
@@ -46,6 +46,7 @@ BOX_OTHERS_DONE: int = lib.UR_BOX_OTHERS_DONE
 BOX_CLEAN: int = lib.UR_BOX_CLEAN
 BOX_RUNS: int = lib.UR_BOX_RUNS
 BOX_RUNS_DONE: int = lib.UR_BOX_RUNS_DONE
+BOX_MORE: int = lib.UR_BOX_MORE
 
 
 class RingIO:
@@ -87,6 +88,9 @@ class RingIO:
         # fast_ud of each entry's batch (0: none), for ur_reap_split
         self._fast = ffi.new("uint64_t[]", capacity)
         self._scratch: dict[int, ScratchPool] = {}
+        # The value columns of a batch in which every value is 0 (no scratch,
+        # slots or parameters): read by ur_push, never written.
+        self._zeros = ffi.new("int64_t[]", capacity)
         self._reap_max = int(ring.cq_entries)
         self._uds = ffi.new("uint64_t[]", self._reap_max)
         self._ress = ffi.new("int32_t[]", self._reap_max)
@@ -98,10 +102,11 @@ class RingIO:
         # ring until every one is routed; the box counts them and how far
         # routing got (UR_BOX_*, written by ur_reap_box in C, advanced here).
         self._box = ffi.new("unsigned[]", lib.UR_BOX_FIELDS)
-        self._reap_args = (
-            ring, self._fast, capacity, self._uds, self._ress, self._clean_k, self._clean_res,
-            self._reap_max, self._clean_runs, self._box,
-        )  # fmt: skip
+        inbox = self._inbox = ffi.new("struct ur_inbox *")
+        inbox.fast_ud, inbox.nbatches, inbox.max = self._fast, capacity, self._reap_max
+        inbox.user_data, inbox.res = self._uds, self._ress
+        inbox.clean_k, inbox.clean_res = self._clean_k, self._clean_res
+        inbox.clean_runs, inbox.box = self._clean_runs, self._box
         self._eventfd = -1  # made by fileno(), for event loops
         # The CQE being routed when an exception escaped (user_data, res), if any.
         self._interrupted: tuple[int, int] | None = None
@@ -127,14 +132,14 @@ class RingIO:
         patches, npatches = (plan.patches, plan.npatches) if plan is not None else (ffi.NULL, 0)
         k = lib.ur_push(
             ring, images, first, count, patches, npatches, values, stride, n,
-            _LAST_CLEAR, ud_first, ud_step,
+            LAST_CLEAR, ud_first, ud_step,
         )  # fmt: skip
         done = check_ret(k, "push")
         while done < n:  # the SQ ring was full: submit, then the rest
             self._enter(0)
             k = lib.ur_push(
                 ring, images, first, count, patches, npatches, values + done, stride, n - done,
-                _LAST_CLEAR, ud_first + done * ud_step, ud_step,
+                LAST_CLEAR, ud_first + done * ud_step, ud_step,
             )  # fmt: skip
             done += check_ret(k, "push")
 
@@ -205,22 +210,28 @@ class RingIO:
         KeyboardInterrupt from a signal handler, say) escaping from routing
         leaves the rest for the next call.  The execution whose CQE was
         being routed then is recovered by ``_recover``."""
-        self._route_inbox()
+        box = self._box
+        if (
+            box[BOX_OTHERS_DONE] < box[BOX_OTHERS]
+            or box[BOX_RUNS_DONE] < box[BOX_RUNS]
+            or self._interrupted is not None
+        ):
+            self._route_inbox()
         if self._eventfd >= 0:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._eventfd)
-        ok = self._enter(min_complete, timeout_ns)
-        ring, reap_args = self._ring, self._reap_args
+        verdict = lib.ur_cycle(self._ring, self._inbox, min_complete, timeout_ns, self.in_flight)
+        ok = verdict == 1 or (verdict != 0 and self._entered(verdict, min_complete))
         while True:
-            n = lib.ur_reap_box(*reap_args)
-            if n:
+            if box[BOX_OTHERS] or box[BOX_RUNS]:
                 self._route_inbox()
-            if ring.pending or lib.ur_sq_flags(ring) & _CQ_OVERFLOW:
-                # resumes were queued, or CQEs wait in the overflow list
-                self._entered(lib.ur_enter(ring, 0, -1), 0)
-                continue
-            if n < self._reap_max:
+            if not box[BOX_MORE]:
                 return ok
+            # resumes were queued, CQEs wait in the overflow list, or the
+            # inbox was full: round again without waiting
+            verdict = lib.ur_cycle(self._ring, self._inbox, 0, -1, self.in_flight)
+            if verdict < 0:
+                self._entered(verdict, 0)
 
     def _route_inbox(self) -> None:
         """Route the CQEs in the inbox: the others first (they include the

@@ -289,7 +289,7 @@ class ThreadsBackend:
         program: Program,
         params: Mapping[str, list[Any]],
         n: int,
-        tags: Sequence[Any],
+        tags: Sequence[Any] | None,
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
         if self._closed:
@@ -302,7 +302,7 @@ class ThreadsBackend:
                     first + k,
                     program,
                     {name: col[k] for name, col in params.items()},
-                    tags[k],
+                    None if tags is None else tags[k],
                     sink,
                 )
                 for k in range(n)

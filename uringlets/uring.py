@@ -42,7 +42,7 @@ from .plan import (
     Plan,
 )
 from .program import Program
-from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE
+from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE, LAST_CLEAR
 from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 
 lib = kernel.lib
@@ -87,7 +87,7 @@ class UringBackend(PlanFollower):
         program: Program,
         params: Mapping[str, list[Any]],
         n: int,
-        tags: Sequence[Any],
+        tags: Sequence[Any] | None,
         sink: list[Completion] | None = None,
     ) -> Sequence[int]:
         """Start ``n`` executions as one batch (the caller checked
@@ -106,16 +106,18 @@ class UringBackend(PlanFollower):
             # An interrupted reap left CQEs in the inbox: route them before a
             # table entry they name can be reused.
             self._route_inbox()
+        whole, run_last, fast_low, columns = plan.launches.get(self.sq_entries) or self._launch(
+            plan
+        )
         # Everything that can fail comes first and gives back what it took:
         # the columns take slots and scratch (``_columns``), the batch
         # record is made; then the commit, with no call in it; then the
         # push, which cannot fail for a run that fits the SQ ring.
-        if plan.out_size or len(plan.value_defaults) > 1:
+        if columns:
             flat, scratch, slots, keep = self._columns(plan, params, n)
-        else:  # nothing differs between executions: the value column is zeros
-            flat, scratch, slots, keep = array("q", _ZERO) * n, None, _NO_SLOTS, None
+        else:  # nothing differs between executions: every value is 0
+            flat, scratch, slots, keep = None, None, _NO_SLOTS, None
         try:
-            whole, run_last, fast_low = plan.launches.get(self.sq_entries) or self._launch(plan)
             index = self._free_batches[-1]
             # never 0, so that no fast_ud is 0
             generation = self._generations[index] % UD_GEN_MASK + 1
@@ -125,7 +127,8 @@ class UringBackend(PlanFollower):
                 program, params, keep, flat, n, tags, sink, index, ud_base, scratch, slots,
                 run_last, fast_ud,
             )  # fmt: skip
-            values = ffi.from_buffer("int64_t[]", flat) if whole else None
+            if whole:
+                values = self._zeros if flat is None else ffi.from_buffer("int64_t[]", flat)
         except BaseException:
             self._give_back(slots, scratch)
             raise
@@ -136,7 +139,12 @@ class UringBackend(PlanFollower):
         self._batches[index] = batch
         self.in_flight += n
         if whole:
-            self._push(plan.images_c, plan.first_sqes, plan, values, n, n, ud_base, _K_STEP)
+            pushed = lib.ur_push(
+                self._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
+                values, n, n, LAST_CLEAR, ud_base, _K_STEP,
+            )  # fmt: skip
+            if pushed != n:  # the SQ ring is full: enter, then push the rest
+                self._push_rest(plan, values, n, max(0, pushed), ud_base)
         else:
             # Userspace steps may run here; an exception from one ends that
             # execution (``_recover``, at the next reap) and cancels those
@@ -158,15 +166,28 @@ class UringBackend(PlanFollower):
             self._enter(0)
         return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
 
-    def _launch(self, plan: Plan) -> tuple[bool, int, int]:
+    def _push_rest(self, plan: Plan, values: Any, n: int, done: int, ud_base: int) -> None:
+        """Push the first runs of executions ``done..n-1`` of a batch whose
+        push found the SQ ring full (entering the kernel to make room)."""
+        self._enter(0)
+        self._push(
+            plan.images_c, plan.first_sqes, plan, values + done, n, n - done,
+            ud_base + done * _K_STEP, _K_STEP,
+        )  # fmt: skip
+
+    def _launch(self, plan: Plan) -> tuple[bool, int, int, bool]:
         """How a ring of this size starts a program's executions (kept in
         ``plan.launches``): whether the first run goes in whole (its SQEs fit
-        the SQ ring), the last atom of that run (else -1), and the atom byte
-        of the CQE of a clean ending (else -1)."""
+        the SQ ring), the last atom of that run (else -1), the atom byte of
+        the CQE of a clean ending (else -1), and whether the executions need
+        value columns (else every value is 0: no scratch, no slots, no
+        parameters)."""
         first_sqes = plan.first_sqes
         whole = 0 < first_sqes <= self.sq_entries
         run_last = plan.segments[0].last if whole else -1
-        launch = (whole, run_last, run_last if whole and plan.clean is not None else -1)
+        fast_low = run_last if whole and plan.clean is not None else -1
+        columns = bool(plan.out_size or len(plan.value_defaults) > 1)
+        launch = (whole, run_last, fast_low, columns)
         plan.launches[self.sq_entries] = launch
         return launch
 
@@ -308,7 +329,7 @@ class UringBackend(PlanFollower):
         n = len(ks)
         stop = clean.stop
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
-        if type(b.tags) is tuple and not (stopping or clean.posted or clean.buffers or lo != hi):
+        if b.tags is None and not (stopping or clean.posted or clean.buffers or lo != hi):
             # Nothing tells the completions apart (no tags, no values, one
             # result tuple): the same fields for each, no columns to zip.
             same = (None, b.program, (*clean.prefix, lo), None, False, None, True, None, None)
@@ -421,7 +442,7 @@ class UringBackend(PlanFollower):
                 ]
         # Every column has n items (strict= would parse a keyword per call).
         fields = zip(  # noqa: B905
-            b.tags if whole else map(b.tags.__getitem__, ks),
+            repeat(None, n) if b.tags is None else b.tags if whole else map(b.tags.__getitem__, ks),
             repeat(b.program, n),
             results,
             stopped,
