@@ -29,6 +29,7 @@ from array import array
 
 from . import atoms, kernel
 from .execution import Batch, Execution, check_ret, init_scratch, single_sqe
+from .interpreter import call_blocking
 from .kernel import ffi
 from .notify import Completion
 from .plan import (
@@ -46,7 +47,6 @@ from .plan import (
 )
 from .ringio import RingIO
 from .syslet import Param, Ref, stop_holds
-from .threads import call_blocking
 
 lib = kernel.lib
 
