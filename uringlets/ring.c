@@ -525,3 +525,11 @@ int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete
                        (unsigned)n == inbox->max;
     return verdict;
 }
+
+/* The address of a bytes object's buffer, which cffi passes without a copy
+ * (CPython ends every bytes buffer with a NUL: a path needs no joining).
+ * The caller keeps the object alive while the kernel may read it. */
+int64_t ur_address(const char *bytes)
+{
+    return (int64_t)(intptr_t)bytes;
+}

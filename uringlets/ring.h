@@ -112,3 +112,4 @@ unsigned ur_sq_flags(struct ur_ring *ring);
 /* parameter columns, once per batch */
 long ur_string_starts(const char *blob, size_t len, int64_t base,
                       int64_t *starts, long n);
+int64_t ur_address(const char *bytes);

@@ -114,7 +114,9 @@ class UringBackend(PlanFollower):
         # record is made; then the commit, with no call in it; then the
         # push, which cannot fail for a run that fits the SQ ring.
         if columns:
-            flat, scratch, slots, keep = self._columns(plan, params, n)
+            flat, scratch, slots, keep = (
+                self._one_row(plan, params) if n == 1 else self._columns(plan, params, n)
+            )
         else:  # nothing differs between executions: every value is 0
             flat, scratch, slots, keep = None, None, _NO_SLOTS, None
         try:
@@ -235,6 +237,46 @@ class UringBackend(PlanFollower):
                         return flat[v * n + k]
 
                     init_scratch(plan, scratch.base + k * scratch.size, value_of)
+        except BaseException:
+            self._give_back(slots, scratch)
+            raise
+        return flat, scratch, slots, keep
+
+    def _one_row(self, plan: Plan, params: Mapping[str, list[Any]]) -> tuple[Any, Any, Any, Any]:
+        """``_columns`` for a batch of one execution: its value row (the
+        columns of one execution are its row), made from the plan's defaults
+        with a few stores.  A path is passed by the address of its bytes
+        object, whose buffer CPython always ends with a NUL; ``params`` keeps
+        it alive."""
+        nslots = plan.nslots
+        flat = array("q", plan.value_defaults)
+        scratch: ScratchBlock | None = None
+        slots = _NO_SLOTS
+        if plan.out_size:
+            pool = self._scratch.get(plan.scratch_size)
+            if pool is None:
+                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
+            scratch = pool.take(1)
+            flat[0] = scratch.base
+        if nslots:
+            free_slots = self._free_slots
+            slots = free_slots[-nslots:]
+            del free_slots[-nslots:]
+            flat[1 : 1 + nslots] = slots
+        try:
+            keep = None
+            for use in plan.params:
+                value = params[use.name][0]
+                if use.kind == "path":
+                    flat[use.value] = lib.ur_address(value)
+                elif use.kind == "data":
+                    flat[use.value] = lib.ur_address(value)
+                    if use.length_value is not None:
+                        flat[use.length_value] = len(value)
+                else:
+                    flat[use.value] = value
+            if plan.scratch_init and scratch is not None:
+                init_scratch(plan, scratch.base, flat.__getitem__)
         except BaseException:
             self._give_back(slots, scratch)
             raise
