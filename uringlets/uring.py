@@ -440,6 +440,8 @@ class UringBackend(PlanFollower):
         tags, results, where each stopped (``stopping``: some did), values
         copied out of the batch's scratch block."""
         n = len(ks)
+        if n == 1:
+            return [self._one_completion(b, clean, ks[0], rs[0], stopping)]
         results: Any
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
@@ -495,6 +497,29 @@ class UringBackend(PlanFollower):
             values,
         )
         return list(map(tuple.__new__, repeat(Completion, n), fields))
+
+    def _one_completion(
+        self, b: Batch, clean: CleanPath, k: int, r: int, stopping: bool
+    ) -> Completion:
+        """``_completions`` for one execution: its fields made directly."""
+        results = self._posted_results(b, k, clean, r) if clean.posted else (*clean.prefix, r)
+        stopped = clean.last.index if stopping else None
+        value_ref = value = dicts = None
+        if clean.buffers:
+            block = b.scratch
+            assert block is not None
+            start, refs = k * block.size, b.program.refs
+            if clean.last_out is None and len(clean.outs) == 1:  # one full read
+                i, off, size = clean.outs[0]
+                value_ref, value = refs[i], block.view[start + off : start + off + size]
+            elif clean.last_out is not None and clean.last_bytes and not clean.outs and r >= 0:
+                i, off, _ = clean.last_out  # the last atom's bytes
+                value_ref, value = refs[i], block.view[start + off : start + off + r]
+            else:
+                dicts = _clean_values(clean, refs, block, start, r)
+        tag = None if b.tags is None else b.tags[k]
+        fields = (tag, b.program, results, stopped, False, dicts, not stopping, value_ref, value)
+        return tuple.__new__(Completion, fields)
 
     def _sift(
         self, b: Batch, clean: CleanPath, ks: Sequence[int], ress: list[int], lo: int, hi: int
