@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,6 +247,38 @@ def test_an_enter_failure_after_the_push_breaks_with_a_reason(sandbox: Path) -> 
     ring.fd = -1
     with pytest.warns(ResourceWarning, match="kept alive"):
         eng.close()
+
+
+@pytest.mark.parametrize("shape", ["whole batch", "one of a batch", "run of a batch"])
+def test_an_execution_that_would_end_twice_breaks_the_engine(shape: str) -> None:
+    """``_post`` is the one place executions end: ending one again (a
+    broken invariant, driven here by hand) breaks the engine with the
+    reason and posts nothing, whichever kind of ending it is."""
+    s = ul.Syslet()
+    s.nop()
+    prog = s.compile()
+    eng = ul.Engine("uring")
+    backend = eng._backend
+    n = 1 if shape == "whole batch" else 4
+    eng.submit_many(prog, n)
+    batch = next(b for b in backend._batches if b is not None)
+    assert len(eng.wait(n)) == n
+    # the batch left the table; drive its ending again as if it had not
+    batch.remaining = n
+    ks = range(n) if shape == "whole batch" else (0,) if shape == "one of a batch" else range(2)
+    if shape != "whole batch":
+        batch.done[0] = 1  # execution 0 ended already, the others not
+        batch.remaining = n - 1
+    before = len(backend._notify.ready)
+    fake = [ul.Completion(None, prog, (0,), None, False, None)] * len(ks)
+    if shape == "whole batch":
+        batch.remaining = 0  # all of it ended already
+    with pytest.raises(ul.EngineClosed, match="would end twice"):
+        backend._post(batch, ks, fake, array("q"), False, False)
+    assert len(backend._notify.ready) == before
+    with pytest.raises(ul.EngineClosed, match="broken"):
+        eng.submit(prog)
+    eng.close()
 
 
 @pytest.fixture

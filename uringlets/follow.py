@@ -459,34 +459,16 @@ class PlanFollower(RingIO):
         self._release(ex)
 
     def _release(self, ex: Execution) -> None:
-        """Post the execution's one completion, give back its slots (empty
-        by now) and, if it was its batch's last, the batch's table entry
-        (and with it the scratch block).  The completion is made first;
-        the commit after it makes no call until it is done, so that an
-        interrupt cannot split it."""
+        """Post the execution's one completion through ``_post``, with its
+        slots (empty by now)."""
         b, k = ex.batch, ex.k
-        if b.done[k] or b.slow.get(k) is not ex:
+        if b.slow.get(k) is not ex:
             self._break(f"execution {ex.ud:#x} finished twice")
         if ex.results is None:
             self._break(f"execution {ex.ud:#x} finished without results")
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
         slots = array("q", ex.slots) if ex.slots else _NO_SLOTS
-        ready = self._notify.ready  # += below: in place, no call
-        b.done[k] = 1
-        del b.slow[k]
-        self._free_slots += slots
-        self.in_flight -= 1
-        b.remaining -= 1
-        last = not b.remaining
-        if last:
-            self._batches[b.index] = None
-            self._fast[b.index] = 0
-            self._free_batches += (b.index,)
-        ready += (c,)
-        if b.sink is not None:
-            b.sink += (c,)
-        if last:
-            self._give_scratch(b)
+        self._post(b, (k,), [c], slots, True, False)
 
     def _cancel(self, ex: Execution) -> None:
         ex.cancelled = True

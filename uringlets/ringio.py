@@ -25,13 +25,17 @@ import errno
 import os
 import resource
 from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import setitem
 from typing import Any, NoReturn
 
 from . import kernel
 from .errors import EngineClosed
 from .execution import Batch, ScratchPool, check_ret
 from .kernel import ffi
-from .notify import NotificationRing
+from .notify import Completion, NotificationRing
 from .plan import (
     MAX_CAPACITY,
     Plan,
@@ -47,6 +51,7 @@ BOX_CLEAN: int = lib.UR_BOX_CLEAN
 BOX_RUNS: int = lib.UR_BOX_RUNS
 BOX_RUNS_DONE: int = lib.UR_BOX_RUNS_DONE
 BOX_MORE: int = lib.UR_BOX_MORE
+_consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 
 
 class RingIO:
@@ -261,6 +266,78 @@ class RingIO:
     def _break(self, why: str) -> NoReturn:
         self.broken = why
         raise EngineClosed(f"engine broken: {why}")
+
+    def _post(
+        self,
+        b: Batch,
+        ks: Sequence[int],
+        completions: list[Completion],
+        slots: Any,
+        slow: bool,
+        clean_run: bool,
+    ) -> None:
+        """The one place where executions end, on every path: the general
+        path's single execution (``follow._release``) and a run of clean
+        endings (``uring._finish_clean``).  Executions ``ks`` of batch ``b``
+        post ``completions`` (one each, in the same order; ``run()``'s sink
+        gets them too), give back ``slots`` (empty by now: their own atoms
+        or ``_finish`` closed them), leave ``b.slow`` if ``slow``, and with
+        the batch's last execution its table entry and scratch block go.
+        ``clean_run``: the run of the inbox being routed is finished with
+        them (the box advances in the same commit).
+
+        One execution, one completion: each of ``ks`` must not have ended
+        before, else the engine breaks (with nothing posted).  A batch that
+        ends whole at once never marks ``done``: it leaves the table, and
+        nobody reads the marks of a batch that is not in it.  After the
+        check the commit makes no call until the completions are posted,
+        so that an interrupt cannot split it."""
+        n = len(ks)
+        k = ks[0]
+        if n == b.n:  # the whole batch: nothing of it can have ended before
+            done = b.done
+            once = b.remaining == n
+        elif n == 1:
+            done = None  # marked in place below
+            once = not b.done[k]
+        else:
+            done = self._marked(b.done, ks)
+            once = done.count(1) == b.n - b.remaining + n
+        if not once or len(completions) != n:
+            self._break(f"executions {ks} of batch {b.ud_base:#x} would end twice")
+        ready, sink = self._notify.ready, b.sink  # += below: in place, no call
+        if slow:
+            del b.slow[k]
+        if done is None:
+            b.done[k] = 1
+        else:
+            b.done = done
+        self._free_slots += slots
+        self.in_flight -= n
+        b.remaining -= n
+        last = not b.remaining
+        if last:
+            self._batches[b.index] = None
+            self._fast[b.index] = 0
+            self._free_batches += (b.index,)
+        ready += completions
+        if sink is not None:
+            sink += completions
+        if clean_run:
+            self._box[BOX_RUNS_DONE] += 1
+        if last:
+            self._give_scratch(b)
+
+    @staticmethod
+    def _marked(done: bytearray, ks: Sequence[int]) -> bytearray:
+        """A copy of ``done`` with executions ``ks`` marked (swapped in by
+        the commit in one store)."""
+        done = bytearray(done)
+        if type(ks) is range and ks.step == 1:
+            done[ks.start : ks.stop] = b"\1" * len(ks)
+        else:
+            _consume(map(setitem, repeat(done, len(ks)), ks, repeat(1, len(ks))))
+        return done
 
     def _give_scratch(self, b: Batch) -> None:
         """Give the scratch block of a batch that has left the table back to

@@ -21,7 +21,6 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import accumulate, compress, islice, repeat
-from operator import setitem
 from typing import Any
 
 from . import kernel
@@ -378,32 +377,9 @@ class UringBackend(PlanFollower):
             completions = list(map(tuple.__new__, repeat(Completion, n), repeat(same, n)))
         else:
             completions = self._completions(b, clean, ks, rs, stopping, lo, hi)
-        # Commit.  No call until the run is marked finished in the box, so
-        # that an interrupt cannot split it: post the completions, count
-        # them out, release their slots (all closed by the program's own
-        # atoms on this path) and, with the batch's last execution, its
-        # table entry.  Whatever is computed for it comes first.
         whole = n == b.n
         freed = b.slots if whole else self._slots_of(b, ks) if b.nslots else _NO_SLOTS
-        done = b.done
-        if not whole:
-            done = self._marked(done, ks)
-        box, notify = self._box, self._notify
-        if b.sink is not None:
-            b.sink += completions
-        notify.ready += completions
-        self.in_flight -= n
-        self._free_slots += freed
-        b.done = done
-        b.remaining -= n
-        last = not b.remaining
-        if last:
-            self._batches[b.index] = None
-            self._fast[b.index] = 0
-            self._free_batches += (b.index,)
-        box[BOX_RUNS_DONE] += 1
-        if last:
-            self._give_scratch(b)
+        self._post(b, ks, completions, freed, False, True)
 
     def _slots_of(self, b: Batch, ks: Sequence[int]) -> Any:
         """The slots of executions ``ks`` of batch ``b``, as an int64 array."""
@@ -414,17 +390,6 @@ class UringBackend(PlanFollower):
         for k in ks:
             out += slots[k * ns : (k + 1) * ns]
         return out
-
-    @staticmethod
-    def _marked(done: bytearray, ks: Sequence[int]) -> bytearray:
-        """A copy of ``done`` with executions ``ks`` marked (swapped in by
-        the commit in one store)."""
-        done = bytearray(done)
-        if type(ks) is range and ks.step == 1:
-            done[ks.start : ks.stop] = b"\1" * len(ks)
-        else:
-            _consume(map(setitem, repeat(done, len(ks)), ks, repeat(1, len(ks))))
-        return done
 
     def _completions(
         self,
