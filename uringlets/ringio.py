@@ -325,7 +325,7 @@ class RingIO:
             sink += completions
         if clean_run:
             self._box[BOX_RUNS_DONE] += 1
-        if last:
+        if last and b.scratch is not None:
             self._give_scratch(b)
 
     @staticmethod

@@ -370,7 +370,9 @@ class UringBackend(PlanFollower):
         n = len(ks)
         stop = clean.stop
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
-        if b.tags is None and not (stopping or clean.posted or clean.buffers or lo != hi):
+        if n == 1:
+            completions = [self._one_completion(b, clean, ks[0], rs[0], stopping)]
+        elif b.tags is None and not (stopping or clean.posted or clean.buffers or lo != hi):
             # Nothing tells the completions apart (no tags, no values, one
             # result tuple): the same fields for each, no columns to zip.
             same = (None, b.program, (*clean.prefix, lo), None, False, None, True, None, None)
@@ -405,8 +407,6 @@ class UringBackend(PlanFollower):
         tags, results, where each stopped (``stopping``: some did), values
         copied out of the batch's scratch block."""
         n = len(ks)
-        if n == 1:
-            return [self._one_completion(b, clean, ks[0], rs[0], stopping)]
         results: Any
         if clean.posted:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
