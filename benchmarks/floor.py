@@ -5,18 +5,19 @@ alike, the per-call time of:
 
 - ``engine``: ``Engine.run`` as users call it (nop1, and file1's
   openat -> read 4 KiB -> close over the warm bench files);
-- ``floor``: the least Python any design under DESIGN.md can run per call:
-  the same SQE images pushed and submitted with one wait, the one CQE
-  reaped, and what the contract makes per execution (a ``Completion``, and
-  for file1 the ``bytes`` of the read): two cffi calls and a handful of
-  lines, no bookkeeping, no checks, no tags, no parameters beyond the path.
-  It is not an engine (it cannot cancel, fail, or hold two executions); it
-  bounds what one could reach with a cffi ring layer;
+- ``cffi``: the least any design under DESIGN.md can run per call.  One
+  cffi call with two arguments (``benchmarks/c/cffi_floor.c``, built here
+  with cffi against ``ring.c``) pushes the program's SQE images, enters the
+  kernel once and reaps the one CQE; Python then makes what the contract
+  requires of every execution (a ``Completion``, and for file1 the ``bytes``
+  of the read).  No bookkeeping, no checks, no tags, no parameters beyond the
+  path: it is not an engine (it cannot cancel, fail, or hold two
+  executions); it bounds what a cffi ring layer can reach;
 - ``capi``: the same floor with its C written against CPython's C API
-  (``benchmarks/c/capi_floor.c``, built here with gcc): one method call
-  that pushes, waits, reaps and makes the Completion and its bytes in C.
-  DESIGN.md rules this out ("the ring layer is a cffi (API mode)
-  extension"); it measures what that clause costs;
+  (``benchmarks/c/capi_floor.c``, built here with gcc): one method call that
+  also makes the Completion and its bytes in C.  DESIGN.md rules this out
+  ("the ring layer is a cffi (API mode) extension"); it measures what that
+  clause costs;
 - the peers: ``plain`` (os.open/os.read/os.close) and the C liburing
   reference (``benchmarks/c/uring_ref nop1`` / ``file1``, its own clock).
 
@@ -24,6 +25,7 @@ alike, the per-call time of:
 
 Prints per-call times (median and min over the rounds) and the ratios the
 issue's targets are stated in (nop1: rate over C; file1: rate over plain).
+Each floor runs on an engine of its own that is not used otherwise.
 """
 
 from __future__ import annotations
@@ -41,92 +43,120 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cffi import FFI
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads as wl
 
 import uringlets as ul
-from uringlets.kernel import ffi, lib
+from uringlets.kernel import ffi
 from uringlets.notify import Completion
-from uringlets.ringio import BOX_RUNS, BOX_RUNS_DONE, LAST_CLEAR
 
 NOP_CALLS = 100_000
 ROOT = Path(__file__).resolve().parent.parent
+C_DIR = ROOT / "benchmarks" / "c"
+UR_DIR = ROOT / "uringlets"
 
 
-def build_capi_floor(directory: Path) -> Any:
-    """Compile benchmarks/c/capi_floor.c with ring.c into ``directory`` and
-    import it."""
-    target = directory / ("capi_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
-    subprocess.run(
-        [
-            "gcc", "-O2", "-std=gnu11", "-shared", "-fPIC",
-            f"-I{ROOT / 'uringlets'}", f"-I{sysconfig.get_paths()['include']}",
-            str(ROOT / "benchmarks" / "c" / "capi_floor.c"), str(ROOT / "uringlets" / "ring.c"),
-            "-o", str(target),
-        ],
-        check=True,
-    )  # fmt: skip
-    spec = importlib.util.spec_from_file_location("capi_floor", target)
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def build_cffi_floor(directory: Path) -> Any:
+    """Build benchmarks/c/cffi_floor.c (with ring.c) as a cffi API-mode
+    module in ``directory`` and import it."""
+    builder = FFI()
+    builder.cdef(
+        "struct ur_ring; struct ur_inbox; struct ur_patch;\n" + (C_DIR / "cffi_floor.h").read_text()
+    )
+    builder.set_source(
+        "cffi_floor",
+        '#include "ring_compat.h"\n#include "ring.h"\n#include "cffi_floor.h"\n',
+        sources=[str(C_DIR / "cffi_floor.c"), str(UR_DIR / "ring.c")],
+        include_dirs=[str(UR_DIR), str(C_DIR)],
+        extra_compile_args=["-O2", "-std=gnu11"],
+    )
+    return _load("cffi_floor", Path(builder.compile(tmpdir=str(directory))))
+
+
+def build_capi_floor(directory: Path) -> Any:
+    """Compile benchmarks/c/capi_floor.c (with ring.c) into ``directory``
+    with gcc and the Python headers, and import it."""
+    target = directory / ("capi_floor" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(
+        [
+            "gcc", "-O2", "-std=gnu11", "-shared", "-fPIC",
+            f"-I{UR_DIR}", f"-I{sysconfig.get_paths()['include']}",
+            str(C_DIR / "capi_floor.c"), str(UR_DIR / "ring.c"), "-o", str(target),
+        ],
+        check=True,
+    )  # fmt: skip
+    return _load("capi_floor", target)
+
+
 def _address(cdata: Any) -> int:
     return int(ffi.cast("uintptr_t", cdata))
 
 
-def capi_lane(module: Any, eng: ul.Engine, prog: ul.Program, results: tuple[int, ...]) -> Any:
-    """A capi_floor Lane running ``prog`` on ``eng``'s ring (the engine must
-    not be used afterwards; the returned lane keeps its scratch buffer)."""
-    backend: Any = eng._backend
-    plan = prog.plan
-    ud = 1 << 44  # entry 0, generation 1: its CQE is a clean ending
-    backend._fast[0] = ud | plan.segments[0].last
-    scratch = backend.floor_scratch = ffi.new("char[]", plan.scratch_size)
-    values = backend._zeros
-    values[0] = _address(scratch)  # (slot 0: values[1] is 0)
-    out: Any = plan.clean.outs[0] if plan.clean and plan.clean.outs else None
-    return module.lane(
+class Setup:
+    """One program on one engine's ring, ready for a floor: the batch
+    table's entry 0 marks the program's last CQE as a clean ending, and the
+    value row holds a scratch buffer (slot 0) that this object keeps."""
+
+    def __init__(self, prog: ul.Program) -> None:
+        self.engine = ul.Engine("uring")  # kept open as long as the floor runs
+        backend: Any = self.engine._backend
+        plan = prog.plan
+        self.prog, self.plan, self.backend = prog, plan, backend
+        self.ud = 1 << 44  # entry 0, generation 1
+        backend._fast[0] = self.ud | plan.segments[0].last
+        self.scratch = ffi.new("char[]", plan.scratch_size)
+        self.values = backend._zeros
+        self.values[0] = _address(self.scratch)  # (slot 0: values[1] is 0)
+        self.out: Any = plan.clean.outs[0] if plan.clean and plan.clean.outs else None
+        self.ref = prog.refs[self.out[0]] if self.out else None
+
+
+def cffi_run(module: Any, setup: Setup, results: tuple[int, ...]) -> Callable[..., Completion]:
+    """``run(path)`` on the cffi floor: one call, then the Completion (and
+    the read's bytes) made in Python."""
+    lane = module.ffi.new("struct lane *")
+    cast, backend, plan = module.ffi.cast, setup.backend, setup.plan
+    lane.ring = cast("struct ur_ring *", _address(backend._ring))
+    lane.inbox = cast("struct ur_inbox *", _address(backend._inbox))
+    lane.images = cast("void *", _address(plan.images_c))
+    lane.nsqes = plan.first_sqes
+    lane.patches = cast("struct ur_patch *", _address(plan.patches) if plan.npatches else 0)
+    lane.npatches = plan.npatches
+    lane.values = cast("int64_t *", _address(setup.values))
+    lane.ud = setup.ud
+    prog, prefix, ref, out = setup.prog, results[:-1], setup.ref, setup.out
+    view = ffi.buffer(setup.scratch)
+    go, new, null = module.lib.lane_run, tuple.__new__, module.ffi.NULL
+
+    def run(path: bytes | None = None, lane: Any = lane) -> Completion:
+        r = go(lane, null if path is None else path)
+        value = view[out[1] : out[1] + out[2]] if out else None
+        return new(Completion, (None, prog, (*prefix, r), None, False, None, True, ref, value))
+
+    return run
+
+
+def capi_run(module: Any, setup: Setup, results: tuple[int, ...]) -> Callable[..., Completion]:
+    """``run(path)`` on the C-API floor: one method call makes it all."""
+    backend, plan, out = setup.backend, setup.plan, setup.out
+    lane = module.lane(
         _address(backend._ring), _address(backend._inbox), _address(plan.images_c),
         plan.first_sqes, _address(plan.patches) if plan.npatches else 0, plan.npatches,
-        _address(values), ud, _address(scratch) + out[1] if out else 0, out[2] if out else 0,
-        Completion, prog, results[:-1], prog.refs[out[0]] if out else None,
+        _address(setup.values), setup.ud, _address(setup.scratch) + out[1] if out else 0,
+        out[2] if out else 0, Completion, setup.prog, results[:-1], setup.ref,
     )  # fmt: skip
-
-
-def floor_run(eng: ul.Engine, prog: ul.Program, results: tuple[int, ...]) -> Callable[..., object]:
-    """A ``run(path=None)`` with nothing but what every design must do,
-    on ``eng``'s ring (the engine must not be used afterwards)."""
-    backend: Any = eng._backend
-    ring, inbox, box = backend._ring, backend._inbox, backend._box
-    clean_res = backend._clean_res
-    plan = prog.plan
-    images, nsqes, patches, npatches = plan.images_c, plan.first_sqes, plan.patches, plan.npatches
-    ud = 1 << 44  # entry 0, generation 1: mark its CQE as a clean ending
-    backend._fast[0] = ud | plan.segments[0].last
-    values = backend._zeros
-    scratch = ffi.new("char[]", plan.scratch_size)  # the closure keeps it
-    values[0] = _address(scratch)  # (slot 0: values[1] is 0)
-    view = ffi.buffer(scratch)
-    out: Any = plan.clean.outs[0] if plan.clean and plan.clean.outs else None
-    new, push, cycle, address = tuple.__new__, lib.ur_push, lib.ur_cycle, lib.ur_address
-    prefix = results[:-1]
-    value_ref = prog.refs[out[0]] if out else None
-
-    def run(path: bytes | None = None) -> Completion:
-        if path is not None:
-            values[2] = address(path)
-        push(ring, images, 0, nsqes, patches, npatches, values, 1, 1, LAST_CLEAR, ud, 0)
-        cycle(ring, inbox, 1, -1, 1)
-        r = clean_res[0]
-        box[BOX_RUNS_DONE] = box[BOX_RUNS]
-        value = view[out[1] : out[1] + out[2]] if out else None
-        fields = (None, prog, (*prefix, r), None, False, None, True, value_ref, value)
-        return new(Completion, fields)
-
+    run: Callable[..., Completion] = lane.run
     return run
 
 
@@ -137,65 +167,60 @@ def main() -> None:
     wl.build_c_ref()
     paths = wl.ensure_files()
     nop = wl.nop_program(1)
-    file3, _ = wl.file3_program()
-
-    engine = ul.Engine("uring")
-    # kept open to the end: the floors use their rings
-    floor_engines = [ul.Engine("uring") for _ in range(4)]
-    floor_nop = floor_run(floor_engines[0], nop, (0,))
-    floor_file = floor_run(floor_engines[1], file3, (0, 4096, 0))
+    file3, data = wl.file3_program()
     build_dir = tempfile.TemporaryDirectory()
-    capi = build_capi_floor(Path(build_dir.name))
-    capi_nop = capi_lane(capi, floor_engines[2], nop, (0,)).run
-    capi_file = capi_lane(capi, floor_engines[3], file3, (0, 4096, 0)).run
+    cffi_floor = build_cffi_floor(Path(build_dir.name))
+    capi_floor = build_capi_floor(Path(build_dir.name))
+    setups = [Setup(nop), Setup(file3), Setup(nop), Setup(file3)]
+    runs = {
+        "nop1 cffi": cffi_run(cffi_floor, setups[0], (0,)),
+        "file1 cffi": cffi_run(cffi_floor, setups[1], (0, 4096, 0)),
+        "nop1 capi": capi_run(capi_floor, setups[2], (0,)),
+        "file1 capi": capi_run(capi_floor, setups[3], (0, 4096, 0)),
+    }
+    for name, run in runs.items():  # each floor gives what the engine gives
+        c = run(None) if name.startswith("nop1") else run(paths[0])
+        if not c.ok or (name.startswith("file1") and len(c[data]) != 4096):
+            sys.exit(f"{name}: {c!r}")
+    engine = ul.Engine("uring")
 
-    def engine_nop() -> None:
-        run = engine.run
-        for _ in range(NOP_CALLS):
-            run(nop)
+    def nop_loop(run: Callable[..., object], *args: object) -> Callable[[], None]:
+        def loop() -> None:
+            for _ in range(NOP_CALLS):
+                run(*args)
 
-    def floor_nop_loop() -> None:
-        for _ in range(NOP_CALLS):
-            floor_nop()
+        return loop
 
-    def capi_nop_loop() -> None:
-        for _ in range(NOP_CALLS):
-            capi_nop(None)
+    def file_loop(run: Callable[..., object], *args: object) -> Callable[[], None]:
+        def loop() -> None:
+            for p in paths:
+                run(*args, p)
 
-    def capi_file_loop() -> None:
-        for p in paths:
-            capi_file(p)
+        return loop
 
-    def engine_file() -> None:
-        run = engine.run
-        for p in paths:
-            run(file3, path=p)
-
-    def floor_file_loop() -> None:
-        for p in paths:
-            floor_file(p)
-
-    def plain_file() -> None:
+    def plain_loop() -> None:
         for p in paths:
             fd = os.open(p, os.O_RDONLY)
             os.read(fd, 4096)
             os.close(fd)
 
-    timed: dict[str, tuple[Callable[[], None], int]] = {
-        "nop1 engine": (engine_nop, NOP_CALLS),
-        "nop1 floor": (floor_nop_loop, NOP_CALLS),
-        "nop1 capi": (capi_nop_loop, NOP_CALLS),
-        "file1 engine": (engine_file, len(paths)),
-        "file1 floor": (floor_file_loop, len(paths)),
-        "file1 capi": (capi_file_loop, len(paths)),
-        "file1 plain": (plain_file, len(paths)),
+    loops = {
+        "nop1 engine": nop_loop(engine.run, nop),
+        "nop1 cffi": nop_loop(runs["nop1 cffi"], None),
+        "nop1 capi": nop_loop(runs["nop1 capi"], None),
+        "file1 engine": file_loop(lambda p: engine.run(file3, path=p)),
+        "file1 cffi": file_loop(runs["file1 cffi"]),
+        "file1 capi": file_loop(runs["file1 capi"]),
+        "file1 plain": plain_loop,
     }
+    timed = list(loops)
     samples: dict[str, list[float]] = {name: [] for name in [*timed, "nop1 C", "file1 C"]}
     for _ in range(args.rounds):
-        for name, (func, calls) in timed.items():
+        for name in timed:
+            count = NOP_CALLS if name.startswith("nop1") else len(paths)
             t0 = time.perf_counter()
-            func()
-            samples[name].append((time.perf_counter() - t0) / calls)
+            loops[name]()
+            samples[name].append((time.perf_counter() - t0) / count)
         samples["nop1 C"].append(wl.c_ref_seconds("nop1", NOP_CALLS) / NOP_CALLS)
         samples["file1 C"].append(wl.c_ref_seconds("file1", len(paths)) / len(paths))
 
@@ -204,11 +229,11 @@ def main() -> None:
     print(f"{'per call':14} {'median':>10} {'min':>10}")
     for name in samples:
         print(f"{name:14} {med[name] * 1e6:9.2f}us {low[name] * 1e6:9.2f}us")
-    print("ratios (rate over the peer's, medians):")
+    print("ratios (rate over the peer's; medians, and mins in brackets):")
     for what, peer in (("nop1", "C"), ("file1", "plain"), ("file1", "C")):
-        for side in ("engine", "floor", "capi"):
-            ratio = med[f"{what} {peer}"] / med[f"{what} {side}"]
-            print(f"  {what} {side} vs {peer}: {ratio:.2f}x")
+        for side in ("engine", "cffi", "capi"):
+            a, b = f"{what} {peer}", f"{what} {side}"
+            print(f"  {what} {side} vs {peer}: {med[a] / med[b]:.2f}x ({low[a] / low[b]:.2f}x)")
 
 
 if __name__ == "__main__":
