@@ -5,6 +5,7 @@ rule), ``compile()`` it once into a ``Program``, and submit it to an
 ``Engine`` as often as you like.  See DESIGN.md for the contract.
 """
 
+from .async_engine import AsyncEngine
 from .atoms import MAX_ATOMS
 from .engine import Engine, Handle, Handles
 from .errors import EngineClosed, ParamError, RingFull, TranslateError
@@ -29,6 +30,7 @@ __all__ = [
     "STOP_ON_NONZERO",
     "STOP_ON_NON_POSITIVE",
     "STOP_ON_ZERO",
+    "AsyncEngine",
     "Completion",
     "Engine",
     "EngineClosed",

@@ -136,6 +136,11 @@ class Completion(tuple):
             values[self._value_ref.index] = self._value
         return (*tuple.__getitem__(self, slice(0, 5)), values)
 
+    def _retagged(self, tag: Any) -> Completion:
+        """The same completion with another tag (``AsyncEngine`` gives the
+        caller's tag back in place of its routing ticket)."""
+        return tuple.__new__(Completion, (tag, *tuple.__getitem__(self, slice(1, None))))
+
     def _index(self, ref: Any) -> int:
         try:
             index = ref.index
