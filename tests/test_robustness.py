@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,6 +248,50 @@ def test_an_enter_failure_after_the_push_breaks_with_a_reason(sandbox: Path) -> 
     ring.fd = -1
     with pytest.warns(ResourceWarning, match="kept alive"):
         eng.close()
+
+
+def test_fileno_wakes_an_event_loop_for_every_completion_of_a_burst(engine_kind: str) -> None:
+    """64 chains whose first atoms complete at once without a CQE of their
+    own (a full recv, skip-flagged, then a recv that waits for more): an
+    event loop that sleeps in select() on fileno() between its wait(0)
+    calls still gets all 64 completions when the rest arrives.  (io_uring
+    runs at most 20 items of deferred work per enter and signals the
+    eventfd only when its list of them was empty: a poll that left some
+    would let the loop sleep through everything after it.)"""
+    import select
+    import socket
+
+    pairs = [socket.socketpair() for _ in range(64)]
+    try:
+        s = ul.Syslet()
+        fd = ul.Param("fd")
+        s.recv(fd, 1, socket.MSG_WAITALL)
+        data = s.recv(fd, 16)
+        prog = s.compile()
+        with ul.Engine(engine_kind, capacity=64) as eng:
+            wake = eng.fileno()
+            eng.submit_many(prog, params=[{"fd": a.fileno()} for a, _ in pairs], tags=range(64))
+            got: list[ul.Completion] = eng.wait(0)
+            for _, b in pairs:
+                b.send(b"1")
+            # io_uring: woken once, by the deferred work of the first bytes
+            # (the thread engine wakes only when an execution ends)
+            select.select([wake], [], [], 0.5)
+            time.sleep(0.05)  # all 64 first bytes are in
+            got += eng.wait(0)  # one poll, as an event loop makes
+            assert got == []
+            for _, b in pairs:
+                b.send(b"2")
+            while len(got) < 64:
+                readable, _, _ = select.select([wake], [], [], 5)
+                assert readable, f"fileno() slept through {64 - len(got)} completions"
+                got += eng.wait(0)
+            assert sorted(c.tag for c in got) == list(range(64))
+            assert all(c.ok and c[data] == b"2" for c in got)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
 
 
 @pytest.mark.parametrize("shape", ["whole batch", "one of a batch", "run of a batch"])

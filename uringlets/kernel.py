@@ -28,6 +28,8 @@ UNAVAILABLE_ERRNOS = frozenset({errno.EPERM, errno.ENOSYS, errno.EINVAL, errno.E
 # Flags in the order we give them up on -EINVAL: newest and most optional first.
 # DEFER_TASKRUN needs SINGLE_ISSUER, so it goes before it.
 _SETUP_FLAGS: tuple[tuple[str, int], ...] = (
+    # SQ_TASKRUN tells an event loop's poll that deferred work is left (ur_cycle)
+    ("TASKRUN_FLAG", lib.IORING_SETUP_TASKRUN_FLAG),
     ("DEFER_TASKRUN", lib.IORING_SETUP_DEFER_TASKRUN),
     ("SINGLE_ISSUER", lib.IORING_SETUP_SINGLE_ISSUER),
     ("COOP_TASKRUN", lib.IORING_SETUP_COOP_TASKRUN),

@@ -489,7 +489,12 @@ int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
  * holds min_complete CQEs (at least one) or there is nothing to wait for
  * (min_complete 0 and nothing in flight); a poll of an empty CQ ring does
  * enter, because with DEFER_TASKRUN completions are posted only inside
- * the call.  box[UR_BOX_MORE] says whether the caller must come round
+ * the call.  With an eventfd watching the ring (`watched`), every call
+ * enters while executions are in flight: the kernel signals the eventfd
+ * only when its deferred work list goes from empty to non-empty, so a call
+ * that left work in that list (the CQ ring already held enough) would let
+ * an event loop sleep through everything that completes after it.
+ * box[UR_BOX_MORE] says whether the caller must come round
  * again (with min_complete 0) once it has routed the inbox: SQEs are
  * pending, CQEs wait in the overflow list, or the inbox was filled.
  *
@@ -500,17 +505,33 @@ int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
  * (-EBUSY: reap and come again; anything else the caller cannot recover
  * from).  The inbox is filled whatever the enter returned. */
 int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
-             int64_t timeout_ns, unsigned in_flight)
+             int64_t timeout_ns, unsigned in_flight, unsigned watched)
 {
     unsigned *box = inbox->box;
+    unsigned ready = ur_cq_ready(ring);
     int verdict = 1;
     int n;
 
     if (ring->pending ||
-        !((ur_cq_ready(ring) && ur_cq_ready(ring) >= min_complete) ||
-          (!min_complete && !in_flight))) {
+        !((!min_complete && !in_flight) ||
+          (!(watched && in_flight) && ready && ready >= min_complete))) {
         int r = ur_enter(ring, min_complete, timeout_ns);
 
+        /* A poll runs at most 20 items of deferred work (DEFER_TASKRUN);
+         * the kernel signals the eventfd only when its list of them goes
+         * from empty to non-empty, so what a poll leaves would never wake
+         * an event loop.  While the kernel says work is left (SQ_TASKRUN,
+         * with TASKRUN_FLAG; always, without it), ask for every CQE the CQ
+         * ring holds with a zero timeout: that runs all of it.  (A zero
+         * timeout costs an hrtimer, so only then.) */
+        if (!min_complete && in_flight && watched && r >= 0 &&
+            (!(ring->setup_flags & IORING_SETUP_TASKRUN_FLAG) ||
+             (ur_sq_flags(ring) & IORING_SQ_TASKRUN))) {
+            int rest = ur_enter(ring, ring->cq_entries, 0);
+
+            if (rest < 0 && rest != -ETIME)
+                r = rest;
+        }
         if (r >= 0)
             verdict = r == 0 || !min_complete || ur_cq_ready(ring) >= min_complete;
         else if (r == -ETIME || r == -EINTR || r == -EAGAIN || r == -ENOMEM)

@@ -104,7 +104,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned *nclean, int32_t *clean_runs, unsigned *nruns);
 int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox);
 int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
-             int64_t timeout_ns, unsigned in_flight);
+             int64_t timeout_ns, unsigned in_flight, unsigned watched);
 unsigned ur_cq_ready(struct ur_ring *ring);
 unsigned ur_sq_space(struct ur_ring *ring);
 unsigned ur_sq_flags(struct ur_ring *ring);

@@ -225,7 +225,10 @@ class RingIO:
         if self._eventfd >= 0:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._eventfd)
-        verdict = lib.ur_cycle(self._ring, self._inbox, min_complete, timeout_ns, self.in_flight)
+        watched = self._eventfd >= 0
+        verdict = lib.ur_cycle(
+            self._ring, self._inbox, min_complete, timeout_ns, self.in_flight, watched
+        )
         ok = verdict == 1 or (verdict != 0 and self._entered(verdict, min_complete))
         while True:
             if box[BOX_OTHERS] or box[BOX_RUNS]:
@@ -234,7 +237,7 @@ class RingIO:
                 return ok
             # resumes were queued, CQEs wait in the overflow list, or the
             # inbox was full: round again without waiting
-            verdict = lib.ur_cycle(self._ring, self._inbox, 0, -1, self.in_flight)
+            verdict = lib.ur_cycle(self._ring, self._inbox, 0, -1, self.in_flight, watched)
             if verdict < 0:
                 self._entered(verdict, 0)
 

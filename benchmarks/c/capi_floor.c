@@ -52,7 +52,7 @@ static PyObject *lane_run(Lane *self, PyObject *path)
         self->values[2] = (int64_t)(intptr_t)PyBytes_AS_STRING(path);
     if (ur_push(self->ring, self->images, 0, self->nsqes, self->patches, self->npatches,
                 self->values, 1, 1, last_clear, self->ud, 0) != 1 ||
-        ur_cycle(self->ring, self->inbox, 1, -1, 1) != 1 ||
+        ur_cycle(self->ring, self->inbox, 1, -1, 1, 0) != 1 ||
         self->inbox->box[UR_BOX_CLEAN] != 1)
         return PyErr_Format(PyExc_RuntimeError, "capi_floor: not one clean ending");
     res = self->inbox->clean_res[0];

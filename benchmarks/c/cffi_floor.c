@@ -25,7 +25,7 @@ int lane_run(struct lane *lane, const char *path)
         lane->values[2] = (int64_t)(intptr_t)path;
     if (ur_push(lane->ring, lane->images, 0, lane->nsqes, lane->patches, lane->npatches,
                 lane->values, 1, 1, last_clear, lane->ud, 0) != 1 ||
-        ur_cycle(lane->ring, inbox, 1, -1, 1) != 1 || inbox->box[UR_BOX_CLEAN] != 1)
+        ur_cycle(lane->ring, inbox, 1, -1, 1, 0) != 1 || inbox->box[UR_BOX_CLEAN] != 1)
         return -1000000; /* not one clean ending: floor.py stops */
     inbox->box[UR_BOX_RUNS_DONE] = inbox->box[UR_BOX_RUNS];
     return inbox->clean_res[0];
