@@ -280,15 +280,40 @@ class AsyncEngine:
                 self._engine.cancel(ticket.handle)
 
     def _flush(self) -> None:
-        """Start what ``run`` queued: one ``submit_many`` per program and
-        deadline, as much as there is room for; the rest waits for the
-        drain that frees room."""
+        """The ``call_soon`` callback ``run`` arms: start what the loop's
+        tasks queued in this iteration, then drain."""
         self._flush_armed = False
-        if self._closed or self._broken is not None:
-            return
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start what is queued as room allows, drain, and again while a
+        drain frees room for more: every callback of this engine (the flush,
+        the fd reader, a deadline's timer) comes here.  What a submission
+        completes inline is in the CQ ring at once, so it is handed over in
+        the same callback."""
+        while self._broken is None:
+            started = not self._closed and self._start_queued()
+            if self._broken is not None:
+                return
+            try:
+                completions = self._engine.wait(0)
+            except EngineClosed as exc:
+                if not self._closed:
+                    self._break(exc)
+                return
+            for c in completions:
+                self._route(c)
+            if not self._engine.in_flight:
+                self._drained.set()
+            if self._closed or not (self._queued and (completions or started)):
+                return
+
+    def _start_queued(self) -> bool:
+        """Start what ``run`` queued: one ``submit_many`` per program and
+        deadline, as much as there is room for; the rest waits for a drain
+        that frees room.  Returns whether anything started."""
         engine = self._engine
         started = False
-        deadlines: set[float | None] = set()
         for key in list(self._queued):
             group = [q for q in self._queued[key] if not q[1].future.done()]  # type: ignore[union-attr]
             program, deadline = key
@@ -301,18 +326,14 @@ class AsyncEngine:
                     break  # too few slots: the drain that frees them flushes again
                 del group[:n]
                 started = True
-                deadlines.add(deadline)
+                self._after_start(deadline)
             if group:
                 self._queued[key] = group
             else:
                 del self._queued[key]
             if self._broken is not None:
-                return
-        if started:
-            for deadline in deadlines:
-                self._after_start(deadline)
-            # What the submission completed inline is in the CQ ring now.
-            self._loop.call_soon(self._drain)
+                break
+        return started
 
     def _start(self, program: Program, deadline: float | None, batch: list[_Queued]) -> int:
         """Start a prefix of ``batch`` with one ``submit_many``; returns how
@@ -359,25 +380,12 @@ class AsyncEngine:
         """An execution with a deadline started: drain once it has passed,
         so that the engine cancels it even if nothing else wakes the loop."""
         if deadline is not None:
-            self._loop.call_later(deadline + 0.001, self._drain)
+            self._loop.call_later(deadline + 0.001, self._pump)
 
     def _drain(self) -> None:
-        """The reader callback: one non-blocking drain, each completion to
-        its waiter, then start what waited for room."""
-        if self._broken is not None:
-            return
-        try:
-            completions = self._engine.wait(0)
-        except EngineClosed as exc:
-            if not self._closed:
-                self._break(exc)
-            return
-        for c in completions:
-            self._route(c)
-        if not self._engine.in_flight:
-            self._drained.set()
-        if self._queued and not self._flush_armed and not self._closed:
-            self._flush()
+        """The fd reader's and the deadline timers' callback."""
+        if self._broken is None:
+            self._pump()
 
     def _route(self, c: Completion) -> None:
         ticket = c.tag

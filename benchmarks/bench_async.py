@@ -1,0 +1,228 @@
+"""asyncio pyperf benchmarks (issue 11): syslets awaited from asyncio tasks
+through ``AsyncEngine``, on the default loop and on uvloop.
+
+    python benchmarks/bench_async.py -o results/async.json [--bench NAME ...]
+
+Every value is the time of ONE request / file / execution (rate = 1/value).
+The peers that share a shape with these are in bench_net.py (tcp5-asyncio,
+tcp5-uvloop, tcp5-c-liburing, rr-asyncio, rr-uvloop, rr-c-liburing: 64
+tasks, or the C reference) and here (file3 through the loop's executor and
+aiofiles); run them in the same session to compare.
+
+tcp5-async-LOOP   64 tasks, each awaiting LOOPS eng.run(socket+connect+send+recv+close)
+                  in turn, against benchmarks/c/echo_server (as tcp5-asyncio)
+rr-async-LOOP     64 tasks, one per connected socket, each awaiting LOOPS
+                  eng.run(send+recv, fd=...) in turn (as rr-asyncio)
+file3-async-LOOP  64 tasks sharing the 2,000 warm files, each awaiting
+                  eng.run(openat+read 4 KiB+close, path=...) in turn
+file3-executor-LOOP  the same 64 tasks, each awaiting loop.run_in_executor(None,
+                  open/read/close) (the loop's default executor)
+file3-aiofiles-LOOP  the same 64 tasks with aiofiles (PyPI): async with
+                  aiofiles.open(path, "rb") as f: await f.read(4096)
+nop1-async-LOOP   one task awaiting eng.run(1 nop) in a loop (next to nop1-uringlets,
+                  the sync run() of bench_core)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiofiles
+import bench_core
+import bench_net
+import pyperf
+import uvloop
+import workloads as wl
+
+import uringlets as ul
+
+BATCH = wl.BATCH  # tasks
+SIZE = wl.FILE_SIZE
+perf_counter = time.perf_counter
+LOOPS = ("asyncio", "uvloop")
+
+
+@functools.cache
+def loop_and_engine(kind: str) -> tuple[asyncio.AbstractEventLoop, ul.AsyncEngine]:
+    """One event loop of ``kind`` per worker process and an AsyncEngine made
+    in it (io_uring), kept for every timed call."""
+    loop = uvloop.new_event_loop() if kind == "uvloop" else asyncio.new_event_loop()
+
+    async def make() -> ul.AsyncEngine:
+        return ul.AsyncEngine("uring", capacity=1024)
+
+    eng = loop.run_until_complete(make())
+    if eng.kind != "uring":
+        raise RuntimeError(f"expected the io_uring engine, got {eng.kind!r}")
+
+    def close() -> None:
+        loop.run_until_complete(eng.aclose())
+        loop.close()
+
+    atexit.register(close)
+    return loop, eng
+
+
+def timed(kind: str, main: Callable[[ul.AsyncEngine], Awaitable[None]]) -> float:
+    loop, eng = loop_and_engine(kind)
+    t0 = perf_counter()
+    loop.run_until_complete(main(eng))
+    return perf_counter() - t0
+
+
+def time_tcp5_async(loops: int, kind: str) -> float:
+    prog, got = bench_net.tcp5()
+    errors = bench_net.Errors(f"tcp5-async-{kind}")
+
+    async def task(eng: ul.AsyncEngine) -> None:
+        run = eng.run
+        for _ in range(loops):
+            c = await run(prog)
+            if not c.ok or c[got] != wl.MESSAGE:
+                errors.add(c)
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        await asyncio.gather(*(task(eng) for _ in range(BATCH)))
+
+    elapsed = timed(kind, main)
+    errors.check(loops * BATCH)
+    return elapsed
+
+
+def time_rr_async(loops: int, kind: str) -> float:
+    prog, got = bench_net.rr()
+    fds = [s.fileno() for s in bench_net.rr_sockets(True)]
+    errors = bench_net.Errors(f"rr-async-{kind}")
+
+    async def task(eng: ul.AsyncEngine, fd: int) -> None:
+        run = eng.run
+        for _ in range(loops):
+            c = await run(prog, fd=fd)
+            if not c.ok or c[got] != wl.MESSAGE:
+                errors.add(c)
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        await asyncio.gather(*(task(eng, fd) for fd in fds))
+
+    elapsed = timed(kind, main)
+    errors.check(loops * BATCH)
+    return elapsed
+
+
+def _file_tasks(
+    loops: int, one: Callable[[bytes], Awaitable[int]]
+) -> Callable[[Any], Awaitable[None]]:
+    """64 tasks taking the next of ``loops`` passes over the files in turn;
+    ``one(path)`` returns the byte count read."""
+    paths = bench_core.files()
+    total = loops * len(paths)
+    taken = [0]
+    short: list[int] = []
+
+    async def task() -> None:
+        while taken[0] < total:
+            i = taken[0]
+            taken[0] = i + 1
+            n = await one(paths[i % len(paths)])
+            if n != SIZE:
+                short.append(n)
+
+    async def main(_: Any) -> None:
+        await asyncio.gather(*(task() for _ in range(BATCH)))
+        if short:
+            raise RuntimeError(f"{len(short)} short or failed reads, first {short[:3]}")
+
+    return main
+
+
+def time_file3_async(loops: int, kind: str) -> float:
+    prog, data = bench_core.file3()
+    _, eng = loop_and_engine(kind)
+    run = eng.run
+
+    async def one(path: bytes) -> int:
+        c = await run(prog, path=path)
+        return len(c[data]) if c.ok else -1
+
+    return timed(kind, _file_tasks(loops, one))
+
+
+def time_file3_executor(loops: int, kind: str) -> float:
+    loop, _ = loop_and_engine(kind)
+
+    async def one(path: bytes) -> int:
+        return len(await loop.run_in_executor(None, bench_core.read_file, path))
+
+    return timed(kind, _file_tasks(loops, one))
+
+
+def time_file3_aiofiles(loops: int, kind: str) -> float:
+    async def one(path: bytes) -> int:
+        async with aiofiles.open(path, "rb") as f:
+            return len(await f.read(SIZE))
+
+    return timed(kind, _file_tasks(loops, one))
+
+
+def time_nop1_async(loops: int, kind: str) -> float:
+    prog = bench_core.nop1()
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        run = eng.run
+        for _ in range(loops):
+            c = await run(prog)
+            if not c.ok:
+                raise RuntimeError(f"nop1-async: {c!r}")
+
+    return timed(kind, main)
+
+
+KINDS: dict[str, tuple[Callable[..., float], int, str]] = {
+    "tcp5-async": (time_tcp5_async, BATCH, "request"),
+    "rr-async": (time_rr_async, BATCH, "request"),
+    "file3-async": (time_file3_async, wl.NFILES, "file"),
+    "file3-executor": (time_file3_executor, wl.NFILES, "file"),
+    "file3-aiofiles": (time_file3_aiofiles, wl.NFILES, "file"),
+    "nop1-async": (time_nop1_async, 1, "execution"),
+}
+BENCHMARKS = {f"{name}-{loop}": (name, loop) for name in KINDS for loop in LOOPS}
+
+
+def add_cmdline_args(cmd: list[str], args: Any) -> None:
+    for name in args.bench or ():
+        cmd.extend(("--bench", name))
+
+
+def main() -> None:
+    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args)
+    runner.argparser.add_argument(
+        "--bench", action="append", choices=sorted(BENCHMARKS), help="run only this one"
+    )
+    args = runner.parse_args()
+    if not args.worker:
+        wl.build_c_ref()
+        wl.ensure_files()
+    elif not wl.ECHO_SERVER.exists():
+        sys.exit(f"{wl.ECHO_SERVER} is missing: run make -C {wl.C_DIR}")
+    runner.metadata.update(bench_core.git_metadata())
+    runner.metadata["uringlets_version"] = ul.__version__
+    runner.metadata["tasks"] = BATCH
+    runner.metadata["default_executor_workers"] = min(32, (os.cpu_count() or 1) + 4)
+    for name, (kind, loop) in BENCHMARKS.items():
+        if args.bench and name not in args.bench:
+            continue
+        func, inner, unit = KINDS[kind]
+        runner.bench_time_func(
+            name, func, loop, inner_loops=inner, metadata={"unit_of_work": unit, "loop": loop}
+        )
+
+
+if __name__ == "__main__":
+    main()
