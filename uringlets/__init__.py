@@ -10,7 +10,7 @@ from .atoms import MAX_ATOMS
 from .engine import Engine, Handle, Handles
 from .errors import EngineClosed, ParamError, RingFull, TranslateError
 from .kernel import KernelFeatures, probe
-from .notify import Completion
+from .notify import CallCompletion, Completion
 from .program import Program
 from .syslet import (
     NEVER_STOP,
@@ -31,6 +31,7 @@ __all__ = [
     "STOP_ON_NON_POSITIVE",
     "STOP_ON_ZERO",
     "AsyncEngine",
+    "CallCompletion",
     "Completion",
     "Engine",
     "EngineClosed",

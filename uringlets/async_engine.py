@@ -36,12 +36,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from .engine import Engine, Handle
 from .errors import EngineClosed, ParamError, RingFull
-from .notify import Completion
+from .notify import CallCompletion, Completion
 from .program import Program
 
 CLOSE_GIVE_UP = 5.0  # seconds aclose() waits for executions to end
@@ -159,6 +159,25 @@ class AsyncEngine:
             for ticket in tickets:
                 self._abandon(ticket)
             raise
+
+    async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the engine's cachemiss threads (a
+        threadlet) and return what it returns, or raise what it raises.
+        Cancelling the awaiting task cancels it if it has not started yet
+        (a running callable runs to its end; its result is dropped)."""
+        self._check()
+        future: asyncio.Future[Completion] = self._loop.create_future()
+        ticket = _Ticket(future, None)
+        ticket.handle = self._engine.submit_call(fn, *args, tag=ticket, **kwargs)
+        self._tickets.add(ticket)
+        self._loop.call_soon(self._pump)  # a hand-over may come before the fd is watched again
+        c = await self._outcome(ticket)
+        assert isinstance(c, CallCompletion)
+        if c.exception is not None:
+            raise c.exception
+        if c.cancelled:
+            raise asyncio.CancelledError
+        return c.value
 
     def submit(
         self,

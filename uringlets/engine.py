@@ -30,7 +30,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, overload
 
 from . import kernel
@@ -50,6 +50,7 @@ class Backend(Protocol):
 
     kind: str
     in_flight: int  # executions started and not yet posted
+    threadlets: int  # of those, threadlets (not bounded by capacity)
     broken: str | None  # why the backend disabled itself, if it did
     nslots: int  # its fixed-file table (0: none)
 
@@ -194,8 +195,14 @@ class Engine:
         self._closed = False
         self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic time, execution id)
         self.fallback_reason: str | None = None
+        self._workers = workers
         self._backend: Backend = self._choose(engine, capacity, sq_entries, workers)
         self.kind: str = self._backend.kind
+        # The cachemiss threads that run threadlets: the thread engine's own,
+        # or on io_uring a pool made at the first submit_call (see _pool).
+        self._calls: ThreadsBackend | None = (
+            self._backend if isinstance(self._backend, ThreadsBackend) else None
+        )
         _LIVE.add(self)
 
     def _choose(self, engine: str, capacity: int, sq_entries: int, workers: int | None) -> Backend:
@@ -251,6 +258,8 @@ class Engine:
         if not self._closed:
             self._closed = True
             self._backend.forked()
+            if self._calls is not None and self._calls is not self._backend:
+                self._calls.forked()
 
     @property
     def capacity(self) -> int:
@@ -258,7 +267,40 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        return self._backend.in_flight
+        """Executions and threadlets started and not yet ended."""
+        return self._backend.in_flight + self._threadlets()
+
+    def _threadlets(self) -> int:
+        """Threadlets in flight on a pool of their own (io_uring), else 0."""
+        calls = self._calls
+        return calls.in_flight if calls is not None and calls is not self._backend else 0
+
+    # -- threadlets ----------------------------------------------------------------
+    def submit_call(
+        self, fn: Callable[..., Any], /, *args: Any, tag: Any = None, **kwargs: Any
+    ) -> Handle:
+        """Run ``fn(*args, **kwargs)`` on a cachemiss thread (a threadlet);
+        its ``CallCompletion`` (``value`` or ``exception``) goes into the
+        notification ring with the syslets' completions.  Threadlets are
+        not bounded by ``capacity`` (they hold no kernel resource): they
+        queue for the pool's workers (``workers``, default ``min(32,
+        cpu_count + 4)``).  A queued threadlet can be cancelled; a running
+        one runs to its end.  Raises ``TypeError`` if ``fn`` is not
+        callable, ``EngineClosed``."""
+        self._check()
+        if not callable(fn):
+            raise TypeError(f"submit_call needs a callable, got {fn!r}")
+        return Handle(self, self._pool().start_call(fn, args, kwargs, tag), tag)
+
+    def _pool(self) -> ThreadsBackend:
+        """The threadlets' pool; on io_uring made at first use, writing the
+        ring's eventfd on every hand-over, so that one descriptor wakes the
+        engine for both."""
+        if self._calls is None:
+            pool = ThreadsBackend(self._notify, self._workers)
+            pool.also_wake = self._backend.fileno()
+            self._calls = pool
+        return self._calls
 
     # -- submit ------------------------------------------------------------------
     def submit(
@@ -334,7 +376,9 @@ class Engine:
             return ()
         columns = program.bind_columns(binds)
         backend = self._backend
-        while backend.in_flight + n > self._capacity or not backend.can_start(program, n):
+        while backend.in_flight - backend.threadlets + n > self._capacity or not backend.can_start(
+            program, n
+        ):
             if not block:
                 raise RingFull(
                     errno.EAGAIN,
@@ -369,6 +413,8 @@ class Engine:
         self._check()
         notify, backend = self._notify, self._backend
         until = _until(timeout)
+        if self._threadlets():
+            return self._wait_mixed(min_events, until, max_events)
         if len(notify.ready) >= min_events or not backend.in_flight:
             if self._deadlines:
                 self._expire(time.monotonic())
@@ -377,6 +423,37 @@ class Engine:
             need = min(min_events - len(notify.ready), backend.in_flight)
             if not self._pump(need, until):
                 break
+        return notify.drain(max_events)
+
+    def _wait_mixed(
+        self, min_events: int, until: float | None, max_events: int | None
+    ) -> list[Completion]:
+        """``wait`` while threadlets run on a pool of their own (io_uring):
+        non-blocking reaps of both, and between them a sleep on the ring's
+        eventfd, which both the ring and the pool's workers signal."""
+        import select
+
+        notify, backend, calls = self._notify, self._backend, self._calls
+        assert calls is not None
+        poller = select.poll()
+        poller.register(backend.fileno(), select.POLLIN)
+        while True:
+            if self._deadlines:
+                self._expire(time.monotonic())
+            backend.reap(0, -1)
+            calls.reap(0, -1)
+            if len(notify.ready) >= min_events or not self.in_flight:
+                break
+            ms = -1.0
+            if until is not None:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                ms = left * 1000
+            if self._deadlines:
+                to_deadline = max(0.0, (self._deadlines[0][0] - time.monotonic()) * 1000)
+                ms = to_deadline if ms < 0 else min(ms, to_deadline)
+            poller.poll(min(ms, _MAX_WAIT_NS / 1e6) if ms >= 0 else None)
         return notify.drain(max_events)
 
     def _pump(self, need: int, until: float | None) -> bool:
@@ -449,6 +526,9 @@ class Engine:
         self._check()
         if not isinstance(handle, Handle) or handle._engine is not self:
             raise ValueError(f"{handle!r} is not a handle of this engine")
+        calls = self._calls
+        if calls is not None and calls is not self._backend and handle._id in calls._jobs:
+            return calls.cancel(handle._id)  # a threadlet's
         return self._backend.cancel(handle._id)
 
     # -- close -------------------------------------------------------------------
@@ -464,7 +544,11 @@ class Engine:
         if self._closed:
             return []
         self._closed = True
-        self._backend.close()
+        try:
+            if self._calls is not None and self._calls is not self._backend:
+                self._calls.close()
+        finally:
+            self._backend.close()
         return self._notify.drain()
 
     def __enter__(self) -> Engine:

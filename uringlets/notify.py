@@ -139,7 +139,7 @@ class Completion(tuple):
     def _retagged(self, tag: Any) -> Completion:
         """The same completion with another tag (``AsyncEngine`` gives the
         caller's tag back in place of its routing ticket)."""
-        return tuple.__new__(Completion, (tag, *tuple.__getitem__(self, slice(1, None))))
+        return tuple.__new__(type(self), (tag, *tuple.__getitem__(self, slice(1, None))))
 
     def _index(self, ref: Any) -> int:
         try:
@@ -178,6 +178,50 @@ class Completion(tuple):
         ended = "ok" if self.ok else f"stopped@{self.stopped_at}"
         state = "cancelled" if self.cancelled else ended
         return f"<Completion tag={self.tag!r} {state} results={self.results}>"
+
+
+class CallCompletion(Completion):
+    """The completion of a threadlet (``Engine.submit_call``): ``value`` is
+    what the callable returned, ``exception`` what it raised (the other is
+    None); ``ok`` means it returned; ``cancelled`` that it never ran (a
+    cancel while it was queued) or that close gave up waiting for it.  It
+    has no program, atoms or results (``results`` is ``()``).  Same tuple
+    layout as ``Completion`` (``FIELDS``): ``exception`` sits in
+    ``_values``, ``value`` in ``_value``."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        value: Any
+        exception: BaseException | None
+    else:
+        value = _field(8, "what the callable returned (None if it raised)")
+        exception = _field(5, "what the callable raised, or None")
+
+    def __new__(
+        cls, tag: Any, value: Any, exception: BaseException | None, cancelled: bool
+    ) -> CallCompletion:
+        ok = exception is None and not cancelled
+        fields = (tag, None, (), None, cancelled, exception, ok, None, value)
+        return tuple.__new__(cls, fields)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self.tag, self.value, self.exception, self.cancelled)
+
+    def __getitem__(self, ref: Any) -> Any:
+        raise KeyError("a threadlet's completion has no atoms: see its value")
+
+    def error(self, ref: Any) -> OSError | None:
+        raise KeyError("a threadlet's completion has no atoms: see its exception")
+
+    def __repr__(self) -> str:
+        if self.cancelled:
+            state = "cancelled"
+        elif self.exception is not None:
+            state = f"raised {self.exception!r}"
+        else:
+            state = f"returned {self.value!r}"
+        return f"<CallCompletion tag={self.tag!r} {state}>"
 
 
 class NotificationRing:

@@ -59,6 +59,7 @@ class RingIO:
     thread-safe: the Engine calls it from its owner thread only."""
 
     kind = "uring"
+    threadlets = 0  # they run on a pool of the Engine's, not here
 
     def __init__(
         self,

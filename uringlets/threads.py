@@ -60,7 +60,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import EngineClosed
@@ -71,7 +71,7 @@ from .interpreter import (
     execute,
     run_reference,
 )
-from .notify import Completion, NotificationRing
+from .notify import CallCompletion, Completion, NotificationRing
 from .program import Program
 
 __all__ = [
@@ -96,20 +96,31 @@ _NEXT_ID = [1]
 
 class _Job:
     """One execution on the thread engine (the module docstring has its
-    states).  ``interrupt``: the Interrupt of the worker running it, set only
-    while ``running``.  ``results``: the worker's results list, from its
-    claim; a copy once close gave the execution up."""
+    states): a program's, or a threadlet's (``call``: the callable and its
+    arguments; then ``program`` is None).  ``interrupt``: the Interrupt of
+    the worker running it, set only while ``running``.  ``results``: the
+    worker's results list, from its claim; a copy once close gave the
+    execution up."""
 
-    __slots__ = ("bound", "ident", "interrupt", "program", "results", "sink", "state", "tag")
+    __slots__ = (
+        "bound", "call", "ident", "interrupt", "program", "results", "sink", "state", "tag",
+    )  # fmt: skip
 
     def __init__(
-        self, ident: int, program: Program, bound: Mapping[str, Any], tag: Any, sink: Any
+        self,
+        ident: int,
+        program: Program | None,
+        bound: Mapping[str, Any],
+        tag: Any,
+        sink: Any,
+        call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.ident = ident
         self.program = program
         self.bound = bound
         self.tag = tag
         self.sink = sink
+        self.call = call
         self.state = QUEUED
         self.interrupt: Interrupt | None = None
         self.results: list[int | None] | None = None
@@ -119,10 +130,24 @@ def default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
+def _called(job: _Job) -> CallCompletion:
+    """Run a threadlet's callable: what it returns or raises (of any type)
+    is its completion's."""
+    assert job.call is not None
+    fn, args, kwargs = job.call
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # its result, whatever it is
+        return CallCompletion(job.tag, None, exc, False)
+    return CallCompletion(job.tag, value, None, False)
+
+
 def _cancelled(job: _Job) -> Completion:
     """The completion of an execution the owner ended: cancelled while queued
     (nothing ran), or given up by close (atoms done keep their results; the
     one its worker is still in reports -ECANCELED)."""
+    if job.program is None:
+        return CallCompletion(job.tag, None, None, True)
     if job.results is None:
         results: list[int | None] = [None] * len(job.program.atoms)
     else:
@@ -135,6 +160,8 @@ def _cancelled(job: _Job) -> Completion:
 def _failed(job: _Job, results: list[int | None], cancelled: bool) -> Completion:
     """The completion of an execution the interpreter failed on (a bug, or a
     BaseException a call let through): the atom it was in reports -EIO."""
+    if job.program is None:  # (a threadlet's call cannot fail: see _called)
+        return CallCompletion(job.tag, None, RuntimeError("the threadlet's worker failed"), False)
     results = list(results)
     stopped_at = None
     if None in results:
@@ -147,6 +174,8 @@ def _discard(c: Completion) -> None:
     """Drop the completion of an execution close gave up on: close the
     descriptors it exports (its others are closed already)."""
     program = c.program
+    if program is None:  # a threadlet's: nothing to close
+        return
     for index in program.exports:
         fd = c[program.refs[index]]
         if isinstance(fd, int):
@@ -185,8 +214,12 @@ class ThreadsBackend:
         self._closed = False
         self._pid = os.getpid()
         self.in_flight = 0
+        self.threadlets = 0  # of in_flight: threadlets (not bounded by capacity)
         self.broken: str | None = None
         self.nslots = 0
+        # An eventfd of the owner's to write too on every hand-over (the io_uring
+        # engine's, when this pool runs its threadlets: one fd wakes it for both).
+        self.also_wake = -1
         self._threads: dict[threading.Thread, Interrupt] = {}  # {worker: its Interrupt}
         try:
             for _ in range(workers):
@@ -247,11 +280,15 @@ class ThreadsBackend:
                     continue  # cancelled before it ran
                 job.state = RUNNING
                 job.interrupt = interrupt
-                results: list[int | None] = [None] * len(job.program.atoms)
+                program = job.program
+                results: list[int | None] = [None] * len(program.atoms) if program else []
                 job.results = results
-            c = None
-            try:  # noqa: SIM105 - no call to interrupt (contextlib.suppress is one)
-                c = execute(job.program, job.bound, job.tag, interrupt, results)
+            c: Completion | None = None
+            try:
+                if program is None:
+                    c = _called(job)
+                else:
+                    c = execute(program, job.bound, job.tag, interrupt, results)
             except BaseException:  # the execution ends all the same
                 pass
             if c is None:
@@ -271,6 +308,8 @@ class ThreadsBackend:
                 if not self._signalled and (not self._sleeping or len(done) >= self._want):
                     self._signalled = True
                     os.eventfd_write(self._wake, 1)
+                    if self.also_wake >= 0:
+                        os.eventfd_write(self.also_wake, 1)
                 return
         _discard(c)
 
@@ -315,6 +354,29 @@ class ThreadsBackend:
         self.in_flight += n
         self._queue.put(batch)
         return ids
+
+    def start_call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tag: Any,
+    ) -> int:
+        """Start one threadlet: ``fn(*args, **kwargs)`` on a worker; its
+        completion (``CallCompletion``) goes into the same notification
+        ring.  Returns its id."""
+        if self._closed:
+            raise EngineClosed("the engine is closed")
+        ident = _NEXT_ID[0]
+        job = _Job(ident, None, {}, tag, None, (fn, args, kwargs))
+        batch = deque((job,))
+        # The commit: one run without a call, ending in the put.
+        _NEXT_ID[0] = ident + 1
+        self._jobs[ident] = job
+        self.in_flight += 1
+        self.threadlets += 1
+        self._queue.put(batch)
+        return ident
 
     def reap(self, min_complete: int, timeout_ns: int) -> bool:
         """Post finished executions; wait until ``min_complete`` were posted
@@ -399,6 +461,8 @@ class ThreadsBackend:
                 job.state = POSTED
                 del jobs[job.ident]
                 self.in_flight -= 1
+                if job.program is None:
+                    self.threadlets -= 1
                 if sink is not None:
                     sink += (c,)  # an operator, not a call: nothing can land between
                 post(c)
@@ -419,7 +483,8 @@ class ThreadsBackend:
         except BaseException:
             self._keep_signalled()
             raise
-        return state is not ENDED
+        # a running threadlet cannot be interrupted: it runs to its end
+        return state is QUEUED or (state is RUNNING and job.program is not None)
 
     def _cancel(self, job: _Job) -> str:
         """Cancel one execution; returns the state it was in."""
@@ -428,7 +493,7 @@ class ThreadsBackend:
             if state is QUEUED:
                 job.state = ENDED
                 self._done.append((job, None))
-            elif state is RUNNING and job.interrupt is not None:
+            elif state is RUNNING and job.interrupt is not None and job.program is not None:
                 # the Interrupt of the worker running it now: alive, as a
                 # worker closes it only when it exits, between executions
                 job.interrupt.set()
