@@ -57,7 +57,7 @@ class _Ticket:
     def __init__(self, future: asyncio.Future[Completion] | None, tag: Any) -> None:
         self.future = future
         self.tag = tag
-        self.handle: Handle | None = None
+        self.handle: Handle | int | None = None  # an id: a Handle made on demand
 
 
 _Key = tuple[Program, float | None]  # what one submit_many of a flush shares
@@ -123,7 +123,12 @@ class AsyncEngine:
         program); waits for room when the engine is full.  Raises
         ``ParamError`` (bad parameters), ``EngineClosed``; cancelling the
         awaiting task cancels the execution."""
-        return await self._outcome(self._queue(program, params, tag, deadline))
+        ticket = self._queue(program, params, tag, deadline)
+        try:
+            return await ticket.future  # type: ignore[misc]
+        except asyncio.CancelledError:
+            self._abandon(ticket)
+            raise
 
     async def run_many(
         self,
@@ -233,7 +238,7 @@ class AsyncEngine:
             for ticket in list(self._tickets):
                 if ticket.handle is not None:
                     with contextlib.suppress(EngineClosed):
-                        self._engine.cancel(ticket.handle)
+                        self._engine.cancel(self._handle(ticket))
             give_up = time.monotonic() + CLOSE_GIVE_UP
             while self._engine.in_flight and time.monotonic() < give_up and self._broken is None:
                 self._drained.clear()
@@ -264,19 +269,20 @@ class AsyncEngine:
         self, program: Program, params: Mapping[str, Any], tag: Any, deadline: float | None
     ) -> _Ticket:
         """Queue one execution for the next flush; returns its ticket."""
-        self._check()
-        if not isinstance(program, Program):
+        if self._closed or self._broken is not None:
+            self._check()
+        if type(program) is not Program and not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
-        future: asyncio.Future[Completion] = self._loop.create_future()
+        ticket = _Ticket(self._loop.create_future(), tag)
         key = (program, deadline)
         group = self._queued.get(key)
         if group is None:
-            group = self._queued[key] = []
-        ticket = _Ticket(future, tag)
-        group.append((params, ticket))
-        if not self._flush_armed:
-            self._flush_armed = True
-            self._loop.call_soon(self._flush)
+            self._queued[key] = [(params, ticket)]
+            if not self._flush_armed:
+                self._flush_armed = True
+                self._loop.call_soon(self._flush)
+        else:
+            group.append((params, ticket))
         return ticket
 
     async def _outcome(self, ticket: _Ticket) -> Completion:
@@ -296,7 +302,14 @@ class AsyncEngine:
         if ticket in self._tickets and not self._closed and self._broken is None:
             assert ticket.handle is not None
             with contextlib.suppress(EngineClosed):
-                self._engine.cancel(ticket.handle)
+                self._engine.cancel(self._handle(ticket))
+
+    def _handle(self, ticket: _Ticket) -> Handle:
+        handle = ticket.handle
+        if isinstance(handle, Handle):
+            return handle
+        assert handle is not None
+        return Handle(self._engine, handle, ticket.tag)
 
     def _flush(self) -> None:
         """The ``call_soon`` callback ``run`` arms: start what the loop's
@@ -381,9 +394,11 @@ class AsyncEngine:
             except EngineClosed as exc:
                 self._break(exc)
                 return 0
-            for (_, ticket), handle in zip(part, handles, strict=True):
-                ticket.handle = handle
-                self._tickets.add(ticket)
+            # Handles are made on demand (a cancel); a ticket keeps the id.
+            tickets = self._tickets
+            for (_, ticket), ident in zip(part, handles._ids, strict=True):
+                ticket.handle = ident
+                tickets.add(ticket)
             return n
         return 0
 
@@ -411,12 +426,11 @@ class AsyncEngine:
         if type(ticket) is not _Ticket:  # pragma: no cover - every start here tags
             return
         self._tickets.discard(ticket)
-        mine = c._retagged(ticket.tag)
         future = ticket.future
         if future is None:
-            self._stream.put_nowait(mine)
+            self._stream.put_nowait(c._retagged(ticket.tag))
         elif not future.done():
-            future.set_result(mine)
+            future.set_result(c._retagged(ticket.tag))
         # else: its task gave up on it; the completion is dropped here
 
     def _break(self, exc: BaseException) -> None:
