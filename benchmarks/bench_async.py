@@ -21,6 +21,13 @@ file3-aiofiles-LOOP  the same 64 tasks with aiofiles (PyPI): async with
                   aiofiles.open(path, "rb") as f: await f.read(4096)
 nop1-async-LOOP   one task awaiting eng.run(1 nop) in a loop (next to nop1-uringlets,
                   the sync run() of bench_core)
+redis-async-LOOP  64 tasks, each with its own connection to a redis-server (Debian's,
+                  started per worker process on a free port, stopped by process id),
+                  each awaiting LOOPS GETs in turn: one syslet of send + recv per GET
+redis-py-LOOP     the same 64 tasks with redis-py's asyncio client (redis.asyncio,
+                  with hiredis when it is installed), a pool of 64 connections
+call-async-LOOP   64 tasks, each awaiting LOOPS eng.call(f) of a small function
+call-executor-LOOP  the same with loop.run_in_executor(None, f)
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ import asyncio
 import atexit
 import functools
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +48,7 @@ import aiofiles
 import bench_core
 import bench_net
 import pyperf
+import redis.asyncio as aioredis
 import uvloop
 import workloads as wl
 
@@ -184,6 +195,141 @@ def time_nop1_async(loops: int, kind: str) -> float:
     return timed(kind, main)
 
 
+# -- redis GET ------------------------------------------------------------------------
+REDIS_KEY, REDIS_VALUE = b"uringlets-bench", b"v" * 64
+REDIS_REPLY = b"$%d\r\n%s\r\n" % (len(REDIS_VALUE), REDIS_VALUE)
+GET = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(REDIS_KEY), REDIS_KEY)
+
+
+@functools.cache
+def redis_port() -> int:
+    """A redis-server of this worker process's own, with the key set."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server is missing: bash scripts/setup.sh bench installs it")
+    with socket.socket() as s:
+        s.bind((wl.LOCALHOST, 0))
+        port = int(s.getsockname()[1])
+    argv = [exe, "--port", str(port), "--bind", wl.LOCALHOST, "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop() -> None:  # by process id
+        proc.terminate()
+        proc.wait(5)
+
+    atexit.register(stop)
+    for _ in range(500):
+        try:
+            with socket.create_connection((wl.LOCALHOST, port), 0.2) as c:
+                c.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                    len(REDIS_KEY), REDIS_KEY, len(REDIS_VALUE), REDIS_VALUE))  # fmt: skip
+                if c.recv(16) == b"+OK\r\n":
+                    return port
+        except OSError:
+            time.sleep(0.01)
+    sys.exit(f"redis-server did not start on port {port}")
+
+
+@functools.cache
+def redis_sockets() -> list[socket.socket]:
+    socks = []
+    for _ in range(BATCH):
+        sock = socket.create_connection((wl.LOCALHOST, redis_port()))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(sock)
+    atexit.register(lambda: [s.close() for s in socks])
+    return socks
+
+
+@functools.cache
+def redis_get() -> tuple[ul.Program, ul.Ref]:
+    """send(GET key) + recv: the reply (a 64 B value) comes in one segment."""
+    s = ul.Syslet()
+    fd = ul.Param("fd")
+    s.send(fd, GET)
+    reply = s.recv(fd, 4096, stop=ul.STOP_ON_NON_POSITIVE)
+    return s.compile(), reply
+
+
+def time_redis_async(loops: int, kind: str) -> float:
+    prog, reply = redis_get()
+    fds = [s.fileno() for s in redis_sockets()]
+    errors = bench_net.Errors(f"redis-async-{kind}")
+
+    async def task(eng: ul.AsyncEngine, fd: int) -> None:
+        run = eng.run
+        for _ in range(loops):
+            c = await run(prog, fd=fd)
+            if not c.ok or c[reply] != REDIS_REPLY:
+                errors.add(c)
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        await asyncio.gather(*(task(eng, fd) for fd in fds))
+
+    elapsed = timed(kind, main)
+    errors.check(loops * BATCH)
+    return elapsed
+
+
+@functools.cache
+def redis_py_client(kind: str) -> Any:
+    loop, _ = loop_and_engine(kind)
+    client = aioredis.Redis(host=wl.LOCALHOST, port=redis_port(), max_connections=BATCH)
+    atexit.register(lambda: loop.run_until_complete(client.aclose()))
+    return client
+
+
+def time_redis_py(loops: int, kind: str) -> float:
+    client = redis_py_client(kind)
+    errors = bench_net.Errors(f"redis-py-{kind}")
+
+    async def task() -> None:
+        get = client.get
+        for _ in range(loops):
+            if await get(REDIS_KEY) != REDIS_VALUE:
+                errors.add("wrong value")
+
+    async def main(_: Any) -> None:
+        await asyncio.gather(*(task() for _ in range(BATCH)))
+
+    elapsed = timed(kind, main)
+    errors.check(loops * BATCH)
+    return elapsed
+
+
+# -- threadlets -------------------------------------------------------------------------
+def small(x: int = 3) -> int:
+    return x * x
+
+
+def time_call_async(loops: int, kind: str) -> float:
+    async def task(eng: ul.AsyncEngine) -> None:
+        call = eng.call
+        for _ in range(loops):
+            if await call(small) != 9:
+                raise RuntimeError("call-async: wrong value")
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        await asyncio.gather(*(task(eng) for _ in range(BATCH)))
+
+    return timed(kind, main)
+
+
+def time_call_executor(loops: int, kind: str) -> float:
+    loop, _ = loop_and_engine(kind)
+
+    async def task() -> None:
+        run_in_executor = loop.run_in_executor
+        for _ in range(loops):
+            if await run_in_executor(None, small) != 9:
+                raise RuntimeError("call-executor: wrong value")
+
+    async def main(_: Any) -> None:
+        await asyncio.gather(*(task() for _ in range(BATCH)))
+
+    return timed(kind, main)
+
+
 KINDS: dict[str, tuple[Callable[..., float], int, str]] = {
     "tcp5-async": (time_tcp5_async, BATCH, "request"),
     "rr-async": (time_rr_async, BATCH, "request"),
@@ -191,6 +337,10 @@ KINDS: dict[str, tuple[Callable[..., float], int, str]] = {
     "file3-executor": (time_file3_executor, wl.NFILES, "file"),
     "file3-aiofiles": (time_file3_aiofiles, wl.NFILES, "file"),
     "nop1-async": (time_nop1_async, 1, "execution"),
+    "redis-async": (time_redis_async, BATCH, "request"),
+    "redis-py": (time_redis_py, BATCH, "request"),
+    "call-async": (time_call_async, BATCH, "call"),
+    "call-executor": (time_call_executor, BATCH, "call"),
 }
 BENCHMARKS = {f"{name}-{loop}": (name, loop) for name in KINDS for loop in LOOPS}
 

@@ -13,7 +13,7 @@ if [[ "$extras" == *test* ]]; then
 fi
 if [[ "$extras" == *bench* ]]; then
     # the C liburing reference, syscall accounting and profiles
-    packages+=(make liburing-dev strace linux-perf)
+    packages+=(make liburing-dev strace linux-perf redis-server)
 fi
 
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

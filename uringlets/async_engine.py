@@ -174,8 +174,7 @@ class AsyncEngine:
         future: asyncio.Future[Completion] = self._loop.create_future()
         ticket = _Ticket(future, None)
         ticket.handle = self._engine.submit_call(fn, *args, tag=ticket, **kwargs)
-        self._tickets.add(ticket)
-        self._loop.call_soon(self._pump)  # a hand-over may come before the fd is watched again
+        self._tickets.add(ticket)  # (its hand-over wakes the fd reader: no pump here)
         c = await self._outcome(ticket)
         assert isinstance(c, CallCompletion)
         if c.exception is not None:

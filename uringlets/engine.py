@@ -435,8 +435,7 @@ class Engine:
 
         notify, backend, calls = self._notify, self._backend, self._calls
         assert calls is not None
-        poller = select.poll()
-        poller.register(backend.fileno(), select.POLLIN)
+        poller = None
         while True:
             if self._deadlines:
                 self._expire(time.monotonic())
@@ -453,6 +452,9 @@ class Engine:
             if self._deadlines:
                 to_deadline = max(0.0, (self._deadlines[0][0] - time.monotonic()) * 1000)
                 ms = to_deadline if ms < 0 else min(ms, to_deadline)
+            if poller is None:
+                poller = select.poll()
+                poller.register(backend.fileno(), select.POLLIN)
             poller.poll(min(ms, _MAX_WAIT_NS / 1e6) if ms >= 0 else None)
         return notify.drain(max_events)
 
