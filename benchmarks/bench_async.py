@@ -107,24 +107,32 @@ def time_tcp5_async(loops: int, kind: str) -> float:
     return elapsed
 
 
-def time_rr_async(loops: int, kind: str) -> float:
-    prog, got = bench_net.rr()
-    fds = [s.fileno() for s in bench_net.rr_sockets(True)]
-    errors = bench_net.Errors(f"rr-async-{kind}")
+def per_connection(
+    name: str, loops: int, kind: str, prog: ul.Program, ref: ul.Ref, want: bytes, fds: list[int]
+) -> float:
+    """One task per connected fd, each awaiting ``loops`` executions of
+    ``prog`` (which takes ``fd``) in turn; the value of ``ref`` must be ``want``."""
+    errors = bench_net.Errors(name)
 
     async def task(eng: ul.AsyncEngine, fd: int) -> None:
         run = eng.run
         for _ in range(loops):
             c = await run(prog, fd=fd)
-            if not c.ok or c[got] != wl.MESSAGE:
+            if not c.ok or c[ref] != want:
                 errors.add(c)
 
     async def main(eng: ul.AsyncEngine) -> None:
         await asyncio.gather(*(task(eng, fd) for fd in fds))
 
     elapsed = timed(kind, main)
-    errors.check(loops * BATCH)
+    errors.check(loops * len(fds))
     return elapsed
+
+
+def time_rr_async(loops: int, kind: str) -> float:
+    prog, got = bench_net.rr()
+    fds = [s.fileno() for s in bench_net.rr_sockets(True)]
+    return per_connection(f"rr-async-{kind}", loops, kind, prog, got, wl.MESSAGE, fds)
 
 
 def _file_tasks(
@@ -254,21 +262,7 @@ def redis_get() -> tuple[ul.Program, ul.Ref]:
 def time_redis_async(loops: int, kind: str) -> float:
     prog, reply = redis_get()
     fds = [s.fileno() for s in redis_sockets()]
-    errors = bench_net.Errors(f"redis-async-{kind}")
-
-    async def task(eng: ul.AsyncEngine, fd: int) -> None:
-        run = eng.run
-        for _ in range(loops):
-            c = await run(prog, fd=fd)
-            if not c.ok or c[reply] != REDIS_REPLY:
-                errors.add(c)
-
-    async def main(eng: ul.AsyncEngine) -> None:
-        await asyncio.gather(*(task(eng, fd) for fd in fds))
-
-    elapsed = timed(kind, main)
-    errors.check(loops * BATCH)
-    return elapsed
+    return per_connection(f"redis-async-{kind}", loops, kind, prog, reply, REDIS_REPLY, fds)
 
 
 @functools.cache

@@ -282,6 +282,25 @@ def test_bad_parameters_fail_only_their_own_run(arun: Any) -> None:
     arun(main)
 
 
+def test_a_program_needing_more_slots_than_the_engine_has_fails_its_run(arun: Any) -> None:
+    """capacity 1 gives 16 slots: a program making 17 descriptors can never
+    start, and its run fails instead of waiting for room forever."""
+    s = ul.Syslet()
+    for _ in range(17):
+        s.socket(socket.AF_INET, socket.SOCK_STREAM)
+    greedy = s.compile()
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        if eng.kind == "threads":
+            assert (await eng.run(greedy)).ok  # no slots there
+            return
+        with pytest.raises(ValueError, match="slots"):
+            await eng.run(greedy)
+        assert (await eng.run(nop_program())).ok
+
+    arun(main, capacity=1)
+
+
 def test_aclose_with_executions_in_flight(arun: Any) -> None:
     """aclose cancels what runs and waits for each to end: the awaiting
     tasks get cancelled completions, later calls EngineClosed."""

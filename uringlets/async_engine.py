@@ -380,7 +380,14 @@ class AsyncEngine:
                     block=False,
                     deadline=deadline,
                 )
-            except RingFull:
+            except RingFull as exc:
+                if n == 1 and not self._engine.in_flight:  # it can never start
+                    future = part[0][1].future
+                    assert future is not None
+                    future.set_exception(
+                        ValueError(f"{program!r} needs more slots than the engine has: {exc}")
+                    )
+                    return 1
                 n //= 2  # too few free slots for all of them
                 continue
             except (ParamError, ValueError, TypeError) as exc:

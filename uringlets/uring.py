@@ -202,17 +202,7 @@ class UringBackend(PlanFollower):
         is one memcpy (array * n), a list converts in C."""
         nslots = plan.nslots
         columns: list[Any] = []
-        scratch: ScratchBlock | None = None
-        slots = _NO_SLOTS
-        if plan.out_size:
-            pool = self._scratch.get(plan.scratch_size)
-            if pool is None:
-                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
-            scratch = pool.take(n)
-        if nslots:
-            free_slots = self._free_slots
-            slots = free_slots[-n * nslots :]
-            del free_slots[-n * nslots :]
+        scratch, slots = self._take(plan, n)
         try:
             if scratch is not None:
                 columns.append(scratch.addresses[:n])  # a copy: flat grows from it
@@ -249,18 +239,10 @@ class UringBackend(PlanFollower):
         it alive."""
         nslots = plan.nslots
         flat = array("q", plan.value_defaults)
-        scratch: ScratchBlock | None = None
-        slots = _NO_SLOTS
-        if plan.out_size:
-            pool = self._scratch.get(plan.scratch_size)
-            if pool is None:
-                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
-            scratch = pool.take(1)
+        scratch, slots = self._take(plan, 1)
+        if scratch is not None:
             flat[0] = scratch.base
         if nslots:
-            free_slots = self._free_slots
-            slots = free_slots[-nslots:]
-            del free_slots[-nslots:]
             flat[1 : 1 + nslots] = slots
         try:
             keep = None
@@ -280,6 +262,23 @@ class UringBackend(PlanFollower):
             self._give_back(slots, scratch)
             raise
         return flat, scratch, slots, keep
+
+    def _take(self, plan: Plan, n: int) -> tuple[ScratchBlock | None, Any]:
+        """The scratch block (None: the plan writes nothing) and the slots
+        (an int64 array, ``plan.nslots`` per execution) of a batch of ``n``;
+        ``_give_back`` returns them if the batch does not start."""
+        scratch: ScratchBlock | None = None
+        slots = _NO_SLOTS
+        if plan.out_size:
+            pool = self._scratch.get(plan.scratch_size)
+            if pool is None:
+                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
+            scratch = pool.take(n)
+        if plan.nslots:
+            free_slots = self._free_slots
+            slots = free_slots[-n * plan.nslots :]
+            del free_slots[-n * plan.nslots :]
+        return scratch, slots
 
     def _give_back(self, slots: Any, scratch: ScratchBlock | None) -> None:
         """Undo what ``_columns`` took for a batch that does not start."""
