@@ -303,9 +303,10 @@ def test_a_short_soak_ends_every_execution_once_and_leaves_nothing(engine_kind: 
     import importlib.util
 
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
-    spec = importlib.util.spec_from_file_location("soak", path)
+    spec = importlib.util.spec_from_file_location("uringlets_soak", path)
     assert spec is not None and spec.loader is not None
     soak = importlib.util.module_from_spec(spec)
+    sys.modules["uringlets_soak"] = soak  # its dataclasses look their module up
     spec.loader.exec_module(soak)
     report = soak.soak(engine_kind, 20_000, seed=7)
     assert report.problems == []
