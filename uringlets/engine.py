@@ -27,6 +27,7 @@ import errno
 import heapq
 import math
 import os
+import select
 import threading
 import time
 import weakref
@@ -376,9 +377,8 @@ class Engine:
             return ()
         columns = program.bind_columns(binds)
         backend = self._backend
-        while backend.in_flight - backend.threadlets + n > self._capacity or not backend.can_start(
-            program, n
-        ):
+        executions = backend.in_flight - backend.threadlets  # threadlets take no capacity
+        while executions + n > self._capacity or not backend.can_start(program, n):
             if not block:
                 raise RingFull(
                     errno.EAGAIN,
@@ -392,6 +392,7 @@ class Engine:
                 )
             self._pump(1, None)  # processes deadlines too
             self._check()
+            executions = backend.in_flight - backend.threadlets
         ids = backend.start(program, columns, n, tags, sink)  # all or nothing
         if deadline is not None:
             when = time.monotonic() + deadline
@@ -431,8 +432,6 @@ class Engine:
         """``wait`` while threadlets run on a pool of their own (io_uring):
         non-blocking reaps of both, and between them a sleep on the ring's
         eventfd, which both the ring and the pool's workers signal."""
-        import select
-
         notify, backend, calls = self._notify, self._backend, self._calls
         assert calls is not None
         poller = None
