@@ -2,9 +2,10 @@
 
 One execution, one completion: every submitted execution ends in exactly one
 ``Completion`` (cancelled ones included), and none is ever dropped.  The
-backends post completions (the io_uring backend from ``follow._release`` and,
-a batch at a time, ``uring._finish_clean``; the thread backend from its
-``_post``); the engine drains them.  Only the engine's owner thread touches
+backends post completions (the io_uring backend from ``RingIO._post``, which
+the clean runs and the general path both end through; the thread backend from
+its ``_drain``); the engine drains them.  A threadlet's is a
+``CallCompletion``.  Only the engine's owner thread touches
 the ring.
 """
 
