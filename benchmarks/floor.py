@@ -110,7 +110,7 @@ class Setup:
 
     def __init__(self, prog: ul.Program) -> None:
         self.engine = ul.Engine("uring")  # kept open as long as the floor runs
-        backend: Any = self.engine._backend
+        backend: Any = self.engine._backend.io
         plan = prog.plan
         self.prog, self.plan, self.backend = prog, plan, backend
         self.ud = 1 << 44  # entry 0, generation 1

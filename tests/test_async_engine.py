@@ -196,7 +196,7 @@ def test_a_cancelled_task_cancels_its_execution(arun: Any, where: str) -> None:
             await asyncio.sleep(0.01)
         assert waited < 5
         backend: Any = eng._engine._backend
-        free = len(backend._free_slots) if eng.kind == "uring" else 0
+        free = len(backend.io._free_slots) if eng.kind == "uring" else 0
         total = backend.nslots if eng.kind == "uring" else 0
         return eng.in_flight, total - free
 

@@ -198,7 +198,7 @@ def test_rule_5_no_leaks_after_10k_executions_with_failures_cancels_and_close(ma
     assert extra > 0 and sum(c.cancelled for c in leftover) >= extra
     assert completed + len(leftover) == submitted + extra
     if eng.kind == "uring":
-        assert len(eng._backend._free_slots) == nslots
+        assert len(eng._backend.io._free_slots) == nslots
     assert open_fds() == fds_before
 
 
@@ -258,7 +258,7 @@ def test_cq_overflow_loses_nothing(make_engine):
         prog = s.compile()
         with make_engine(capacity=16, sq_entries=16) as eng:
             if eng.kind == "uring":
-                assert eng._backend._reap_max < 60 * 16
+                assert eng._backend.io._reap_max < 60 * 16
             for _ in range(5):
                 eng.submit_many(prog, 16, data=b"abc")
                 done = eng.wait(16)

@@ -105,7 +105,7 @@ def test_cancel_in_the_middle_of_a_connect(make_engine, hanging_listener):
         (c,) = eng.wait(1, timeout=5)
         assert c.cancelled and c.results == (0, -errno.ECANCELED, None)
         if eng.kind == "uring":
-            assert len(eng._backend._free_slots) == eng._backend.nslots
+            assert len(eng._backend.io._free_slots) == eng._backend.nslots
     assert open_fds() == before
 
 

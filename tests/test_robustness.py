@@ -211,7 +211,7 @@ def test_a_failed_submit_leaves_nothing_behind(sandbox: Path) -> None:
     prog = s.compile()
     with ul.Engine("uring", capacity=16) as eng:
         backend = eng._backend
-        free_slots, free_batches = len(backend._free_slots), len(backend._free_batches)
+        free_slots, free_batches = len(backend.io._free_slots), len(backend.io._free_batches)
         real = backend._launch
 
         def failing(plan: object) -> object:
@@ -223,8 +223,8 @@ def test_a_failed_submit_leaves_nothing_behind(sandbox: Path) -> None:
             with pytest.raises(MemoryError):
                 eng.submit(prog, path=sandbox / "ten")
         backend._launch = real  # type: ignore[method-assign]
-        assert len(backend._free_slots) == free_slots
-        assert len(backend._free_batches) == free_batches and eng.in_flight == 0
+        assert len(backend.io._free_slots) == free_slots
+        assert len(backend.io._free_batches) == free_batches and eng.in_flight == 0
         c = eng.run(prog, path=sandbox / "ten")
         assert c.results == (0, 10, 0)
 
@@ -238,7 +238,7 @@ def test_an_enter_failure_after_the_push_breaks_with_a_reason(sandbox: Path) -> 
     prog = s.compile()
     eng = ul.Engine("uring")
     eng.submit(prog)
-    ring = eng._backend._ring
+    ring = eng._backend.io._ring
     fd = ring.fd
     os.close(fd)  # io_uring_enter now fails with EBADF
     with pytest.raises(ul.EngineClosed, match="io_uring_enter failed"):
@@ -327,7 +327,7 @@ def test_an_execution_that_would_end_twice_breaks_the_engine(shape: str) -> None
     backend = eng._backend
     n = 1 if shape == "whole batch" else 4
     eng.submit_many(prog, n)
-    batch = next(b for b in backend._batches if b is not None)
+    batch = next(b for b in backend.io._batches if b is not None)
     assert len(eng.wait(n)) == n
     # the batch left the table; drive its ending again as if it had not
     batch.remaining = n
@@ -335,13 +335,13 @@ def test_an_execution_that_would_end_twice_breaks_the_engine(shape: str) -> None
     if shape != "whole batch":
         batch.done[0] = 1  # execution 0 ended already, the others not
         batch.remaining = n - 1
-    before = len(backend._notify.ready)
+    before = len(backend.io._notify.ready)
     fake = [ul.Completion(None, prog, (0,), None, False, None)] * len(ks)
     if shape == "whole batch":
         batch.remaining = 0  # all of it ended already
     with pytest.raises(ul.EngineClosed, match="would end twice"):
-        backend._post(batch, ks, fake, array("q"), False, False)
-    assert len(backend._notify.ready) == before
+        backend.io._post(batch, ks, fake, array("q"), False, False)
+    assert len(backend.io._notify.ready) == before
     with pytest.raises(ul.EngineClosed, match="broken"):
         eng.submit(prog)
     eng.close()

@@ -49,11 +49,28 @@ class Backend(Protocol):
     """What an engine needs from a backend (``uring.UringBackend``,
     ``threads.ThreadsBackend``); only the owner thread calls it."""
 
-    kind: str
-    in_flight: int  # executions started and not yet posted
-    threadlets: int  # of those, threadlets (not bounded by capacity)
-    broken: str | None  # why the backend disabled itself, if it did
-    nslots: int  # its fixed-file table (0: none)
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def in_flight(self) -> int:
+        """Executions started and not yet posted."""
+        ...
+
+    @property
+    def threadlets(self) -> int:
+        """Of those, threadlets (not bounded by capacity)."""
+        ...
+
+    @property
+    def broken(self) -> str | None:
+        """Why the backend disabled itself, if it did."""
+        ...
+
+    @property
+    def nslots(self) -> int:
+        """Its fixed-file table (0: none)."""
+        ...
 
     def can_start(self, program: Program, n: int) -> bool:
         """Whether ``n`` executions of ``program`` can start now (slots)."""

@@ -1,5 +1,6 @@
 """Following the plan through an execution that left the clean path:
-``PlanFollower``, the middle layer of the io_uring backend.
+``PlanFollower``, the io_uring backend's general path, over the backend's
+``RingIO`` (which owns every table it reads and changes).
 
 An execution is *promoted* (``_promote``: it gets an ``Execution``) when
 something unusual happens to it: a CQE other than its clean ending, a cancel,
@@ -56,8 +57,12 @@ _MINUS_ONE = ffi.new("int32_t[1]", [-1])
 _UD_BASE_MASK = ~(UD_K_FIELD | 0xFFF)  # user_data -> its batch's ud_base
 
 
-class PlanFollower(RingIO):
-    """The general path: one execution at a time, atom by atom."""
+class PlanFollower:
+    """The general path: one execution at a time, atom by atom, on the
+    state ``io`` owns."""
+
+    def __init__(self, io: RingIO) -> None:
+        self.io = io
 
     def _promote(self, batch: Batch, k: int) -> Execution:
         """Take execution ``k`` of ``batch`` off the clean path."""
@@ -84,7 +89,7 @@ class PlanFollower(RingIO):
         patoms = plan.atoms
         start = patoms[first].sqe
         end = first
-        while end < last and patoms[end + 1].sqe_end - start <= self.sq_entries:
+        while end < last and patoms[end + 1].sqe_end - start <= self.io.sq_entries:
             end += 1
         count = patoms[end].sqe_end - start
         ex.run_first, ex.run_last = first, end
@@ -94,10 +99,12 @@ class PlanFollower(RingIO):
         if plan.scratch_init:  # lengths may have changed since the last run
             init_scratch(plan, ex.scratch[1], self._row(ex).__getitem__)
         row = ffi.new("int64_t[]", self._row(ex))
-        self._push(plan.images_c, count, plan, row, 1, 1, ex.ud | ex.run_number << 8, first=start)
+        self.io._push(
+            plan.images_c, count, plan, row, 1, 1, ex.ud | ex.run_number << 8, first=start
+        )
 
     def _route_others(self, ud: int, res: int) -> None:
-        self._route_one(self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
+        self._route_one(self.io._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK], ud, res)
 
     def _recover(self, ud: int, res: int) -> None:
         """An exception escaped while the CQE ``(ud, res)`` was being
@@ -106,7 +113,7 @@ class PlanFollower(RingIO):
         cancel it and its CQEs finish it as usual; if none is (this CQE
         ended the run, or it was a userspace step), it is finished now (its
         descriptors closed, its one completion posted)."""
-        b = self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
+        b = self.io._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
         k = (ud >> UD_K_SHIFT) & UD_K_MASK
         if b is None or ud & _UD_BASE_MASK != b.ud_base or k >= b.n or b.done[k]:
             return  # it finished after all
@@ -122,7 +129,7 @@ class PlanFollower(RingIO):
             ex.run_first = ex.run_last = -1  # this CQE ended the run
         if ex.run_first >= 0 or ex.pending:
             self._cancel(ex)
-            self._enter(0)
+            self.io._enter(0)
         else:
             ex.cancelled = True
             self._finish(ex)
@@ -156,7 +163,7 @@ class PlanFollower(RingIO):
         if b is None or ud & _UD_BASE_MASK != b.ud_base or k >= b.n or b.done[k]:
             if atom >= UD_LINK_TIMEOUT or res < 0:  # UD_CANCEL too
                 return  # a cancel, a link timeout or a follower that outlived its execution
-            self._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
+            self.io._break(f"CQE for no execution in flight (user_data={ud:#x}, res={res})")
         assert b is not None
         ex = b.slow.get(k)
         if ex is None:
@@ -177,7 +184,7 @@ class PlanFollower(RingIO):
         if (ud >> 8) & 0xF != ex.run_number or not ex.run_first <= index <= ex.run_last:
             if res < 0:
                 return  # a follower of a run already over
-            self._break(f"CQE of no run in flight (user_data={ud:#x}, res={res})")
+            self.io._break(f"CQE of no run in flight (user_data={ud:#x}, res={res})")
         if atom >= UD_LINK_TIMEOUT:
             if res == -errno.ETIME:  # it fired: its atom was cancelled for it
                 ex.timed_out = (ex.timed_out or frozenset()) | {index}
@@ -231,7 +238,7 @@ class PlanFollower(RingIO):
             elif pa.skip and pa.success is not None:
                 r = pa.success
             else:
-                self._break(f"a CQE of atom {i} is missing (execution {ex.ud:#x})")
+                self.io._break(f"a CQE of atom {i} is missing (execution {ex.ud:#x})")
             if r == -errno.ECANCELED and not ex.cancelled:
                 if pa.timeout is not None:
                     r = -errno.ETIME  # what its LINK_TIMEOUT did to it
@@ -260,7 +267,7 @@ class PlanFollower(RingIO):
                 self._continue(ex, i + 1)
                 return
         if posted != last:
-            self._break(f"a run ended at atom {posted} without a broken link (last {last})")
+            self.io._break(f"a run ended at atom {posted} without a broken link (last {last})")
         self._continue(ex, last + 1)
 
     @staticmethod
@@ -349,11 +356,11 @@ class PlanFollower(RingIO):
         op = kernel.opcode("FIXED_FD_INSTALL")
         for n, slot in enumerate(slots):
             ud = ex.ud | n << 8 | (UD_INSTALL + atom)
-            self._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
+            self.io._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
 
     def _installed(self, ex: Execution, atom: int, aux: int, res: int) -> None:
         if ex.installed is None or ex.pending <= 0:
-            self._break(f"an install CQE execution {ex.ud:#x} did not ask for (res={res})")
+            self.io._break(f"an install CQE execution {ex.ud:#x} did not ask for (res={res})")
         ex.installed[atom if aux == _AUX_EXPORT else aux] = res
         ex.pending -= 1
         if ex.pending:
@@ -438,14 +445,14 @@ class PlanFollower(RingIO):
                 for creator in wanted:
                     ud = ex.ud | _AUX_EXPORT << 8 | (UD_INSTALL + creator)
                     slot = ex.slots[slot_of[creator]]
-                    self._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
+                    self.io._push_single(single_sqe(op, slot, 0, 0, lib.IOSQE_FIXED_FILE, ud))
                 return
         if ex.installed and ex.exports is not None:
             ex.exports.update((c, fd) for c, fd in ex.installed.items() if fd >= 0)
             ex.installed = None
         for creator in live:  # exported ones too: the caller has its own fd now
             slot = ex.slots[slot_of[creator]]
-            check_ret(lib.ur_update_files(self._ring, slot, _MINUS_ONE, 1), "close slot")
+            check_ret(lib.ur_update_files(self.io._ring, slot, _MINUS_ONE, 1), "close slot")
         if reals:
             row = self._row(ex)
             for creator in reals:
@@ -463,12 +470,12 @@ class PlanFollower(RingIO):
         slots (empty by now)."""
         b, k = ex.batch, ex.k
         if b.slow.get(k) is not ex:
-            self._break(f"execution {ex.ud:#x} finished twice")
+            self.io._break(f"execution {ex.ud:#x} finished twice")
         if ex.results is None:
-            self._break(f"execution {ex.ud:#x} finished without results")
+            self.io._break(f"execution {ex.ud:#x} finished without results")
         c = Completion(ex.tag, ex.program, ex.results, ex.stopped_at, ex.cancelled, ex.values)
         slots = array("q", ex.slots) if ex.slots else _NO_SLOTS
-        self._post(b, (k,), [c], slots, True, False)
+        self.io._post(b, (k,), [c], slots, True, False)
 
     def _cancel(self, ex: Execution) -> None:
         ex.cancelled = True
@@ -479,4 +486,4 @@ class PlanFollower(RingIO):
         for atom in range(ex.run_first, ex.run_last + 1):
             target = ex.ud | ex.run_number << 8 | atom
             sqe = single_sqe(op, -1, target, flags, 0, ex.ud | UD_CANCEL)
-            self._push_single(sqe)
+            self.io._push_single(sqe)

@@ -1,5 +1,7 @@
-"""The ring and the tables of the io_uring backend: ``RingIO``, the base of
-``follow.PlanFollower`` and ``uring.UringBackend``.
+"""The ring and the tables of the io_uring backend: ``RingIO``, the one
+object that owns the backend's state.  ``uring.UringBackend`` makes it and a
+``follow.PlanFollower`` over it; both read and change the state only through
+it.
 
 Its tables:
 
@@ -14,8 +16,9 @@ Its tables:
 
 It queues SQE images (``_push``), enters the kernel (``_enter``) and drains
 the CQ ring (``reap``), sorting the CQEs in C into clean endings and the rest;
-what they mean is decided by the subclasses (``_route_clean``,
-``_route_others``).
+what they mean is decided by the routes the backend gives it
+(``route_clean``: ``UringBackend._route_clean``; ``route_others`` and
+``recover``: the follower's).
 """
 
 from __future__ import annotations
@@ -54,12 +57,13 @@ BOX_MORE: int = lib.UR_BOX_MORE
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator out, in C
 
 
+def _no_route(*args: int) -> None:
+    raise EngineClosed("engine broken: a CQE came before the backend gave its routes")
+
+
 class RingIO:
     """Owns one ring, its fixed-file table and the batch table.  Not
     thread-safe: the Engine calls it from its owner thread only."""
-
-    kind = "uring"
-    threadlets = 0  # they run on a pool of the Engine's, not here
 
     def __init__(
         self,
@@ -118,6 +122,10 @@ class RingIO:
         self._interrupted: tuple[int, int] | None = None
         self.in_flight = 0
         self.broken: str | None = None
+        # What the CQEs mean, given by the backend that owns this ring.
+        self.route_others: Callable[[int, int], None] = _no_route  # (user_data, res)
+        self.route_clean: Callable[[int, int, int], None] = _no_route  # (nc, nruns, done)
+        self.recover: Callable[[int, int], None] = _no_route  # (user_data, res)
 
     def _push(
         self,
@@ -215,7 +223,7 @@ class RingIO:
         marks each CQE taken before it routes it, so an exception (a
         KeyboardInterrupt from a signal handler, say) escaping from routing
         leaves the rest for the next call.  The execution whose CQE was
-        being routed then is recovered by ``_recover``."""
+        being routed then is recovered by ``recover``."""
         box = self._box
         if (
             box[BOX_OTHERS_DONE] < box[BOX_OTHERS]
@@ -245,11 +253,11 @@ class RingIO:
     def _route_inbox(self) -> None:
         """Route the CQEs in the inbox: the others first (they include the
         posted CQEs the clean endings after them look for), then the clean
-        endings, a run at a time (``_route_clean`` advances the box in the
+        endings, a run at a time (``route_clean`` advances the box in the
         same call-free step that posts a run's completions)."""
         if self._interrupted is not None:
             ud, res = self._interrupted
-            self._recover(ud, res)  # again, if an interrupt cuts it short too
+            self.recover(ud, res)  # again, if an interrupt cuts it short too
             self._interrupted = None
         box, uds, ress = self._box, self._uds, self._ress
         while box[BOX_OTHERS_DONE] < box[BOX_OTHERS]:
@@ -257,13 +265,13 @@ class RingIO:
             box[BOX_OTHERS_DONE] = i + 1  # taken before it is routed: never routed twice
             ud, res = uds[i], ress[i]
             try:
-                self._route_others(ud, res)
+                self.route_others(ud, res)
             except BaseException:
                 if self.broken is None:
                     self._interrupted = (ud, res)
                 raise
         if box[BOX_RUNS_DONE] < box[BOX_RUNS]:
-            self._route_clean(box[BOX_CLEAN], box[BOX_RUNS], box[BOX_RUNS_DONE])
+            self.route_clean(box[BOX_CLEAN], box[BOX_RUNS], box[BOX_RUNS_DONE])
             if box[BOX_RUNS_DONE] < box[BOX_RUNS]:
                 self._break("a run of clean endings was left unrouted")
 
@@ -352,13 +360,3 @@ class RingIO:
         if block is not None:
             b.scratch = None
             self._scratch[block.size].give(block)
-
-    # -- what the CQEs mean: the subclasses' ---------------------------------------
-    def _route_others(self, ud: int, res: int) -> None:
-        raise NotImplementedError
-
-    def _route_clean(self, nc: int, nruns: int, done: int) -> None:
-        raise NotImplementedError
-
-    def _recover(self, ud: int, res: int) -> None:
-        raise NotImplementedError

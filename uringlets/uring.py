@@ -28,7 +28,7 @@ from .errors import ParamError
 from .execution import Batch, ScratchBlock, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
-from .notify import Completion
+from .notify import Completion, NotificationRing
 from .plan import (
     UD_BATCH_MASK,
     UD_BATCH_SHIFT,
@@ -41,7 +41,7 @@ from .plan import (
     Plan,
 )
 from .program import Program
-from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE, LAST_CLEAR
+from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE, LAST_CLEAR, RingIO
 from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 
 lib = kernel.lib
@@ -74,12 +74,57 @@ def _clean_values(
     return values
 
 
-class UringBackend(PlanFollower):
-    """The io_uring engine's backend (``engine.Backend``)."""
+class UringBackend:
+    """The io_uring engine's backend (``engine.Backend``): ``io`` (a
+    ``RingIO``) owns the ring and every table; ``follow`` (a
+    ``PlanFollower`` over it) is the general path; this class starts
+    batches, finishes the clean endings and cancels and closes.  The ring's
+    routes are this object's ``_route_clean`` and the follower's."""
+
+    kind = "uring"
+    threadlets = 0  # they run on a pool of the Engine's, not here
+
+    def __init__(self, notify: NotificationRing, capacity: int, sq_entries: int) -> None:
+        self.io = io = RingIO(notify, capacity, sq_entries)
+        self.follow = follow = PlanFollower(io)
+        io.route_others, io.route_clean, io.recover = (
+            follow._route_others, self._route_clean, follow._recover,
+        )  # fmt: skip
+
+    # -- what the Engine reads of the ring ------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self.io.in_flight
+
+    @property
+    def broken(self) -> str | None:
+        return self.io.broken
+
+    @property
+    def nslots(self) -> int:
+        return self.io.nslots
+
+    @property
+    def sq_entries(self) -> int:
+        return self.io.sq_entries
+
+    @property
+    def setup_flags(self) -> int:
+        return self.io.setup_flags
+
+    @property
+    def dropped_flags(self) -> tuple[str, ...]:
+        return self.io.dropped_flags
+
+    def reap(self, min_complete: int, timeout_ns: int) -> bool:
+        return self.io.reap(min_complete, timeout_ns)
+
+    def fileno(self) -> int:
+        return self.io.fileno()
 
     # -- submission ------------------------------------------------------------
     def can_start(self, program: Program, n: int) -> bool:
-        return len(self._free_slots) >= n * program.plan.nslots
+        return len(self.io._free_slots) >= n * program.plan.nslots
 
     def start(
         self,
@@ -96,16 +141,16 @@ class UringBackend(PlanFollower):
         stay queued: the wait that follows submits them in the same system
         call.  Returns the executions' user_data bases."""
         plan = program.plan
-        box = self._box
+        box = self.io._box
         if (
             box[BOX_RUNS_DONE] < box[BOX_RUNS]
             or box[BOX_OTHERS_DONE] < box[BOX_OTHERS]
-            or self._interrupted is not None
+            or self.io._interrupted is not None
         ):
             # An interrupted reap left CQEs in the inbox: route them before a
             # table entry they name can be reused.
-            self._route_inbox()
-        whole, run_last, fast_low, columns = plan.launches.get(self.sq_entries) or self._launch(
+            self.io._route_inbox()
+        whole, run_last, fast_low, columns = plan.launches.get(self.io.sq_entries) or self._launch(
             plan
         )
         # Everything that can fail comes first and gives back what it took:
@@ -119,9 +164,9 @@ class UringBackend(PlanFollower):
         else:  # nothing differs between executions: every value is 0
             flat, scratch, slots, keep = None, None, _NO_SLOTS, None
         try:
-            index = self._free_batches[-1]
+            index = self.io._free_batches[-1]
             # never 0, so that no fast_ud is 0
-            generation = self._generations[index] % UD_GEN_MASK + 1
+            generation = self.io._generations[index] % UD_GEN_MASK + 1
             ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
             fast_ud = ud_base | fast_low if fast_low >= 0 else -1
             batch = Batch(
@@ -129,19 +174,19 @@ class UringBackend(PlanFollower):
                 run_last, fast_ud,
             )  # fmt: skip
             if whole:
-                values = self._zeros if flat is None else ffi.from_buffer("int64_t[]", flat)
+                values = self.io._zeros if flat is None else ffi.from_buffer("int64_t[]", flat)
         except BaseException:
             self._give_back(slots, scratch)
             raise
-        del self._free_batches[-1]
-        self._generations[index] = generation
+        del self.io._free_batches[-1]
+        self.io._generations[index] = generation
         if fast_ud >= 0:
-            self._fast[index] = fast_ud
-        self._batches[index] = batch
-        self.in_flight += n
+            self.io._fast[index] = fast_ud
+        self.io._batches[index] = batch
+        self.io.in_flight += n
         if whole:
             pushed = lib.ur_push(
-                self._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
+                self.io._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
                 values, n, n, LAST_CLEAR, ud_base, _K_STEP,
             )  # fmt: skip
             if pushed != n:  # the SQ ring is full: enter, then push the rest
@@ -153,25 +198,25 @@ class UringBackend(PlanFollower):
             k = 0
             try:
                 for k in range(n):
-                    self._advance(self._promote(batch, k), 0)
+                    self.follow._advance(self.follow._promote(batch, k), 0)
             except BaseException:
-                if self.broken is None:
-                    self._interrupted = (ud_base | k << UD_K_SHIFT, 0)
+                if self.io.broken is None:
+                    self.io._interrupted = (ud_base | k << UD_K_SHIFT, 0)
                     for rest in range(k + 1, n):
-                        ex = batch.slow.get(rest) or self._promote(batch, rest)
+                        ex = batch.slow.get(rest) or self.follow._promote(batch, rest)
                         ex.results = [None] * len(plan.atoms)
                         ex.cancelled = True
-                        self._finish(ex)
+                        self.follow._finish(ex)
                 raise
         if sink is None:
-            self._enter(0)
+            self.io._enter(0)
         return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
 
     def _push_rest(self, plan: Plan, values: Any, n: int, done: int, ud_base: int) -> None:
         """Push the first runs of executions ``done..n-1`` of a batch whose
         push found the SQ ring full (entering the kernel to make room)."""
-        self._enter(0)
-        self._push(
+        self.io._enter(0)
+        self.io._push(
             plan.images_c, plan.first_sqes, plan, values + done, n, n - done,
             ud_base + done * _K_STEP, _K_STEP,
         )  # fmt: skip
@@ -184,12 +229,12 @@ class UringBackend(PlanFollower):
         value columns (else every value is 0: no scratch, no slots, no
         parameters)."""
         first_sqes = plan.first_sqes
-        whole = 0 < first_sqes <= self.sq_entries
+        whole = 0 < first_sqes <= self.io.sq_entries
         run_last = plan.segments[0].last if whole else -1
         fast_low = run_last if whole and plan.clean is not None else -1
         columns = bool(plan.out_size or len(plan.value_defaults) > 1)
         launch = (whole, run_last, fast_low, columns)
-        plan.launches[self.sq_entries] = launch
+        plan.launches[self.io.sq_entries] = launch
         return launch
 
     def _columns(
@@ -270,21 +315,21 @@ class UringBackend(PlanFollower):
         scratch: ScratchBlock | None = None
         slots = _NO_SLOTS
         if plan.out_size:
-            pool = self._scratch.get(plan.scratch_size)
+            pool = self.io._scratch.get(plan.scratch_size)
             if pool is None:
-                pool = self._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
+                pool = self.io._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
             scratch = pool.take(n)
         if plan.nslots:
-            free_slots = self._free_slots
+            free_slots = self.io._free_slots
             slots = free_slots[-n * plan.nslots :]
             del free_slots[-n * plan.nslots :]
         return scratch, slots
 
     def _give_back(self, slots: Any, scratch: ScratchBlock | None) -> None:
         """Undo what ``_columns`` took for a batch that does not start."""
-        self._free_slots += slots
+        self.io._free_slots += slots
         if scratch is not None:
-            self._scratch[scratch.size].give(scratch)
+            self.io._scratch[scratch.size].give(scratch)
 
     @staticmethod
     def _bind(plan: Plan, params: Mapping[str, list[Any]], columns: list[Any]) -> Any:
@@ -328,24 +373,24 @@ class UringBackend(PlanFollower):
         of one batch at a time, from run ``done`` on (runs before it were
         finished by a call an exception interrupted).  Usually there is one
         run, in order of k, and only its results are read."""
-        batches, run_fields = self._batches, _RUN_FIELDS
+        batches, run_fields = self.io._batches, _RUN_FIELDS
         if nruns == 1:
-            bi, _, lo, hi, k0 = ffi.unpack(self._clean_runs, run_fields)
+            bi, _, lo, hi, k0 = ffi.unpack(self.io._clean_runs, run_fields)
             b = batches[bi]  # in the table when ur_reap_split matched its fast_ud
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self._box[BOX_RUNS_DONE] += 1
+                self.io._box[BOX_RUNS_DONE] += 1
                 return
-            ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self._clean_k, nc)
-            self._finish_clean(b, ks, ffi.unpack(self._clean_res, nc), lo, hi)
+            ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self.io._clean_k, nc)
+            self._finish_clean(b, ks, ffi.unpack(self.io._clean_res, nc), lo, hi)
             return
-        all_ks, all_ress = ffi.unpack(self._clean_k, nc), ffi.unpack(self._clean_res, nc)
-        runs = ffi.unpack(self._clean_runs, run_fields * nruns)
+        all_ks, all_ress = ffi.unpack(self.io._clean_k, nc), ffi.unpack(self.io._clean_res, nc)
+        runs = ffi.unpack(self.io._clean_runs, run_fields * nruns)
         for r in range(done * run_fields, run_fields * nruns, run_fields):
             bi, end, lo, hi, k0 = runs[r : r + run_fields]
             start = runs[r - run_fields + 1] if r else 0
             b = batches[bi]  # a batch of several runs stays until its last
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self._box[BOX_RUNS_DONE] += 1
+                self.io._box[BOX_RUNS_DONE] += 1
                 continue
             ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
             self._finish_clean(b, ks, all_ress[start:end], lo, hi)
@@ -362,7 +407,7 @@ class UringBackend(PlanFollower):
             # by the next reap; Execution.fast_taken keeps that harmless.)
             ks, rs, lo, hi = self._sift(b, clean, ks, ress, lo, hi)
             if not ks:
-                self._box[BOX_RUNS_DONE] += 1  # all of it took the general path
+                self.io._box[BOX_RUNS_DONE] += 1  # all of it took the general path
                 return
         else:
             rs = ress
@@ -380,7 +425,7 @@ class UringBackend(PlanFollower):
             completions = self._completions(b, clean, ks, rs, stopping, lo, hi)
         whole = n == b.n
         freed = b.slots if whole else self._slots_of(b, ks) if b.nslots else _NO_SLOTS
-        self._post(b, ks, completions, freed, False, True)
+        self.io._post(b, ks, completions, freed, False, True)
 
     def _slots_of(self, b: Batch, ks: Sequence[int]) -> Any:
         """The slots of executions ``ks`` of batch ``b``, as an int64 array."""
@@ -507,10 +552,10 @@ class UringBackend(PlanFollower):
                     ex.fast_taken = True  # taken before it is routed
                     ud = b.fast_ud | k << UD_K_SHIFT
                     try:
-                        self._route_one(b, ud, res)
+                        self.follow._route_one(b, ud, res)
                     except BaseException:
-                        if self.broken is None:
-                            self._interrupted = (ud, res)  # _recover, at the next reap
+                        if self.io.broken is None:
+                            self.io._interrupted = (ud, res)  # _recover, at the next reap
                         raise
             ks = list(compress(ks, stays))
             ress = list(compress(ress, stays))
@@ -519,13 +564,13 @@ class UringBackend(PlanFollower):
             if not all(posted):
                 for k, res, ok in zip(ks, ress, posted, strict=True):
                     if not ok:  # something failed: the general path
-                        ex = self._promote(b, k)
+                        ex = self.follow._promote(b, k)
                         ex.fast_taken = True
                         try:
-                            self._run_over(ex, clean.last.index, res)
+                            self.follow._run_over(ex, clean.last.index, res)
                         except BaseException:
-                            if self.broken is None:
-                                self._interrupted = (ex.ud | clean.last.index, res)
+                            if self.io.broken is None:
+                                self.io._interrupted = (ex.ud | clean.last.index, res)
                             raise
                 ks = list(compress(ks, posted))
                 ress = list(compress(ress, posted))
@@ -565,20 +610,20 @@ class UringBackend(PlanFollower):
     def cancel(self, ud: int) -> bool:
         """Ask the kernel to cancel the run in flight of execution ``ud``.
         Returns False if it is no longer in flight."""
-        b = self._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
+        b = self.io._batches[(ud >> UD_BATCH_SHIFT) & UD_BATCH_MASK]
         k = (ud >> UD_K_SHIFT) & UD_K_MASK
         if b is None or ud & ~UD_K_FIELD != b.ud_base or k >= b.n or b.done[k]:
             return False
-        self._cancel(b.slow.get(k) or self._promote(b, k))
-        self._enter(0)
+        self.follow._cancel(b.slow.get(k) or self.follow._promote(b, k))
+        self.io._enter(0)
         return True
 
     def _cancel_all(self) -> None:
-        for b in list(self._batches):
+        for b in list(self.io._batches):
             if b is not None:
                 for k in range(b.n):
                     if not b.done[k]:
-                        self._cancel(b.slow.get(k) or self._promote(b, k))
+                        self.follow._cancel(b.slow.get(k) or self.follow._promote(b, k))
 
     def close(self) -> None:
         """Cancel everything in flight, wait until the kernel has let go of
@@ -587,20 +632,20 @@ class UringBackend(PlanFollower):
         (an uninterruptible read, say) keeps this backend's memory: it is
         never freed under the kernel, and a ResourceWarning says so."""
         try:
-            if self.broken is None:
+            if self.io.broken is None:
                 self._cancel_all()
-                self._enter(0)
+                self.io._enter(0)
                 give_up = time.monotonic() + CLOSE_GIVE_UP
-                while self.in_flight and time.monotonic() < give_up:
-                    if not self.reap(1, 100_000_000):
+                while self.io.in_flight and time.monotonic() < give_up:
+                    if not self.io.reap(1, 100_000_000):
                         self._cancel_all()
-                        self._enter(0)
+                        self.io._enter(0)
         finally:
-            if self.in_flight:
-                self.abandon(f"{self.in_flight} executions still held by the kernel at close")
+            if self.io.in_flight:
+                self.abandon(f"{self.io.in_flight} executions still held by the kernel at close")
             else:
-                lib.ur_teardown(self._ring)
-            self._close_eventfd()
+                lib.ur_teardown(self.io._ring)
+            self.io._close_eventfd()
 
     def abandon(self, why: str) -> None:
         """Keep every buffer alive for good (the kernel may still write into
@@ -610,12 +655,12 @@ class UringBackend(PlanFollower):
         warnings.warn(
             f"uringlets: {why}; their buffers are kept alive", ResourceWarning, stacklevel=3
         )
-        if self._ring.fd >= 0:
-            os.close(self._ring.fd)
-            self._ring.fd = -1
+        if self.io._ring.fd >= 0:
+            os.close(self.io._ring.fd)
+            self.io._ring.fd = -1
 
     def forked(self) -> None:
         """In a forked child: the ring is the parent's.  Touch nothing (no
         cancel, no unmap, no close); the child's copy of the mappings goes
         with the child."""
-        self.broken = "the engine belongs to the process that made it (this is a fork)"
+        self.io.broken = "the engine belongs to the process that made it (this is a fork)"
