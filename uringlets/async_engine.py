@@ -80,7 +80,11 @@ class AsyncEngine:
     ) -> None:
         self._loop = asyncio.get_running_loop()  # RuntimeError outside a running loop
         self._engine = Engine(engine, capacity, sq_entries=sq_entries, workers=workers)
-        self._fd = self._engine.fileno()
+        try:
+            self._fd = self._engine.fileno()
+        except BaseException:
+            self._engine.close()
+            raise
         # {(program, deadline): [(params, ticket), ...]}: queued, not started
         self._queued: dict[_Key, list[_Queued]] = {}
         self._flush_armed = False
@@ -89,7 +93,11 @@ class AsyncEngine:
         self._drained = asyncio.Event()  # set when nothing is in flight (aclose)
         self._closed = False
         self._broken: BaseException | None = None
-        self._loop.add_reader(self._fd, self._drain)
+        try:
+            self._loop.add_reader(self._fd, self._drain)
+        except BaseException:
+            self._engine.close()
+            raise
 
     # -- what the Engine says -----------------------------------------------------
     @property
