@@ -140,19 +140,18 @@ class UringBackend:
         once.  With a ``sink`` (``Engine.run``, which waits next) the SQEs
         stay queued: the wait that follows submits them in the same system
         call.  Returns the executions' user_data bases."""
+        io = self.io
         plan = program.plan
-        box = self.io._box
+        box = io._box
         if (
             box[BOX_RUNS_DONE] < box[BOX_RUNS]
             or box[BOX_OTHERS_DONE] < box[BOX_OTHERS]
-            or self.io._interrupted is not None
+            or io._interrupted is not None
         ):
             # An interrupted reap left CQEs in the inbox: route them before a
             # table entry they name can be reused.
-            self.io._route_inbox()
-        whole, run_last, fast_low, columns = plan.launches.get(self.io.sq_entries) or self._launch(
-            plan
-        )
+            io._route_inbox()
+        whole, run_last, fast_low, columns = plan.launches.get(io.sq_entries) or self._launch(plan)
         # Everything that can fail comes first and gives back what it took:
         # the columns take slots and scratch (``_columns``), the batch
         # record is made; then the commit, with no call in it; then the
@@ -164,9 +163,9 @@ class UringBackend:
         else:  # nothing differs between executions: every value is 0
             flat, scratch, slots, keep = None, None, _NO_SLOTS, None
         try:
-            index = self.io._free_batches[-1]
+            index = io._free_batches[-1]
             # never 0, so that no fast_ud is 0
-            generation = self.io._generations[index] % UD_GEN_MASK + 1
+            generation = io._generations[index] % UD_GEN_MASK + 1
             ud_base = generation << UD_GEN_SHIFT | index << UD_BATCH_SHIFT
             fast_ud = ud_base | fast_low if fast_low >= 0 else -1
             batch = Batch(
@@ -174,19 +173,19 @@ class UringBackend:
                 run_last, fast_ud,
             )  # fmt: skip
             if whole:
-                values = self.io._zeros if flat is None else ffi.from_buffer("int64_t[]", flat)
+                values = io._zeros if flat is None else ffi.from_buffer("int64_t[]", flat)
         except BaseException:
             self._give_back(slots, scratch)
             raise
-        del self.io._free_batches[-1]
-        self.io._generations[index] = generation
+        del io._free_batches[-1]
+        io._generations[index] = generation
         if fast_ud >= 0:
-            self.io._fast[index] = fast_ud
-        self.io._batches[index] = batch
-        self.io.in_flight += n
+            io._fast[index] = fast_ud
+        io._batches[index] = batch
+        io.in_flight += n
         if whole:
             pushed = lib.ur_push(
-                self.io._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
+                io._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
                 values, n, n, LAST_CLEAR, ud_base, _K_STEP,
             )  # fmt: skip
             if pushed != n:  # the SQ ring is full: enter, then push the rest
@@ -200,8 +199,8 @@ class UringBackend:
                 for k in range(n):
                     self.follow._advance(self.follow._promote(batch, k), 0)
             except BaseException:
-                if self.io.broken is None:
-                    self.io._interrupted = (ud_base | k << UD_K_SHIFT, 0)
+                if io.broken is None:
+                    io._interrupted = (ud_base | k << UD_K_SHIFT, 0)
                     for rest in range(k + 1, n):
                         ex = batch.slow.get(rest) or self.follow._promote(batch, rest)
                         ex.results = [None] * len(plan.atoms)
@@ -209,7 +208,7 @@ class UringBackend:
                         self.follow._finish(ex)
                 raise
         if sink is None:
-            self.io._enter(0)
+            io._enter(0)
         return range(ud_base, ud_base + n * _K_STEP, _K_STEP)
 
     def _push_rest(self, plan: Plan, values: Any, n: int, done: int, ud_base: int) -> None:
@@ -290,12 +289,9 @@ class UringBackend:
         if nslots:
             flat[1 : 1 + nslots] = slots
         try:
-            keep = None
             for use in plan.params:
                 value = params[use.name][0]
-                if use.kind == "path":
-                    flat[use.value] = lib.ur_address(value)
-                elif use.kind == "data":
+                if use.kind in ("path", "data"):  # bytes: ``params`` keeps them
                     flat[use.value] = lib.ur_address(value)
                     if use.length_value is not None:
                         flat[use.length_value] = len(value)
@@ -306,21 +302,22 @@ class UringBackend:
         except BaseException:
             self._give_back(slots, scratch)
             raise
-        return flat, scratch, slots, keep
+        return flat, scratch, slots, None  # nothing to keep beyond ``params``
 
     def _take(self, plan: Plan, n: int) -> tuple[ScratchBlock | None, Any]:
         """The scratch block (None: the plan writes nothing) and the slots
         (an int64 array, ``plan.nslots`` per execution) of a batch of ``n``;
         ``_give_back`` returns them if the batch does not start."""
+        io = self.io
         scratch: ScratchBlock | None = None
         slots = _NO_SLOTS
         if plan.out_size:
-            pool = self.io._scratch.get(plan.scratch_size)
+            pool = io._scratch.get(plan.scratch_size)
             if pool is None:
-                pool = self.io._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
+                pool = io._scratch[plan.scratch_size] = ScratchPool(plan.scratch_size)
             scratch = pool.take(n)
         if plan.nslots:
-            free_slots = self.io._free_slots
+            free_slots = io._free_slots
             slots = free_slots[-n * plan.nslots :]
             del free_slots[-n * plan.nslots :]
         return scratch, slots
@@ -373,24 +370,25 @@ class UringBackend:
         of one batch at a time, from run ``done`` on (runs before it were
         finished by a call an exception interrupted).  Usually there is one
         run, in order of k, and only its results are read."""
-        batches, run_fields = self.io._batches, _RUN_FIELDS
+        io = self.io
+        batches, run_fields = io._batches, _RUN_FIELDS
         if nruns == 1:
-            bi, _, lo, hi, k0 = ffi.unpack(self.io._clean_runs, run_fields)
+            bi, _, lo, hi, k0 = ffi.unpack(io._clean_runs, run_fields)
             b = batches[bi]  # in the table when ur_reap_split matched its fast_ud
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self.io._box[BOX_RUNS_DONE] += 1
+                io._box[BOX_RUNS_DONE] += 1
                 return
-            ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(self.io._clean_k, nc)
-            self._finish_clean(b, ks, ffi.unpack(self.io._clean_res, nc), lo, hi)
+            ks: Sequence[int] = range(k0, k0 + nc) if k0 >= 0 else ffi.unpack(io._clean_k, nc)
+            self._finish_clean(b, ks, ffi.unpack(io._clean_res, nc), lo, hi)
             return
-        all_ks, all_ress = ffi.unpack(self.io._clean_k, nc), ffi.unpack(self.io._clean_res, nc)
-        runs = ffi.unpack(self.io._clean_runs, run_fields * nruns)
+        all_ks, all_ress = ffi.unpack(io._clean_k, nc), ffi.unpack(io._clean_res, nc)
+        runs = ffi.unpack(io._clean_runs, run_fields * nruns)
         for r in range(done * run_fields, run_fields * nruns, run_fields):
             bi, end, lo, hi, k0 = runs[r : r + run_fields]
             start = runs[r - run_fields + 1] if r else 0
             b = batches[bi]  # a batch of several runs stays until its last
             if b is None:  # since finished by _recover (an interrupt cut routing short)
-                self.io._box[BOX_RUNS_DONE] += 1
+                io._box[BOX_RUNS_DONE] += 1
                 continue
             ks = range(k0, k0 + end - start) if k0 >= 0 else all_ks[start:end]
             self._finish_clean(b, ks, all_ress[start:end], lo, hi)
