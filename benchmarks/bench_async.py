@@ -13,6 +13,10 @@ tcp5-async-LOOP   64 tasks, each awaiting LOOPS eng.run(socket+connect+send+recv
                   in turn, against benchmarks/c/echo_server (as tcp5-asyncio)
 rr-async-LOOP     64 tasks, one per connected socket, each awaiting LOOPS
                   eng.run(send+recv, fd=...) in turn (as rr-asyncio)
+rr-bare-LOOP      the same requests through the least glue any asyncio door over
+                  Engine needs: a future as each execution's tag, one submit_many
+                  per loop iteration, a reader that sets results; no tickets, no
+                  cancellation, no retagging (the floor of AsyncEngine's design)
 file3-async-LOOP  64 tasks sharing the 2,000 warm files, each awaiting
                   eng.run(openat+read 4 KiB+close, path=...) in turn
 file3-executor-LOOP  the same 64 tasks, each awaiting loop.run_in_executor(None,
@@ -133,6 +137,53 @@ def time_rr_async(loops: int, kind: str) -> float:
     prog, got = bench_net.rr()
     fds = [s.fileno() for s in bench_net.rr_sockets(True)]
     return per_connection(f"rr-async-{kind}", loops, kind, prog, got, wl.MESSAGE, fds)
+
+
+def time_rr_bare(loops: int, kind: str) -> float:
+    """rr through the least glue over ``Engine`` (see the module docstring)."""
+    prog, got = bench_net.rr()
+    fds = [s.fileno() for s in bench_net.rr_sockets(True)]
+    loop, aeng = loop_and_engine(kind)
+    eng = aeng._engine  # the AsyncEngine's reader stays; its drains find nothing of ours
+    submit_many, wait = eng.submit_many, eng.wait
+    queued: list[tuple[dict[str, int], asyncio.Future[ul.Completion]]] = []
+    errors = bench_net.Errors(f"rr-bare-{kind}")
+
+    def drain() -> None:
+        for c in wait(0):
+            c.tag.set_result(c)
+
+    def flush() -> None:
+        batch = queued[:]
+        queued.clear()
+        submit_many(prog, params=[p for p, _ in batch], tags=[f for _, f in batch], block=False)
+        drain()
+
+    def run(fd: int) -> asyncio.Future[ul.Completion]:
+        future = loop.create_future()
+        if not queued:
+            loop.call_soon(flush)
+        queued.append(({"fd": fd}, future))
+        return future
+
+    async def task(fd: int) -> None:
+        for _ in range(loops):
+            c = await run(fd)
+            if not c.ok or c[got] != wl.MESSAGE:
+                errors.add(c)
+
+    async def main(_: Any) -> None:
+        await asyncio.gather(*(task(fd) for fd in fds))
+
+    loop.remove_reader(aeng._fd)
+    loop.add_reader(aeng._fd, drain)
+    try:
+        elapsed = timed(kind, main)
+    finally:
+        loop.remove_reader(aeng._fd)
+        loop.add_reader(aeng._fd, aeng._drain)
+    errors.check(loops * len(fds))
+    return elapsed
 
 
 def _file_tasks(
@@ -327,6 +378,7 @@ def time_call_executor(loops: int, kind: str) -> float:
 KINDS: dict[str, tuple[Callable[..., float], int, str]] = {
     "tcp5-async": (time_tcp5_async, BATCH, "request"),
     "rr-async": (time_rr_async, BATCH, "request"),
+    "rr-bare": (time_rr_bare, BATCH, "request"),
     "file3-async": (time_file3_async, wl.NFILES, "file"),
     "file3-executor": (time_file3_executor, wl.NFILES, "file"),
     "file3-aiofiles": (time_file3_aiofiles, wl.NFILES, "file"),
