@@ -7,6 +7,13 @@ rule), ``compile()`` it once into a ``Program``, and submit it to an
 
 from .async_engine import AsyncEngine
 from .atoms import MAX_ATOMS
+from .atoms.files import (
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
+)
 from .engine import Engine, Handle, Handles
 from .errors import EngineClosed, ParamError, RingFull, TranslateError
 from .kernel import KernelFeatures, probe
@@ -26,6 +33,11 @@ from .syslet import (
 __all__ = [
     "MAX_ATOMS",
     "NEVER_STOP",
+    "RESOLVE_BENEATH",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
     "STOP_ON_NEGATIVE",
     "STOP_ON_NONZERO",
     "STOP_ON_NON_POSITIVE",

@@ -168,14 +168,17 @@ class AtomWriter:
         else:
             self.set("fd", value)
 
-    def new_descriptor(self, field: str, cloexec: int) -> None:
+    def new_descriptor(self, field: str | None, cloexec: int) -> bool:
         if self.index in self.layout.slot_of:
             # A direct descriptor is in no fd table: the kernel refuses a
             # close-on-exec flag for it (-EINVAL).
-            self._and_not(field, cloexec)
+            if field is not None:
+                self._and_not(field, cloexec)
             self._patch("file_index", V_SLOTS + self.layout.slot_of[self.index], addend=1)
-        else:
+            return True
+        if field is not None:
             self._or(field, cloexec)  # a real fd: close-on-exec, as Python makes them
+        return False
 
     def path(self, field: str, value: Any) -> None:
         if isinstance(value, Param):

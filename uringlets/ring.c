@@ -554,3 +554,12 @@ int64_t ur_address(const char *bytes)
 {
     return (int64_t)(intptr_t)bytes;
 }
+
+/* Returns the new descriptor, or -errno.  The struct is the kernel's
+ * open_how (flags, mode, resolve: three u64, in that order). */
+int ur_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve)
+{
+    uint64_t how[3] = {flags, mode, resolve};
+    long fd = syscall(SYS_openat2, dirfd, path, how, sizeof how);
+    return fd < 0 ? -errno : (int)fd;
+}

@@ -113,3 +113,7 @@ unsigned ur_sq_flags(struct ur_ring *ring);
 long ur_string_starts(const char *blob, size_t len, int64_t base,
                       int64_t *starts, long n);
 int64_t ur_address(const char *bytes);
+
+/* openat2(2), which libc does not wrap: the blocking equivalent of
+ * IORING_OP_OPENAT2 (the thread engine, userspace steps) */
+int ur_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);

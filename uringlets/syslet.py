@@ -150,6 +150,26 @@ class Syslet:
             "openat", stop, {"path": path, "flags": flags, "mode": mode, "dir_fd": dir_fd}
         )
 
+    def openat2(
+        self,
+        path: Any,
+        flags: int = os.O_RDONLY,
+        mode: Any = 0,
+        *,
+        resolve: int = 0,
+        dir_fd: int | None = None,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:
+        """openat2(2): ``openat`` with ``RESOLVE_*`` rules (``resolve``,
+        e.g. ``ul.RESOLVE_BENEATH``: the path may not leave ``dir_fd``);
+        result 0, the descriptor is the Ref.  Unknown flags are refused
+        (EINVAL), and ``mode`` must be 0 unless ``flags`` create a file."""
+        return self._add(
+            "openat2",
+            stop,
+            {"path": path, "flags": flags, "mode": mode, "resolve": resolve, "dir_fd": dir_fd},
+        )
+
     def close(self, fd: Any, *, stop: int = STOP_ON_NEGATIVE) -> Ref:
         """``os.close(fd)``."""
         return self._add("close", stop, {"fd": fd})

@@ -1,4 +1,4 @@
-"""File-system ops of the catalogue: nop, openat, close, read, write, fsync,
+"""File-system ops of the catalogue: nop, openat, openat2, close, read, write, fsync,
 statx, fstat, unlinkat, mkdirat, renameat, timeout."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._ring import lib
 from .base import (
     AT_FDCWD,
     AT_REMOVEDIR,
@@ -100,6 +101,37 @@ def _prep_openat(w: SqeWriter, a: Mapping[str, Any]) -> None:
 
 def _call_openat(a: Mapping[str, Any]) -> int:
     return os.open(a["path"], a["flags"], a["mode"], dir_fd=a["dir_fd"])
+
+
+# struct open_how (linux/openat2.h): flags, mode, resolve, three __u64
+_OPEN_HOW = struct.Struct("=QQQ")
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+_RESOLVE_ALL = 0x3F  # (and RESOLVE_CACHED, 0x20)
+
+
+def _prep_openat2(w: SqeWriter, a: Mapping[str, Any]) -> None:
+    w.set("fd", _dirfd(a["dir_fd"]))
+    w.path("addr", a["path"])
+    w.set("len", _OPEN_HOW.size)
+    direct = w.new_descriptor(None, os.O_CLOEXEC)
+    flags = a["flags"] | (0 if direct else os.O_CLOEXEC)
+    # SQE addr2 (the bytes of "off") points at the open_how, which the
+    # kernel copies at prep: a constant of the program, kept by its plan.
+    w.const_buffer("off", _OPEN_HOW.pack(flags, a["mode"], a["resolve"]))
+
+
+def _call_openat2(a: Mapping[str, Any]) -> int:
+    path = a["path"]
+    fd = lib.ur_openat2(
+        _dirfd(a["dir_fd"]), path, a["flags"] | os.O_CLOEXEC, a["mode"], a["resolve"]
+    )
+    if fd < 0:
+        raise OSError(-fd, os.strerror(-fd), os.fsdecode(path))
+    return int(fd)
 
 
 def _prep_close(w: SqeWriter, a: Mapping[str, Any]) -> None:
@@ -241,6 +273,23 @@ OPS: tuple[Op, ...] = (
         _call_openat,
         "OPENAT",
         _prep_openat,
+        opens_files=True,
+    ),
+    # openat2(2): open with RESOLVE_* rules (RESOLVE_BENEATH keeps the
+    # path under dir_fd); the mode must be 0 unless flags create a file.
+    Op(
+        "openat2",
+        (
+            Arg("path", "path"),
+            Arg("flags", "flags", fits=(U32, C_INT)),
+            Arg("mode", "int", 0, fits=(U32, C_INT)),
+            Arg("resolve", "flags", 0, fits=(U32, C_INT)),
+            _DIR_FD,
+        ),
+        FD,
+        _call_openat2,
+        "OPENAT2",
+        _prep_openat2,
         opens_files=True,
     ),
     Op(

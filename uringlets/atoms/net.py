@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -146,14 +147,40 @@ def _call_accept(a: Mapping[str, Any]) -> int:
         return conn.detach()
 
 
+# One lock per listening descriptor number: of the threads that one
+# connection wakes, only the one holding it may accept, after checking that
+# the connection is still there; the others wait again.
+_ACCEPT_LOCKS: dict[int, threading.Lock] = {}
+_ACCEPT_LOCKS_GUARD = threading.Lock()
+
+
 def _accept_interruptible(a: Mapping[str, Any], wait: Callable[[int, int], int]) -> int:
     """accept() that a cancel or a timeout can interrupt.  An interrupted wait
     is an error (OSError: ETIME or ECANCELED), never a result without a
-    descriptor: the caller would take the missing descriptor for one."""
-    err = wait(a["fd"], select.POLLIN)
-    if err:
-        raise OSError(err, os.strerror(err))
-    return _call_accept(a)
+    descriptor: the caller would take the missing descriptor for one.
+
+    Several executions may accept on one listener: a connection makes all
+    their polls ready, and a plain accept() by each would leave all but one
+    blocked where no cancel reaches them.  So the accept is made only under
+    the listener's lock and only while a connection is still pending (the
+    descriptor's blocking mode, which the listener's other users share, is
+    left alone)."""
+    fd = a["fd"]
+    with _ACCEPT_LOCKS_GUARD:
+        lock = _ACCEPT_LOCKS.setdefault(fd, threading.Lock())
+    while True:
+        err = wait(fd, select.POLLIN)
+        if err:
+            raise OSError(err, os.strerror(err))
+        if not lock.acquire(timeout=0.05):
+            continue  # another thread is accepting: wait (interruptibly) again
+        try:
+            still = select.poll()
+            still.register(fd, select.POLLIN)
+            if still.poll(0):
+                return _call_accept(a)
+        finally:
+            lock.release()
 
 
 # -- send, recv ------------------------------------------------------------------------
