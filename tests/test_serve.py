@@ -24,6 +24,8 @@ from pathlib import Path
 import h11
 import pytest
 
+import uringlets as ul
+
 TESTS = Path(__file__).resolve().parent
 SECRET = b"outside the served directory\n"
 
@@ -105,8 +107,10 @@ def served(request: pytest.FixtureRequest, tree: Path) -> Iterator[Served]:
     s = start(tree, request.param)
     if request.param == "seccomp":
         assert s.announce.startswith("engine threads (") and "EPERM" in s.announce
+    elif request.param == "uring":  # its ring runs the server's programs only
+        assert s.announce == "engine uring, restricted ring"
     else:
-        assert s.announce == f"engine {request.param}"
+        assert s.announce == "engine threads"
     yield s
     stop(s)
 
@@ -401,3 +405,17 @@ def test_a_response_under_way_finishes_at_a_stop(tree: Path) -> None:
     _, err = s.proc.communicate(timeout=15)
     assert s.proc.returncode == 0, err.decode()
     assert data.endswith((tree / "big.bin").read_bytes())
+
+
+def test_the_servers_ring_runs_its_programs_only(tree: Path) -> None:
+    from uringlets.serve import Server
+
+    with Server(tree, port=0, engine="uring") as server:
+        assert server.engine.restricted_in_kernel
+        s = ul.Syslet()
+        s.unlinkat(b"/nonexistent")
+        with pytest.raises(ul.TranslateError, match=r"atom 0 \(unlinkat\).*not allowed"):
+            server.engine.run(s.compile())
+        # (a reply shape compiled on demand uses the same ops: allowed)
+        reply = server.programs.reply(12345, "close")
+        server.engine._restriction.check(reply.program)  # type: ignore[union-attr]

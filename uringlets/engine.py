@@ -31,13 +31,14 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, Protocol, overload
 
 from . import kernel
 from .errors import EngineClosed, RingFull
 from .notify import Completion, NotificationRing
 from .program import Program
+from .restrict import Restriction
 from .threads import ThreadsBackend
 from .uring import UringBackend
 
@@ -193,8 +194,11 @@ class Engine:
     ``URINGLETS_ENGINE`` environment variable overrides ``"auto"``.
     ``capacity`` bounds the executions in flight (see the module
     docstring).  ``sq_entries`` sizes the io_uring submission ring, ``workers``
-    the thread pool.  Every method must be called from the thread that made
-    the engine."""
+    the thread pool.  ``restrict``: the programs this engine may run
+    (restrict.py): any program using another op is refused at submit
+    (``TranslateError``), and on io_uring the ring itself allows only their
+    SQEs (``restricted_in_kernel``).  Every method must be called from the
+    thread that made the engine."""
 
     def __init__(
         self,
@@ -203,6 +207,7 @@ class Engine:
         *,
         sq_entries: int = 256,
         workers: int | None = None,
+        restrict: Iterable[Program] | None = None,
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive int, not {capacity!r}")
@@ -213,7 +218,9 @@ class Engine:
         self._closed = False
         self._deadlines: list[tuple[float, int]] = []  # heap of (monotonic time, execution id)
         self.fallback_reason: str | None = None
+        self.restricted_in_kernel = False  # the ring itself refuses other SQEs
         self._workers = workers
+        self._restriction = None if restrict is None else Restriction.of(restrict, kernel.probe())
         self._backend: Backend = self._choose(engine, capacity, sq_entries, workers)
         self.kind: str = self._backend.kind
         # The cachemiss threads that run threadlets: the thread engine's own,
@@ -241,8 +248,13 @@ class Engine:
         if choice in ("auto", "uring"):
             features = kernel.probe()
             if features.available:
+                restriction = self._restriction
+                if restriction is not None and "RESTRICTIONS" not in features.extras:
+                    restriction = None  # (checked at submit only: restricted_in_kernel False)
                 try:
-                    return UringBackend(self._notify, capacity, sq_entries)
+                    backend = UringBackend(self._notify, capacity, sq_entries, restriction)
+                    self.restricted_in_kernel = restriction is not None
+                    return backend
                 except OSError as exc:
                     if choice == "uring" or exc.errno not in kernel.UNAVAILABLE_ERRNOS:
                         raise
@@ -381,6 +393,9 @@ class Engine:
             self._refuse()
         if not isinstance(program, Program):
             raise TypeError(f"expected a Program (Syslet.compile()), got {program!r}")
+        restriction = self._restriction
+        if restriction is not None and program not in restriction.permitted:
+            restriction.check(program)
         if deadline is not None and (
             isinstance(deadline, bool)
             or not isinstance(deadline, (int, float))

@@ -40,6 +40,8 @@ _SETUP_FLAGS: tuple[tuple[str, int], ...] = (
 # Catalogue kernel ops that are a sub-command of an opcode (probed by trying):
 # {name: the opcode}.
 EXTRA_OPS = {"URING_CMD_SETSOCKOPT": "URING_CMD"}
+# Capabilities probed that are not ops: ``KernelFeatures.extras`` also holds
+# "RESTRICTIONS" (rings can be restricted, 5.10).
 
 
 def opcode(name: str) -> int:
@@ -85,8 +87,12 @@ class KernelFeatures:
         return replace(self, forced_missing=self.forced_missing | frozenset(names))
 
 
-def setup_ring(entries: int, cq_entries: int = 0) -> tuple[Any, int, tuple[str, ...]]:
-    """Create a ring, giving up flags the kernel refuses.
+def setup_ring(
+    entries: int, cq_entries: int = 0, *, disabled: bool = False
+) -> tuple[Any, int, tuple[str, ...]]:
+    """Create a ring, giving up flags the kernel refuses; ``disabled``: with
+    IORING_SETUP_R_DISABLED, which is never given up (the caller registers
+    restrictions, then enables it).
 
     Returns ``(ring, flags, dropped)``: the ``struct ur_ring *`` (owned by the
     caller, released with ``lib.ur_teardown``), the setup flags it has, and
@@ -96,7 +102,7 @@ def setup_ring(entries: int, cq_entries: int = 0) -> tuple[Any, int, tuple[str, 
     wanted = list(_SETUP_FLAGS)
     dropped: list[str] = []
     while True:
-        flags = 0
+        flags = lib.IORING_SETUP_R_DISABLED if disabled else 0
         for _, bit in wanted:
             flags |= bit
         err = lib.ur_setup(ring, entries, cq_entries, flags)
@@ -127,6 +133,8 @@ def probe() -> KernelFeatures:
         extras = set()
         if opcode("URING_CMD") in ops and _try_setsockopt(ring):
             extras.add("URING_CMD_SETSOCKOPT")
+        if _try_restrictions():
+            extras.add("RESTRICTIONS")
         return KernelFeatures(
             available=True,
             ops=ops,
@@ -135,6 +143,20 @@ def probe() -> KernelFeatures:
             features=int(ring.features),
             extras=frozenset(extras),
         )
+    finally:
+        lib.ur_teardown(ring)
+
+
+def _try_restrictions() -> bool:
+    """Whether rings can be restricted (IORING_REGISTER_RESTRICTIONS, 5.10):
+    a disabled ring restricted to NOP, then enabled."""
+    try:
+        ring, _, _ = setup_ring(2, disabled=True)
+    except OSError:
+        return False
+    try:
+        ops = ffi.new("uint8_t[]", [opcode("NOP")])
+        return bool(lib.ur_restrict(ring, ops, 1, 0) == 0)
     finally:
         lib.ur_teardown(ring)
 

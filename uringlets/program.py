@@ -51,7 +51,7 @@ class Program:
     builder handed out, one per atom: a completion knows its values by them
     (``Completion.__getitem__``), so a Ref of another syslet never matches."""
 
-    __slots__ = ("atoms", "exports", "param_kinds", "param_uses", "plan", "refs")
+    __slots__ = ("__weakref__", "atoms", "exports", "param_kinds", "param_uses", "plan", "refs")
 
     def __init__(
         self, atoms: tuple[Atom, ...], refs: tuple[Ref, ...], exports: tuple[int, ...], plan: Plan
@@ -150,6 +150,11 @@ class Program:
                     f"; treated as missing: {', '.join(sorted(feats.forced_missing))}"
                     if feats.forced_missing
                     else ""
+                )
+                + (
+                    "; restricted rings: yes"
+                    if "RESTRICTIONS" in feats.extras
+                    else "; restricted rings: no (Engine(restrict=...) checks at submit only)"
                 )
             )
         else:

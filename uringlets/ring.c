@@ -555,6 +555,40 @@ int64_t ur_address(const char *bytes)
     return (int64_t)(intptr_t)bytes;
 }
 
+/* The restrictions: one entry per allowed SQE opcode, the allowed SQE flags,
+ * and the register opcodes this file issues on a live ring (closing slots,
+ * the eventfd); everything else is refused by the kernel (-EACCES) once the
+ * ring is enabled.  Registering is possible only while the ring is disabled
+ * (IORING_SETUP_R_DISABLED), once. */
+int ur_restrict(struct ur_ring *ring, const uint8_t *sqe_ops, unsigned nops, uint8_t sqe_flags)
+{
+    static const uint8_t register_ops[] = {
+        IORING_REGISTER_FILES_UPDATE, IORING_REGISTER_EVENTFD, IORING_UNREGISTER_EVENTFD,
+    };
+    unsigned nreg = sizeof register_ops / sizeof register_ops[0];
+    struct io_uring_restriction res[256 + 8];
+    unsigned i, n = 0;
+    int err;
+
+    if (nops > 256)
+        return -EINVAL;
+    memset(res, 0, sizeof res);
+    for (i = 0; i < nops; i++) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = sqe_ops[i];
+    }
+    for (i = 0; i < nreg; i++) {
+        res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+        res[n++].register_op = register_ops[i];
+    }
+    res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[n++].sqe_flags = sqe_flags;
+    err = sys_register(ring->fd, IORING_REGISTER_RESTRICTIONS, res, n);
+    if (err < 0)
+        return err;
+    return sys_register(ring->fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+}
+
 /* Returns the new descriptor, or -errno.  The struct is the kernel's
  * open_how (flags, mode, resolve: three u64, in that order). */
 int ur_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve)

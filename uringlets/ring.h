@@ -114,6 +114,11 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
                       int64_t *starts, long n);
 int64_t ur_address(const char *bytes);
 
+/* Restrict a ring created with IORING_SETUP_R_DISABLED to these SQE
+ * opcodes and flags (and the register opcodes ring.c itself uses), then
+ * enable it.  0 or -errno. */
+int ur_restrict(struct ur_ring *ring, const uint8_t *sqe_ops, unsigned nops, uint8_t sqe_flags);
+
 /* openat2(2), which libc does not wrap: the blocking equivalent of
  * IORING_OP_OPENAT2 (the thread engine, userspace steps) */
 int ur_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import setitem
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import kernel
 from .errors import EngineClosed
@@ -43,6 +43,9 @@ from .plan import (
     MAX_CAPACITY,
     Plan,
 )
+
+if TYPE_CHECKING:
+    from .restrict import Restriction
 
 lib = kernel.lib
 LAST_CLEAR = lib.IOSQE_IO_LINK | lib.IOSQE_IO_HARDLINK | lib.IOSQE_CQE_SKIP_SUCCESS
@@ -70,6 +73,7 @@ class RingIO:
         notify: NotificationRing,
         capacity: int,
         sq_entries: int,
+        restriction: Restriction | None = None,
     ) -> None:
         if capacity > MAX_CAPACITY:
             raise ValueError(f"capacity is at most {MAX_CAPACITY}")
@@ -77,7 +81,7 @@ class RingIO:
         cq_entries = 1 << max(capacity * 2, sq_entries * 2, 16).bit_length()
         # at least 2: an atom and its LINK_TIMEOUT go into the ring together
         self._ring, self.setup_flags, self.dropped_flags = kernel.setup_ring(
-            max(2, sq_entries), min(cq_entries, 65536)
+            max(2, sq_entries), min(cq_entries, 65536), disabled=restriction is not None
         )
         ring = self._ring
         self.sq_entries = int(ring.sq_entries)
@@ -85,6 +89,8 @@ class RingIO:
         nslots = max(16, min(capacity * 4, soft_nofile, 65536))
         try:
             check_ret(lib.ur_register_sparse_files(ring, nslots), "register files")
+            if restriction is not None:  # registered while disabled, then enabled
+                restriction.register(ring)
         except OSError:
             lib.ur_teardown(ring)
             raise

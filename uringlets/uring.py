@@ -41,6 +41,7 @@ from .plan import (
     Plan,
 )
 from .program import Program
+from .restrict import Restriction
 from .ringio import BOX_OTHERS, BOX_OTHERS_DONE, BOX_RUNS, BOX_RUNS_DONE, LAST_CLEAR, RingIO
 from .syslet import STOP_ON_NEGATIVE, stop_holds, stop_holds_for_any
 
@@ -84,8 +85,14 @@ class UringBackend:
     kind = "uring"
     threadlets = 0  # they run on a pool of the Engine's, not here
 
-    def __init__(self, notify: NotificationRing, capacity: int, sq_entries: int) -> None:
-        self.io = io = RingIO(notify, capacity, sq_entries)
+    def __init__(
+        self,
+        notify: NotificationRing,
+        capacity: int,
+        sq_entries: int,
+        restriction: Restriction | None = None,
+    ) -> None:
+        self.io = io = RingIO(notify, capacity, sq_entries, restriction)
         self.follow = follow = PlanFollower(io)
         io.route_others, io.route_clean, io.recover = (
             follow._route_others, self._route_clean, follow._recover,

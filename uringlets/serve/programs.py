@@ -103,6 +103,13 @@ class Programs:
         s.close(Param("conn"))
         self.close = s.compile()
 
+    def every_shape(self) -> list[Program]:
+        """One program of each kind this server runs (with every op and SQE
+        flag any reply uses): what its engine is restricted to."""
+        replies = [self.reply(1, ending) for ending in ENDINGS]
+        replies += [self.reply(0, "recv"), self.reply(1, "none", head=False)]
+        return [self.accept, self.recv, self.open, self.close, *(r.program for r in replies)]
+
     def reply(self, body_length: int, ending: str, *, head: bool = True) -> Reply:
         """The reply shape for a file body of ``body_length`` bytes (0: the
         head, and any body made in Python, in one send) and ``ending``.

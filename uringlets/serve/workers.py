@@ -127,9 +127,12 @@ def _announce(
         return
     if server is not None:
         address = server.address
-        engine = server.engine.kind
-        why = server.engine.fallback_reason
-        how = f"engine {engine}" + (f" ({why})" if why else "")
+        engine = server.engine
+        how = f"engine {engine.kind}"
+        if engine.restricted_in_kernel:
+            how += ", restricted ring"
+        if engine.fallback_reason:
+            how += f" ({engine.fallback_reason})"
     else:
         how = f"{workers} workers"
     assert address is not None
