@@ -10,6 +10,8 @@ packages=(gcc python3-dev python3-venv linux-libc-dev)
 if [[ "$extras" == *test* ]]; then
     # real peers for the network tests
     packages+=(redis-server redis-tools memcached curl)
+    # clients of the static server: a load generator and a real browser
+    packages+=(wrk chromium)
 fi
 if [[ "$extras" == *bench* ]]; then
     # the C liburing reference, syscall accounting and profiles

@@ -14,9 +14,12 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,37 @@ import uringlets as ul
 
 TESTS = Path(__file__).resolve().parent
 SECRET = b"outside the served directory\n"
+
+
+PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><title>uringlets</title>
+<link rel="stylesheet" href="style.css"><script src="app.js" defer></script></head>
+<body><h1 id="t">served by syslets</h1><img id="i" src="dot.png" width="64" height="64">
+<p id="r">pending</p></body></html>
+"""
+SCRIPT = b"""window.addEventListener("load", () => {
+  const color = getComputedStyle(document.getElementById("t")).color;
+  const width = document.getElementById("i").naturalWidth;
+  document.getElementById("r").textContent = "script ran; h1 " + color + "; image " + width;
+});
+"""
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A one-colour PNG image."""
+    rows = b"".join(b"\0" + bytes(rgb) * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass
@@ -68,6 +102,14 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.symlink("../secret.txt", root / "chain2")
     os.symlink("/proc/self/root/etc/passwd", root / "magic")
     os.mkfifo(root / "fifo")
+    web = root / "web"
+    web.mkdir()
+    (web / "index.html").write_bytes(PAGE)
+    (web / "style.css").write_bytes(
+        b"body { background: rgb(200, 30, 40) } h1 { color: rgb(1, 2, 3) }\n"
+    )
+    (web / "app.js").write_bytes(SCRIPT)
+    (web / "dot.png").write_bytes(png(8, 8, (0, 128, 255)))
     return root
 
 
@@ -419,3 +461,111 @@ def test_the_servers_ring_runs_its_programs_only(tree: Path) -> None:
         # (a reply shape compiled on demand uses the same ops: allowed)
         reply = server.programs.reply(12345, "close")
         server.engine._restriction.check(reply.program)  # type: ignore[union-attr]
+
+
+# -- real clients: a browser and a load generator ------------------------------------
+def test_a_browser_loads_a_page_with_its_assets(served: Served, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run scripts/test.sh (it installs it)"
+    types = {
+        "index.html": "text/html; charset=utf-8",
+        "style.css": "text/css; charset=utf-8",
+        "app.js": "text/javascript; charset=utf-8",
+        "dot.png": "image/png",
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    for name, kind in types.items():
+        conn.request("GET", "/web/" + name)
+        r = conn.getresponse()
+        assert (r.status, r.getheader("Content-Type")) == (200, kind), name
+        assert r.read() == (served.root / "web" / name).read_bytes()
+    conn.close()
+    browser = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    browser += [f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*browser, "--virtual-time-budget=5000", "--dump-dom", served.url("/web/")],
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    # the script ran, after the stylesheet applied and the image decoded
+    assert b"script ran; h1 rgb(1, 2, 3); image 8" in dom, dom[-400:]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*browser, "--window-size=400,300", f"--screenshot={shot}", served.url("/web/")],
+        capture_output=True,
+        timeout=60,
+    )
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16) or []
+    counts = {rgb: n for n, rgb in colours}
+    assert counts.get((200, 30, 40), 0) > 400 * 300 // 2  # the stylesheet's background
+    assert counts.get((0, 128, 255), 0) >= 60 * 60  # the image, drawn at 64x64
+    assert len(counts) > 3  # and text
+
+
+def wrk_run(url: str, seconds: int, connections: int) -> str:
+    wrk = shutil.which("wrk")
+    assert wrk, "wrk is not installed: run scripts/test.sh (it installs it)"
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", url],
+        capture_output=True,
+        timeout=seconds + 30,
+        check=True,
+    )
+    return out.stdout.decode()
+
+
+def test_wrk_with_slow_and_oversized_clients_beside_it(served: Served) -> None:
+    """wrk at 64 connections for 10 s gets only 2xx answers and no socket
+    errors while slowloris clients and clients with oversized heads come
+    and go; those are dropped by the server."""
+    stop = threading.Event()
+    dropped = {"slow": 0, "oversized": 0}
+
+    def slowloris() -> None:
+        socks = [served.connect() for _ in range(16)]
+        try:
+            t0 = time.monotonic()
+            while not stop.is_set() and time.monotonic() - t0 < 5:
+                for sock in list(socks):
+                    try:
+                        sock.send(b"G")
+                    except OSError:
+                        socks.remove(sock)
+                        dropped["slow"] += 1
+                time.sleep(0.5)
+            for sock in socks:  # each must be closed by the server
+                if closed_by_peer(sock):
+                    dropped["slow"] += 1
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def oversized() -> None:
+        while not stop.is_set():
+            with served.connect() as sock:
+                try:
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX: " + b"v" * 20000 + b"\r\n\r\n")
+                    answer = sock.recv(65536)
+                except OSError:
+                    answer = b"HTTP/1.1 431"  # reset after the answer
+                if answer.startswith(b"HTTP/1.1 431") and closed_by_peer(sock):
+                    dropped["oversized"] += 1
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=f) for f in (slowloris, oversized)]
+    for t in threads:
+        t.start()
+    try:
+        report = wrk_run(served.url("/a.txt"), 10, 64)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert "Socket errors" not in report, report
+    assert "Non-2xx or 3xx responses" not in report, report
+    requests = int(re.search(r"(\d+) requests in", report).group(1))  # type: ignore[union-attr]
+    assert requests > 1000, report
+    assert dropped["slow"] == 16 and dropped["oversized"] > 5, dropped

@@ -23,6 +23,8 @@ SERVER = b"uringlets"
 # The built-in table only, so answers do not depend on the machine's
 # /etc/mime.types.
 _TYPES = mimetypes.MimeTypes(filenames=())
+_TYPES.add_type("text/javascript", ".js")  # RFC 9239 (Python 3.11 still says application/)
+_TYPES.add_type("text/javascript", ".mjs")
 _TEXT_LIKE = (b"application/javascript", b"application/json", b"image/svg+xml")
 
 
