@@ -136,8 +136,10 @@ class CleanPath:
     scratch_size: int
     last_bytes: bool  # the last atom's value is its first r bytes (no decoding)
     # Earlier atoms that post a CQE anyway: (atom, stop rule, full length or
-    # None, hard-linked).  Their CQEs are kept in ``Batch.posted``.
-    posted: tuple[tuple[int, int, int | None, bool], ...]
+    # None, hard-linked, the value index holding the full length when it is
+    # known only per execution, else None).  Their CQEs are kept in
+    # ``Batch.posted``.
+    posted: tuple[tuple[int, int, int | None, bool, int | None], ...]
     posted_at: Mapping[int, int]  # {posted atom: its place j in ``posted``}
     prefix: tuple[int, ...]  # results[:-1]: what comes before the last atom's result
 
@@ -191,7 +193,7 @@ def clean_path(
     if any(pa.timeout is not None for pa in plan_atoms):
         return None  # a timed-out atom's result needs its LINK_TIMEOUT's CQE
     *before, last = plan_atoms
-    posted: list[tuple[int, int, int | None, bool]] = []
+    posted: list[tuple[int, int, int | None, bool, int | None]] = []
     for pa in before:
         # (the first atom of a hard-linked run always posts: ur_push)
         if pa.skip and pa.success is not None and not (pa.index == 0 and pa.link == LINK_HARD):
@@ -201,9 +203,14 @@ def clean_path(
         full = pa.op.full_length(pa.args)
         if pa.out is not None or pa.op.result not in (atoms.ZERO, atoms.COUNT):
             return None
-        if pa.link == LINK_END or (pa.op.short_fails(pa.args) and full is None):
+        per_execution = None  # a length only the execution's values hold (a data Param, a Ref)
+        if pa.op.short_fails(pa.args) and full is None:
+            if pa.length_value is None:
+                return None
+            per_execution = pa.length_value
+        if pa.link == LINK_END:
             return None
-        posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD))
+        posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD, per_execution))
     if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
         return None  # only plain bytes are copied out without decoding
     closed = {creator for _, creator in closers}

@@ -592,10 +592,12 @@ class UringBackend:
         posted = b.posted
         assert posted is not None
         base = k * len(clean.posted)
-        for j, (_, stop, full, hard) in enumerate(clean.posted):
+        for j, (_, stop, full, hard, length_value) in enumerate(clean.posted):
             r = posted[base + j]
             if r is None or (stop and stop_holds(stop, r)):
                 return False
+            if length_value is not None:  # (no value columns: every value is 0)
+                full = 0 if b.flat is None else b.flat[length_value * b.n + k]
             if not hard and (r < 0 or (full is not None and r != full)):
                 return False
         return True

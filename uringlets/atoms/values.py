@@ -36,7 +36,7 @@ def check_int(value: Any, lo: int, hi: int, what: str) -> int:
         raise ArgError(f"expected {what}, got {value!r}")
     if not lo <= value <= hi:
         raise ArgError(f"{value} is out of range: expected {what}")
-    return value
+    return int(value)  # a plain int (socket.MSG_* are IntFlags: their arithmetic is slow)
 
 
 def _number(value: Any, what: str) -> float:

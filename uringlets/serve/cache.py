@@ -20,14 +20,14 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
-from .response import FileInfo
+from .response import FileInfo, Response
 
 
 class Entry:
     """One cached file: ``fd`` (owned by the cache), its ``info``, the
     identity it was checked against, and how many responses use it."""
 
-    __slots__ = ("checked", "fd", "identity", "info", "retired", "uses")
+    __slots__ = ("checked", "fd", "identity", "info", "plain", "retired", "uses")
 
     def __init__(self, fd: int, info: FileInfo, identity: tuple[int, ...], now: float) -> None:
         self.fd = fd
@@ -36,6 +36,9 @@ class Entry:
         self.checked = now
         self.uses = 0
         self.retired = False
+        # (date, response) to a plain GET (Request.plain), kept for the second
+        # the Date header names: the connections' memo, made by them
+        self.plain: tuple[bytes, Response] | None = None
 
 
 def identity_of(st: os.stat_result) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ of the cache entry until its last part is sent (``body``).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import stat
@@ -41,7 +42,10 @@ class Connection:
     (``step``: a ``Reply``, the recv or the close program, or a
     ``_Lookup``; None when nothing is).  The tag of its executions."""
 
-    __slots__ = ("body", "closing", "fd", "fd_closed", "reader", "requests", "server", "step")
+    __slots__ = (
+        "body", "closing", "expires", "fd", "fd_closed", "handle", "reader", "requests", "server",
+        "step",
+    )  # fmt: skip
 
     def __init__(self, server: Server, fd: int) -> None:
         self.server = server
@@ -54,6 +58,10 @@ class Connection:
         self.body: tuple[Entry, int, int] | None = None
         self.closing = False  # the response being sent is the last
         self.fd_closed = False
+        # the execution in flight: (Handles, index) once started, and when
+        # the server cancels it if it is a reply still in flight
+        self.handle: tuple[Any, int] | None = None
+        self.expires = math.inf
         server.connections.add(self)
 
     # -- completions ------------------------------------------------------------------
@@ -82,8 +90,9 @@ class Connection:
                 failed = failed or result is None or result < 0
         if reply.read is not None and results[reply.read.index] != reply.body_length:
             failed = True  # the file shrank under its cache entry: the answer is cut short
+        if self.body is not None and (failed or not self.body[2]):
+            self._end_body()  # its last part is sent (or never will be)
         if failed or reply.ending == "close":
-            self._end_body()
             self.close()
             return
         if reply.ending == "none":
@@ -165,7 +174,14 @@ class Connection:
         server = self.server
         entry = server.cache.lookup(relative, time.monotonic())
         if entry is not None:
-            self.respond(file_response(request, entry.info, server.date.now()), entry)
+            date = server.date.now()
+            if request.plain:  # the same answer for every such request within a second
+                memo = entry.plain
+                if memo is None or memo[0] is not date:
+                    memo = entry.plain = (date, file_response(request, entry.info, date))
+                self.respond(memo[1], entry)
+            else:
+                self.respond(file_response(request, entry.info, date), entry)
         else:
             lookup = _Lookup(self, request, relative)
             self.step = lookup
@@ -179,7 +195,7 @@ class Connection:
         self.closing = response.close or (self.reader.state == "closed" and not self.requests)
         if entry is not None and response.length:
             self.body = (entry, response.offset, response.length)
-            server.cache.acquire(entry)
+            server.cache.acquire(entry)  # released when the last part has been sent
         self._send_part(response.head + response.body, head=True)
 
     def _send_body(self) -> None:
@@ -188,19 +204,17 @@ class Connection:
     def _send_part(self, data: bytes, *, head: bool) -> None:
         server = self.server
         params: dict[str, Any] = {"conn": self.fd}
-        length = 0
+        length = left = 0
         if self.body is not None:
             entry, offset, left = self.body
             length = min(left, MAX_BODY_PER_EXECUTION)
             params["file"] = entry.fd
             params["offset"] = offset
-            if left > length:
-                self.body = (entry, offset + length, left - length)
-            else:
-                self._end_body()
+            left -= length
+            self.body = (entry, offset + length, left)
         if head:
             params["data"] = data
-        if self.body is not None:
+        if left:
             ending = "none"  # more of this body follows
         elif self.closing or server.stopping:
             ending = "close"
@@ -217,8 +231,12 @@ class Connection:
 
     def _start(self, step: Reply | Program, **params: Any) -> None:
         self.step = step
-        program = step.program if isinstance(step, Reply) else step
-        self.server.start(program, self, **params)
+        self.handle = None
+        if isinstance(step, Reply):
+            self.expires = time.monotonic() + self.server.idle_timeout
+            self.server.start(step.program, self, **params)
+        else:
+            self.server.start(step, self, **params)
 
     # -- ending -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -260,9 +278,10 @@ class Connection:
 class _Lookup:
     """The tag of an open started for a request."""
 
-    __slots__ = ("conn", "relative", "request")
+    __slots__ = ("conn", "handle", "relative", "request")
 
     def __init__(self, conn: Connection, request: Request, relative: bytes) -> None:
+        self.handle: Any = None
         self.conn = conn
         self.request = request
         self.relative = relative

@@ -66,6 +66,19 @@ class Request:
     def head_only(self) -> bool:
         return self.method == b"HEAD"
 
+    @property
+    def plain(self) -> bool:
+        """A kept-alive HTTP/1.1 GET with no conditional or range header:
+        its answer depends only on the file and the date."""
+        return (
+            self.method == b"GET"
+            and self.keep_alive
+            and self.version == "1.1"
+            and self.if_none_match is None
+            and self.if_modified_since is None
+            and self.range is None
+        )
+
 
 def decode_path(target: bytes) -> bytes | None:
     """The path of a request target, percent-decoded exactly once; None for

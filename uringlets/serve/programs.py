@@ -11,10 +11,11 @@ shapes once per body length, in a bounded cache).
 * ``reply``: send a response, then end one of three ways (``ENDINGS``):
   ``recv`` the next request (keep-alive), ``none`` (pipelined requests are
   already waiting), or ``close`` (shut down the sending side, read what the
-  client still sends for a moment so that closing does not reset the
+  client still sends until it closes, so that closing does not reset the
   response, close).  A body from a file is read and sent in the same
   chain: ``send`` head (MSG_MORE), ``read`` the body at an offset, ``send``
-  it;
+  it.  A reply has no timeout of its own: the server cancels one still in
+  flight ``idle_timeout`` seconds after it started;
 * ``close``: close a connection.
 
 Every send has MSG_NOSIGNAL (a client gone is an EPIPE result, not a
@@ -58,9 +59,7 @@ class Reply:
 class Programs:
     """The compiled syslets of one server.  ``listen_fd`` and ``root_fd``
     are the server's; ``recv_size`` bounds one recv; ``header_timeout`` is
-    the most a partial head may wait for more, ``idle_timeout`` the most a
-    kept-alive connection waits for its next request, ``linger`` how long a
-    closing connection reads what the client still sends."""
+    the most a partial head may wait for more."""
 
     def __init__(
         self,
@@ -69,13 +68,9 @@ class Programs:
         *,
         recv_size: int,
         header_timeout: float,
-        idle_timeout: float,
-        linger: float,
         cache_size: int = 256,
     ) -> None:
         self.recv_size = recv_size
-        self.idle_timeout = idle_timeout
-        self.linger = linger
         self._cache_size = cache_size
         self._replies: OrderedDict[tuple[int, str, bool], Reply] = OrderedDict()
 
@@ -133,11 +128,14 @@ class Programs:
         if body_length:
             read = s.read(Param("file"), body_length, Param("offset"))
             body_send = s.send(conn, read, SEND_FLAGS)
+        # No LINK_TIMEOUTs here (a timed atom keeps a program off the
+        # engine's clean path): the server cancels a reply that outlives its
+        # time (Server._sweep).
         if ending == "recv":
-            recv = s.recv(conn, self.recv_size, timeout=self.idle_timeout)
+            recv = s.recv(conn, self.recv_size)
         elif ending == "close":
             s.shutdown(conn, socket.SHUT_WR, stop=NEVER_STOP)
-            s.recv(conn, self.recv_size, stop=NEVER_STOP, timeout=self.linger)
+            s.recv(conn, self.recv_size, stop=NEVER_STOP)
             s.close(conn)
         reply = Reply(s.compile(), head_send, read, body_send, recv, body_length, ending)
         self._replies[key] = reply

@@ -87,6 +87,11 @@ class Response:
     length: int = 0
 
 
+# "HTTP/1.1 200 OK" and so on, made once (an HTTPStatus lookup is slow).
+_STATUS_LINES = {int(s): b"HTTP/1.1 %d %s" % (s, s.phrase.encode()) for s in HTTPStatus}
+_SERVER_LINE = b"Server: " + SERVER
+
+
 def _head(
     status: int,
     date: bytes,
@@ -95,9 +100,7 @@ def _head(
     close: bool,
     version: str,
 ) -> bytes:
-    lines = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
-    lines.append(b"Server: " + SERVER)
-    lines.append(b"Date: " + date)
+    lines = [_STATUS_LINES[status], _SERVER_LINE, b"Date: " + date]
     lines.extend(name + b": " + value for name, value in fields)
     if content_length is not None:
         lines.append(b"Content-Length: %d" % content_length)

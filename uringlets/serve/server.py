@@ -20,6 +20,7 @@ end, responses under way finish, then ``serve_forever`` returns.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -31,7 +32,7 @@ from ..notify import Completion
 from ..program import Program
 from .cache import OpenFileCache
 from .connection import Connection
-from .programs import Programs
+from .programs import Programs, Reply
 from .response import http_date
 
 
@@ -67,7 +68,6 @@ class Server:
         accepts: int = 16,
         header_timeout: float = 10.0,
         idle_timeout: float = 30.0,
-        linger: float = 1.0,
         recv_size: int = 16384,
         cache_size: int = 1024,
         cache_valid: float = 1.0,
@@ -93,8 +93,6 @@ class Server:
                 self._root,
                 recv_size=recv_size,
                 header_timeout=header_timeout,
-                idle_timeout=idle_timeout,
-                linger=linger,
             )
             capacity = max_connections + accepts + 8
             threads = None if engine == "uring" else capacity  # each waiting recv holds one
@@ -108,6 +106,8 @@ class Server:
             raise
         self.max_connections = max_connections
         self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self._next_sweep = 0.0
         self.cache = OpenFileCache(cache_size, cache_valid)
         self.date = _DateCache()
         self.connections: set[Connection] = set()
@@ -131,6 +131,9 @@ class Server:
             if self._stopping.is_set() and not stopping:
                 stopping = True
                 self._begin_stop()
+            now = time.monotonic()
+            if now >= self._next_sweep:
+                self._sweep(now)
             self._flush()
             if stopping and not engine.in_flight:
                 break
@@ -194,7 +197,20 @@ class Server:
         while self._pending:
             pending, self._pending = self._pending, {}
             for program, (params, tags) in pending.items():
-                self.engine.submit_many(program, params=params, tags=tags)
+                handles = self.engine.submit_many(program, params=params, tags=tags)
+                for i, tag in enumerate(tags):
+                    tag.handle = (handles, i)
+
+    def _sweep(self, now: float) -> None:
+        """Cancel the replies in flight for longer than ``idle_timeout``
+        (a client that neither reads its answer nor asks again); their
+        connections then close.  Runs about twice a second."""
+        self._next_sweep = now + min(0.5, self.idle_timeout / 4)
+        for conn in self.connections:
+            if conn.expires < now and isinstance(conn.step, Reply) and conn.handle is not None:
+                handles, i = conn.handle
+                self.engine.cancel(handles[i])
+                conn.expires = math.inf  # once
 
 
 def _exported_fd(c: Completion) -> int | None:
@@ -247,11 +263,12 @@ class _Acceptor:
 class _AcceptToken:
     """The tag of one accept execution."""
 
-    __slots__ = ("acceptor", "token")
+    __slots__ = ("acceptor", "handle", "token")
 
     def __init__(self, acceptor: _Acceptor, token: int) -> None:
         self.acceptor = acceptor
         self.token = token
+        self.handle: Any = None
 
     def completed(self, c: Completion) -> None:
         self.acceptor.completed(c, self.token)
