@@ -237,6 +237,8 @@ class PlanFollower:
                 r = raw[i]
             elif pa.skip and pa.success is not None:
                 r = pa.success
+            elif pa.skip and pa.success_value is not None:
+                r = self._row(ex)[pa.success_value]
             else:
                 self.io._break(f"a CQE of atom {i} is missing (execution {ex.ud:#x})")
             if r == -errno.ECANCELED and not ex.cancelled:

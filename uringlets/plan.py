@@ -82,7 +82,9 @@ class PlanAtom:
     ``out`` (offset, size) of its scratch buffer; ``data_at`` where a
     userspace step copies the bytes it received; ``length_value`` the value
     index holding the length the kernel must transfer, when variable;
-    ``feeds`` the value indexes to set to its result (data Refs downstream)."""
+    ``feeds`` the value indexes to set to its result (data Refs downstream);
+    ``success_value`` the value index holding a skipped atom's success
+    result when it is known only per execution (``success`` is then None)."""
 
     index: int
     op: atoms.Op
@@ -104,6 +106,7 @@ class PlanAtom:
     timeout: float | None
     length_value: int | None
     feeds: tuple[int, ...]
+    success_value: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class CleanPath:
     posted: tuple[tuple[int, int, int | None, bool, int | None], ...]
     posted_at: Mapping[int, int]  # {posted atom: its place j in ``posted``}
     prefix: tuple[int, ...]  # results[:-1]: what comes before the last atom's result
+    # Skipped atoms whose success result is per execution: (atom, the value
+    # index holding it).  Their results are read from the batch's columns.
+    from_values: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,7 +202,8 @@ def clean_path(
     posted: list[tuple[int, int, int | None, bool, int | None]] = []
     for pa in before:
         # (the first atom of a hard-linked run always posts: ur_push)
-        if pa.skip and pa.success is not None and not (pa.index == 0 and pa.link == LINK_HARD):
+        skipped = pa.skip and (pa.success is not None or pa.success_value is not None)
+        if skipped and not (pa.index == 0 and pa.link == LINK_HARD):
             continue
         # It posts its CQE even on success: fine for the clean path if there
         # is nothing to copy out or normalise, and its verdict is simple.
@@ -217,6 +224,11 @@ def clean_path(
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None
     results = (*(pa.success if pa.success is not None else 0 for pa in before), 0)
+    from_values = tuple(
+        (pa.index, pa.success_value)
+        for pa in before
+        if pa.skip and pa.success_value is not None and pa.index not in {p[0] for p in posted}
+    )
     outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
     identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
     return CleanPath(
@@ -232,4 +244,5 @@ def clean_path(
         tuple(posted),
         {atom: j for j, (atom, *_) in enumerate(posted)},
         results[:-1],
+        from_values,
     )

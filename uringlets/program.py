@@ -168,7 +168,8 @@ class Program:
                 if pa.in_kernel:
                     notes.append("ends segment" if pa.link == LINK_END else pa.link)
                     if pa.skip:
-                        notes.append(f"CQE_SKIP_SUCCESS (success={pa.success})")
+                        success = "its full length" if pa.success is None else pa.success
+                        notes.append(f"CQE_SKIP_SUCCESS (success={success})")
                 else:
                     if pa.op.kernel_op is None:
                         reason = "no such io_uring op"

@@ -174,13 +174,10 @@ class _Translator:
                 size = op.length(atom.args) or 0
                 lay.data_at[atom.index] = (lay.reserve(size), size)
             # A timed atom always posts its CQE: the run may end with it.
-            skip = (
-                in_kernel
-                and can_skip
-                and link != LINK_END
-                and atom.timeout is None
-                and op.skippable(atom.args)
-            )
+            may_skip = in_kernel and can_skip and link != LINK_END and atom.timeout is None
+            skip = may_skip and op.skippable(atom.args)
+            success = op.success_result(atom.args)
+            success_value = None  # a success known only per execution (see below)
             link_flag = {
                 LINK_SOFT: kernel.constant("IOSQE_IO_LINK"),
                 LINK_HARD: kernel.constant("IOSQE_IO_HARDLINK"),
@@ -190,6 +187,18 @@ class _Translator:
                 assert op.prep is not None and op.kernel_op is not None
                 writer = AtomWriter(lay, atom.index, sqe, op.kernel_op, op.sqe_fields)
                 op.prep(writer, atom.args)
+                # A transfer whose full length is a per-execution value (a
+                # data Param, bytes fed by a Ref) that the kernel fails when
+                # short: a skipped CQE means it moved exactly that many bytes.
+                length_value = lay.length_value.get(atom.index)
+                if (
+                    may_skip
+                    and success is None
+                    and length_value is not None
+                    and op.error_breaks_link
+                    and op.short_fails(atom.args)
+                ):
+                    skip, success_value = True, length_value
                 if atom.timeout is None:
                     writer.flags |= link_flag
                 else:
@@ -217,7 +226,8 @@ class _Translator:
                     in_kernel=in_kernel,
                     link=link,
                     skip=skip,
-                    success=op.success_result(atom.args),
+                    success=success,
+                    success_value=success_value,
                     slot=lay.slot_of.get(atom.index),
                     fd_slots=fd_slots,
                     fd_values=fd_values,

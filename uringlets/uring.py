@@ -421,7 +421,9 @@ class UringBackend:
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
         if n == 1:
             completions = [self._one_completion(b, clean, ks[0], rs[0], stopping)]
-        elif b.tags is None and not (stopping or clean.posted or clean.buffers or lo != hi):
+        elif b.tags is None and not (
+            stopping or clean.posted or clean.from_values or clean.buffers or lo != hi
+        ):
             # Nothing tells the completions apart (no tags, no values, one
             # result tuple): the same fields for each, no columns to zip.
             same = (None, b.program, (*clean.prefix, lo), None, False, None, True, None, None)
@@ -457,7 +459,7 @@ class UringBackend:
         copied out of the batch's scratch block."""
         n = len(ks)
         results: Any
-        if clean.posted:
+        if clean.posted or clean.from_values:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
             results = repeat((*clean.prefix, lo), n)
@@ -516,7 +518,10 @@ class UringBackend:
         self, b: Batch, clean: CleanPath, k: int, r: int, stopping: bool
     ) -> Completion:
         """``_completions`` for one execution: its fields made directly."""
-        results = self._posted_results(b, k, clean, r) if clean.posted else (*clean.prefix, r)
+        if clean.posted or clean.from_values:
+            results = self._posted_results(b, k, clean, r)
+        else:
+            results = (*clean.prefix, r)
         stopped = clean.last.index if stopping else None
         value_ref = value = dicts = None
         if clean.buffers:
@@ -604,12 +609,19 @@ class UringBackend:
 
     @staticmethod
     def _posted_results(b: Batch, k: int, clean: CleanPath, last: int) -> tuple[int | None, ...]:
+        """Execution ``k``'s results when they are not all the clean path's
+        constants: the CQEs of its posted atoms, and the per-execution
+        success results of skipped ones (``from_values``)."""
         results: list[int | None] = list(clean.results)
         posted = b.posted
-        assert posted is not None
-        base = k * len(clean.posted)
-        for j, (index, *_) in enumerate(clean.posted):
-            results[index] = posted[base + j]
+        if posted is not None:
+            base = k * len(clean.posted)
+            for j, (index, *_) in enumerate(clean.posted):
+                results[index] = posted[base + j]
+        if clean.from_values:
+            flat, n = b.flat, b.n
+            for index, value in clean.from_values:
+                results[index] = 0 if flat is None else flat[value * n + k]
         results[-1] = last
         return tuple(results)
 

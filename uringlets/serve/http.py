@@ -84,6 +84,8 @@ def decode_path(target: bytes) -> bytes | None:
     """The path of a request target, percent-decoded exactly once; None for
     a target no file can answer (not origin- or absolute-form, or a NUL in
     the decoded path)."""
+    if target[:1] == b"/" and b"%" not in target and b"?" not in target and b"#" not in target:
+        return target  # nothing to decode or cut (llhttp refuses NUL and spaces)
     if target.startswith((b"http://", b"https://")):  # absolute-form: the path after the host
         slash = target.find(b"/", target.find(b"//") + 2)
         target = target[slash:] if slash >= 0 else b"/"
@@ -137,7 +139,7 @@ class RequestReader:
         self._head_size = 0  # request line and complete headers
         self._unparsed = 0  # bytes fed while the head was incomplete
         self._hosts = 0
-        self._fields: dict[str, bytes] = {}
+        self._fields: dict[str, bytes] | None = None  # made at the first one
 
     # -- the one entry point ----------------------------------------------------
     def feed(self, data: bytes) -> list[Request | ProtocolError]:
@@ -231,6 +233,8 @@ class RequestReader:
         else:
             field = _CONDITIONAL_HEADERS.get(lower)
             if field is not None:
+                if self._fields is None:
+                    self._fields = {}
                 self._fields[field] = value
 
     def on_headers_complete(self) -> None:
@@ -244,13 +248,15 @@ class RequestReader:
             self._refuse(400, "HTTP/1.1 request without Host")
         target = self._target
         request = Request(
-            method=parser.get_method(),
-            target=target,
-            path=decode_path(target),
-            version=version,
-            keep_alive=bool(parser.should_keep_alive()),
-            **self._fields,
+            parser.get_method(),
+            target,
+            decode_path(target),
+            version,
+            bool(parser.should_keep_alive()),
         )
+        if self._fields is not None:
+            for field, value in self._fields.items():
+                setattr(request, field, value)
         self._ready.append(request)
         self.state = "body"
 
