@@ -17,7 +17,6 @@ import math
 import os
 import socket
 import stat
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +83,9 @@ class Connection:
         if reply.ending == "close" and results[-1] is not None:
             self.fd_closed = True  # its close atom ran
         failed = c.cancelled
-        for ref in (reply.head_send, reply.read, reply.body_send):
-            if ref is not None:
-                result = results[ref.index]
-                failed = failed or result is None or result < 0
+        for index in reply.transfers:
+            result = results[index]
+            failed = failed or result is None or result < 0
         if reply.read is not None and results[reply.read.index] != reply.body_length:
             failed = True  # the file shrank under its cache entry: the answer is cut short
         if self.body is not None and (failed or not self.body[2]):
@@ -111,7 +109,7 @@ class Connection:
         if (
             reader.state == "head"
             and not self.requests
-            and time.monotonic() - reader.head_started > self.server.header_timeout
+            and self.server.now - reader.head_started > self.server.header_timeout
         ):
             self.close()  # a head that trickles in: dropped
             return
@@ -131,14 +129,14 @@ class Connection:
             self.respond(error_response(_OPEN_ERRORS.get(code, 404), request, date))
         elif stat.S_ISREG(st.st_mode):
             os.set_blocking(fd, True)  # opened O_NONBLOCK only so that a FIFO cannot block
-            entry = server.cache.refresh(relative, fd, st, relative, time.monotonic())
+            entry = server.cache.refresh(relative, fd, st, relative, server.now)
             self.respond(file_response(request, entry.info, date), entry)
         else:
             os.close(fd)
             if not stat.S_ISDIR(st.st_mode):
                 self.respond(error_response(404, request, date))
             elif request.path is not None and request.path.endswith(b"/"):
-                self.look_up(request, relative.rstrip(b"/") + b"/index.html")
+                self.look_up(request, relative.rstrip(b"/") + b"/index.html", date)
             else:
                 location = request.target.partition(b"?")[0] + b"/"
                 self.respond(redirect_response(request, location, date))
@@ -168,13 +166,12 @@ class Connection:
         elif item.path is None:
             self.respond(error_response(404, item, date))
         else:
-            self.look_up(item, item.path.lstrip(b"/") or b".")
+            self.look_up(item, item.path.lstrip(b"/") or b".", date)
 
-    def look_up(self, request: Request, relative: bytes) -> None:
+    def look_up(self, request: Request, relative: bytes, date: bytes) -> None:
         server = self.server
-        entry = server.cache.lookup(relative, time.monotonic())
+        entry = server.cache.lookup(relative, server.now)
         if entry is not None:
-            date = server.date.now()
             if request.plain:  # the same answer for every such request within a second
                 memo = entry.plain
                 if memo is None or memo[0] is not date:
@@ -233,7 +230,7 @@ class Connection:
         self.step = step
         self.handle = None
         if isinstance(step, Reply):
-            self.expires = time.monotonic() + self.server.idle_timeout
+            self.expires = self.server.now + self.server.idle_timeout
             self.server.start(step.program, self, **params)
         else:
             self.server.start(step, self, **params)

@@ -263,7 +263,6 @@ class RequestReader:
     def on_message_complete(self) -> None:
         self._completed_here += 1
         request = self._ready[-1] if self._ready else None
-        self._reset_message()
         if request is not None and not request.keep_alive:
             self.state = "closed"
             raise _Closed

@@ -54,6 +54,7 @@ class Reply:
     recv: Ref | None
     body_length: int
     ending: str
+    transfers: tuple[int, ...]  # the atoms that must all have succeeded (sends, read)
 
 
 class Programs:
@@ -137,7 +138,8 @@ class Programs:
             s.shutdown(conn, socket.SHUT_WR, stop=NEVER_STOP)
             s.recv(conn, self.recv_size, stop=NEVER_STOP)
             s.close(conn)
-        reply = Reply(s.compile(), head_send, read, body_send, recv, body_length, ending)
+        transfers = tuple(r.index for r in (head_send, read, body_send) if r is not None)
+        reply = Reply(s.compile(), head_send, read, body_send, recv, body_length, ending, transfers)
         self._replies[key] = reply
         while len(self._replies) > self._cache_size:
             self._replies.popitem(last=False)

@@ -113,7 +113,9 @@ class Server:
         self.connections: set[Connection] = set()
         self._acceptor = _Acceptor(self, accepts)
         self._pending: dict[Program, tuple[list[dict[str, Any]], list[Any]]] = {}
-        self._stopping = threading.Event()
+        self._stop_asked = threading.Event()
+        self.stopping = False  # the loop has begun to stop (seen once per iteration)
+        self.now = time.monotonic()  # when the loop's last wait returned
         self._stopped = False
         self.requests = 0  # answered, for reports
 
@@ -124,25 +126,25 @@ class Server:
         engine = self.engine
         self._acceptor.arm()
         self._flush()
-        stopping = False
         while True:
-            for c in engine.wait(1, poll):
+            completions = engine.wait(1, poll)
+            self.now = now = time.monotonic()
+            for c in completions:
                 c.tag.completed(c)
-            if self._stopping.is_set() and not stopping:
-                stopping = True
+            if self._stop_asked.is_set() and not self.stopping:
+                self.stopping = True
                 self._begin_stop()
-            now = time.monotonic()
             if now >= self._next_sweep:
                 self._sweep(now)
             self._flush()
-            if stopping and not engine.in_flight:
+            if self.stopping and not engine.in_flight:
                 break
         self.close()
 
     def stop(self) -> None:
         """Ask ``serve_forever`` to stop gracefully (any thread, a signal
         handler included)."""
-        self._stopping.set()
+        self._stop_asked.set()
 
     def close(self) -> None:
         """Release everything (``serve_forever`` does it when it returns)."""
@@ -164,10 +166,6 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     def _begin_stop(self) -> None:
         self._acceptor.cancel()
