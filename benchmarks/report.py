@@ -1073,6 +1073,15 @@ def section_notes(d: Data, add) -> None:
     add("")
 
 
+OTHER_REPORTS = (
+    "Other reports, each from its own script: [RESULTS-serve.md](RESULTS-serve.md) (the "
+    "static server against nginx, granian, aiohttp, uvicorn and http.server, with wrk), "
+    "[RESULTS-async.md](RESULTS-async.md) (AsyncEngine against asyncio and uvloop peers), "
+    "[FLOOR.md](FLOOR.md) (the per-call floor) and [SOAK.md](SOAK.md) (a million mixed "
+    "executions)."
+)
+
+
 def render(d: Data, plots: dict[str, Path], output: Path) -> str:
     out: list[str] = []
     add = out.append
@@ -1090,6 +1099,8 @@ def render(d: Data, plots: dict[str, Path], output: Path) -> str:
         f"Ratios are the {SUBJECT} rate over the peer's (above 1 = {SUBJECT} faster); the "
         "range in brackets is what the ±1 std dev of both allows."
     )
+    add("")
+    add(OTHER_REPORTS)
     add("")
     section_machine(d, add)
     add("## Headline")

@@ -16,6 +16,8 @@ fi
 if [[ "$extras" == *bench* ]]; then
     # the C liburing reference, syscall accounting and profiles
     packages+=(make liburing-dev strace linux-perf redis-server)
+    # the static server's load generator and its nginx peer (bench_serve.py)
+    packages+=(wrk nginx-light)
 fi
 
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

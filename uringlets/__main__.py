@@ -1,13 +1,67 @@
 """The command line: ``python -m uringlets COMMAND``.
 
+``probe``: what this kernel offers and why a fallback would happen (exit
+status 0 only when io_uring is usable).
 ``serve DIR``: the Tux-style static HTTP/1.1 server (uringlets.serve).
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+DISABLED_SYSCTL = Path("/proc/sys/kernel/io_uring_disabled")
+
+
+def probe_lines() -> tuple[bool, list[str]]:
+    """(io_uring usable, the report's lines)."""
+    from . import atoms, kernel
+
+    features = kernel.probe()
+    lines = [f"kernel: Linux {platform.release()} ({platform.machine()})"]
+    try:
+        disabled = DISABLED_SYSCTL.read_text().strip()
+        meaning = {"0": "enabled", "1": "only for the io_uring_group", "2": "disabled"}
+        lines.append(f"kernel.io_uring_disabled: {disabled} ({meaning.get(disabled, '?')})")
+    except OSError:
+        lines.append("kernel.io_uring_disabled: not present (kernels before 6.6)")
+    if not features.available:
+        lines.append(f"io_uring: not usable: {features.reason}")
+        lines.append("engine: Engine('auto') runs programs on the cachemiss threads")
+        return False, lines
+    lines.append("io_uring: usable")
+    kept = [name for name, _ in kernel._SETUP_FLAGS if name not in features.dropped_flags]
+    lines.append(
+        f"setup flags: kept {', '.join(kept) or 'none'}; "
+        f"dropped {', '.join(features.dropped_flags) or 'none'}"
+    )
+    can = "RESTRICTIONS" in features.extras
+    lines.append(
+        "restricted rings: "
+        + ("yes" if can else "no (Engine(restrict=...) checks programs at submit only)")
+    )
+    lines.append("ops:")
+    for name, op in sorted(atoms.CATALOGUE.items()):
+        if op.kernel_op is None:
+            where = "userspace step (io_uring has no such op)"
+        else:
+            base = kernel.EXTRA_OPS.get(op.kernel_op)  # a sub-command of an opcode
+            label = f"IORING_OP_{op.kernel_op}" if base is None else f"IORING_OP_{base} command"
+            if features.has_op(op.kernel_op):
+                where = f"in the kernel ({label})"
+            else:
+                where = f"userspace step (this kernel lacks {label})"
+        lines.append(f"  {name:<11} {where}")
+    return True, lines
+
+
+def _probe(args: argparse.Namespace) -> int:
+    usable, lines = probe_lines()
+    print("\n".join(lines))
+    return 0 if usable else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -30,6 +84,15 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m uringlets", description="syslets for Python on io_uring"
     )
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    probe = commands.add_parser(
+        "probe",
+        help="what this kernel offers; exit status 0 only when io_uring is usable",
+        description="Say whether io_uring is usable here and why not (seccomp, "
+        "kernel.io_uring_disabled, kernel version), which setup flags the kernel kept, "
+        "whether rings can be restricted, and which ops run in the kernel or as "
+        "userspace steps. Exit status 0 only when io_uring is usable.",
+    )
+    probe.set_defaults(run=_probe)
     serve = commands.add_parser(
         "serve",
         help="serve a directory over HTTP/1.1 (static files, syslets for all I/O)",

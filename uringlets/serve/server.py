@@ -204,6 +204,9 @@ class Server:
         (a client that neither reads its answer nor asks again); their
         connections then close.  Runs about twice a second."""
         self._next_sweep = now + min(0.5, self.idle_timeout / 4)
+        if self._acceptor.failed:
+            self._acceptor.failed = False
+            self.acceptor_room()
         for conn in self.connections:
             if conn.expires < now and isinstance(conn.step, Reply) and conn.handle is not None:
                 handles, i = conn.handle
@@ -224,15 +227,20 @@ def _exported_fd(c: Completion) -> int | None:
 
 class _Acceptor:
     """Keeps ``accepts`` accept executions in flight while there is room
-    for more connections."""
+    for more connections.  An accept that fails (out of descriptors, say)
+    is armed again by the next sweep, not at once: a failure that lasts
+    must not spin the loop."""
 
     def __init__(self, server: Server, accepts: int) -> None:
         self.server = server
         self.accepts = accepts
         self.in_flight: dict[int, Handle] = {}
         self._next = 0
+        self.failed = False  # an accept failed since the last sweep
 
     def arm(self) -> None:
+        if self.failed:
+            return
         server = self.server
         room = server.max_connections - len(server.connections) - len(self.in_flight)
         for _ in range(min(self.accepts - len(self.in_flight), room)):
@@ -254,6 +262,8 @@ class _Acceptor:
                 conn.close()
             else:
                 conn.received(c, programs.accept_recv)
+        elif not c.cancelled:
+            self.failed = True  # (the sweep arms again)
         if not server.stopping:
             self.arm()
 
