@@ -569,3 +569,73 @@ def test_wrk_with_slow_and_oversized_clients_beside_it(served: Served) -> None:
     requests = int(re.search(r"(\d+) requests in", report).group(1))  # type: ignore[union-attr]
     assert requests > 1000, report
     assert dropped["slow"] == 16 and dropped["oversized"] > 5, dropped
+
+
+def test_connections_beyond_the_limit_wait_in_the_backlog(tree: Path) -> None:
+    s = start(tree, "auto", "--max-connections", "2")
+    try:
+        first, second = s.connect(), s.connect()
+        for sock in (first, second):
+            ((head, _),) = exchange(sock, b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert head.status_code == 200
+        third = s.connect()  # (the kernel's backlog completes the handshake)
+        third.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        third.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            third.recv(1)  # not accepted while two are open
+        first.close()
+        third.settimeout(10)
+        ((head, body),) = exchange(third, b"")  # accepted once one closed
+        assert head.status_code == 200 and len(body) == 1024
+        second.close()
+        third.close()
+    finally:
+        stop(s)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("engine", ["uring", "threads"])
+def test_a_low_descriptor_limit_is_a_connection_limit(tree: Path, engine: str) -> None:
+    """Under a soft RLIMIT_NOFILE of 64 the server still starts on either
+    engine, fits its limits to it (fd_budget): more clients than it has
+    descriptors for wait in the backlog, without the loop spinning on
+    failed accepts, and are served once others leave."""
+    import resource
+
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+        "from uringlets.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["serve", str(tree), "--port", "0", "--engine", engine]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    match = re.match(r"serving on http://127\.0\.0\.1:(\d+)/", proc.stdout.readline().decode())
+    assert match, proc.stderr.read() if proc.stderr else ""
+    s = Served(proc, int(match.group(1)), tree, "")
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 200
+    socks = []
+    try:
+        for _ in range(60):  # more than the server has descriptors for
+            sock = s.connect()
+            sock.sendall(b"GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            socks.append(sock)
+        time.sleep(0.5)
+        before = cpu_seconds(proc.pid)
+        time.sleep(2)
+        assert cpu_seconds(proc.pid) - before < 1.0  # not spinning on failed accepts
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        time.sleep(1)  # (the next sweep arms the accepts again)
+        head, body = get(s, "/a.txt")
+        assert head.status_code == 200 and len(body) == 1024
+    finally:
+        for sock in socks:
+            sock.close()
+        stop(s)

@@ -11,7 +11,9 @@ Connections are connection.py's.  Descriptors of files opened for a
 response belong to the open-file cache (cache.py).
 
 Limits: ``max_connections`` (no accept is armed beyond it: the kernel's
-backlog holds the rest); a partial request head waits at most
+backlog holds the rest), lowered with the open-file cache's size to what the
+soft RLIMIT_NOFILE allows (``fd_budget``; on the thread engine each waiting
+connection also holds a thread and its eventfd); a partial request head waits at most
 ``header_timeout`` seconds in all (a client sending a byte a second is
 dropped); a kept-alive connection waits ``idle_timeout`` seconds for its
 next request.  ``stop()`` is graceful: no more accepts, idle connections
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine, Handle
@@ -48,6 +52,35 @@ class _DateCache:
         if second != self._second:
             self._second, self._value = second, http_date(second)
         return self._value
+
+
+@dataclass(frozen=True)
+class FdBudget:
+    """What the soft RLIMIT_NOFILE allows: open files cached, connections,
+    and on the thread engine worker threads (each holds an eventfd, and a
+    waiting connection holds a thread as well as its socket)."""
+
+    cache_size: int
+    connections: int
+    accepts: int
+    threads: int
+    thread_accepts: int
+
+
+RESERVED_FDS = 64  # the process's own: the ring, the listener, Python's
+
+
+def fd_budget(max_connections: int, accepts: int, cache_size: int) -> FdBudget:
+    """Fit the server's limits to the descriptors this process may open, so
+    that running out of them is not how a limit is reached."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    cache_size = max(1, min(cache_size, soft // 8))
+    room = max(8, soft - RESERVED_FDS - cache_size)
+    connections = max(1, min(max_connections, room - accepts))
+    threads = max(4, min(max_connections + accepts, room // 2))
+    return FdBudget(cache_size, connections, accepts, threads, max(1, min(accepts, threads // 8)))
 
 
 class Server:
@@ -94,21 +127,28 @@ class Server:
                 recv_size=recv_size,
                 header_timeout=header_timeout,
             )
-            capacity = max_connections + accepts + 8
-            threads = None if engine == "uring" else capacity  # each waiting recv holds one
+            budget = fd_budget(max_connections, accepts, cache_size)
             # The ring runs the server's programs and nothing else.
             self.engine = Engine(
-                engine, capacity, workers=threads, restrict=self.programs.every_shape()
+                engine,
+                budget.connections + budget.accepts + 8,
+                workers=budget.threads,
+                restrict=self.programs.every_shape(),
             )
         except BaseException:
             self._listener.close()
             os.close(self._root)
             raise
+        if self.engine.kind == "threads":  # each waiting connection holds a thread
+            accepts = budget.thread_accepts
+            max_connections = budget.threads - accepts
+        else:
+            accepts, max_connections = budget.accepts, budget.connections
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self._next_sweep = 0.0
-        self.cache = OpenFileCache(cache_size, cache_valid)
+        self.cache = OpenFileCache(budget.cache_size, cache_valid)
         self.date = _DateCache()
         self.connections: set[Connection] = set()
         self._acceptor = _Acceptor(self, accepts)
