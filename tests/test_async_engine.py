@@ -390,6 +390,8 @@ def redis_port() -> Iterator[int]:
 def test_a_redis_client_on_asyncengine_answers_as_redis_py_does(arun: Any, redis_port: int) -> None:
     import redis.asyncio as aioredis
 
+    run_id = os.urandom(8).hex()
+
     async def main(eng: ul.AsyncEngine) -> None:
         reference = aioredis.Redis(port=redis_port)
         clients = [SyslRedis(eng, redis_port) for _ in range(8)]
@@ -397,7 +399,8 @@ def test_a_redis_client_on_asyncengine_answers_as_redis_py_does(arun: Any, redis
 
             async def task(i: int) -> None:
                 me = clients[i]
-                key = f"ul-{os.getpid()}-{id(eng)}-{i}".encode()
+                # a fresh key each run (an id() can repeat across parametrized runs)
+                key = f"ul-{os.getpid()}-{run_id}-{i}".encode()
                 assert await me.call(_resp(b"PING")) == b"+PONG\r\n"
                 assert await reference.ping() is True
                 assert await me.call(_resp(b"SET", key, b"v%d" % i)) == b"+OK\r\n"
