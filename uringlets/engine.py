@@ -32,10 +32,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn, Protocol, overload
+from typing import Any, NoReturn
 
 from . import kernel
+from .backend import Backend
 from .errors import EngineClosed, RingFull
+from .handles import Handle, Handles
 from .notify import Completion, NotificationRing
 from .program import Program
 from .restrict import Restriction
@@ -44,121 +46,6 @@ from .uring import UringBackend
 
 ENGINE_ENV = "URINGLETS_ENGINE"
 _KINDS = ("auto", "uring", "threads")
-
-
-class Backend(Protocol):
-    """What an engine needs from a backend (``uring.UringBackend``,
-    ``threads.ThreadsBackend``); only the owner thread calls it."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def in_flight(self) -> int:
-        """Executions started and not yet posted."""
-        ...
-
-    @property
-    def threadlets(self) -> int:
-        """Of those, threadlets (not bounded by capacity)."""
-        ...
-
-    @property
-    def broken(self) -> str | None:
-        """Why the backend disabled itself, if it did."""
-        ...
-
-    @property
-    def nslots(self) -> int:
-        """Its fixed-file table (0: none)."""
-        ...
-
-    def can_start(self, program: Program, n: int) -> bool:
-        """Whether ``n`` executions of ``program`` can start now (slots)."""
-        ...
-
-    def start(
-        self,
-        program: Program,
-        params: Mapping[str, list[Any]],
-        n: int,
-        tags: Sequence[Any] | None,
-        sink: list[Completion] | None = None,
-    ) -> Sequence[int]:
-        """Start ``n`` executions with validated parameter columns and their
-        ``tags`` (None: every tag is None).  Returns their ids.
-        A ``sink`` (``run``) receives their completions too, and means the
-        caller reaps at once: the backend may leave the submission to that
-        reap (one system call for both)."""
-        ...
-
-    def reap(self, min_complete: int, timeout_ns: int) -> bool:
-        """Post what finished; wait for ``min_complete`` events at most
-        ``timeout_ns`` (< 0: no limit).  False on timeout."""
-        ...
-
-    def cancel(self, ident: int) -> bool:
-        """Cancel an execution in flight; False if it already ended."""
-        ...
-
-    def close(self) -> None:
-        """Cancel everything, wait until nothing of it is in use, release."""
-        ...
-
-    def fileno(self) -> int:
-        """A descriptor that becomes readable when ``reap(0, ...)`` would
-        make progress (a hint: readable spuriously at times, never missed)."""
-        ...
-
-    def forked(self) -> None:
-        """This is a forked child: forget the parent's ring or threads
-        without touching them (no cancel, no join, no teardown)."""
-        ...
-
-
-class Handle:
-    """Names one submitted execution of one engine, for ``Engine.cancel``."""
-
-    __slots__ = ("_engine", "_id", "tag")
-
-    def __init__(self, engine: object, ident: int, tag: Any) -> None:
-        self._engine = engine
-        self._id = ident
-        self.tag = tag
-
-    def __repr__(self) -> str:
-        return f"<Handle tag={self.tag!r}>"
-
-
-class Handles(Sequence[Handle]):
-    """The handles of one ``submit_many`` call, made on demand."""
-
-    __slots__ = ("_engine", "_ids", "_tags")
-
-    def __init__(self, engine: object, ids: Sequence[int], tags: Sequence[Any] | None) -> None:
-        self._engine = engine
-        self._ids = ids
-        self._tags = tags  # None: every tag is None
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def _tag(self, i: int) -> Any:
-        return None if self._tags is None else self._tags[i]
-
-    @overload
-    def __getitem__(self, i: int) -> Handle: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Handle]: ...
-    def __getitem__(self, i: int | slice) -> Handle | list[Handle]:
-        if isinstance(i, slice):
-            ids = self._ids[i]
-            tags = [None] * len(ids) if self._tags is None else self._tags[i]
-            return [Handle(self._engine, d, t) for d, t in zip(ids, tags, strict=True)]
-        return Handle(self._engine, self._ids[i], self._tag(i))
-
-    def __repr__(self) -> str:
-        return f"<Handles of {len(self)} executions>"
 
 
 _MAX_WAIT_NS = 86_400 * 10**9  # one wait of the kernel at most; longer ones loop

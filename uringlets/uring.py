@@ -76,7 +76,7 @@ def _clean_values(
 
 
 class UringBackend:
-    """The io_uring engine's backend (``engine.Backend``): ``io`` (a
+    """The io_uring engine's backend (``backend.Backend``): ``io`` (a
     ``RingIO``) owns the ring and every table; ``follow`` (a
     ``PlanFollower`` over it) is the general path; this class starts
     batches, finishes the clean endings and cancels and closes.  The ring's
