@@ -441,6 +441,15 @@ def test_a_response_under_way_finishes_at_a_stop(tree: Path) -> None:
         first = sock.recv(1024)
         assert first.startswith(b"HTTP/1.1 200")
         os.kill(s.proc.pid, signal.SIGTERM)
+        refused = False  # the listener closes at once; the response goes on
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+            except ConnectionRefusedError:
+                refused = True
+                break
+            time.sleep(0.05)
+        assert refused
         data = first
         while chunk := sock.recv(65536):
             data += chunk

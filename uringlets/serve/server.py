@@ -16,8 +16,9 @@ soft RLIMIT_NOFILE allows (``fd_budget``; on the thread engine each waiting
 connection also holds a thread and its eventfd); a partial request head waits at most
 ``header_timeout`` seconds in all (a client sending a byte a second is
 dropped); a kept-alive connection waits ``idle_timeout`` seconds for its
-next request.  ``stop()`` is graceful: no more accepts, idle connections
-end, responses under way finish, then ``serve_forever`` returns.
+next request.  ``stop()`` is graceful: the accepts are cancelled and the
+listener closed, idle connections end, responses under way finish, then
+``serve_forever`` returns.
 """
 
 from __future__ import annotations
@@ -226,6 +227,11 @@ class Server:
     def start_now(self, program: Program, tag: Any, **params: Any) -> Handle:
         return self.engine.submit(program, tag=tag, **params)
 
+    def close_listener(self) -> None:
+        """At a stop, once no accept is in flight: new clients are refused
+        from now on (instead of waiting in the backlog until the end)."""
+        self._listener.close()
+
     def acceptor_room(self) -> None:
         """A connection ended: there may be room for another accept."""
         if not self.stopping and not self._stopped:
@@ -306,6 +312,8 @@ class _Acceptor:
             self.failed = True  # (the sweep arms again)
         if not server.stopping:
             self.arm()
+        elif not self.in_flight:
+            server.close_listener()  # no accept refers to it any more
 
 
 class _AcceptToken:
