@@ -155,7 +155,7 @@ class Connection:
             if self.closing or self.reader.state == "closed" or server.stopping:
                 self.close()
             else:
-                self._start(server.programs.recv, conn=self.fd)
+                self._start(server.programs.recv)
             return
         item = self.requests.popleft()
         date = server.date.now()
@@ -182,7 +182,7 @@ class Connection:
         else:
             lookup = _Lookup(self, request, relative)
             self.step = lookup
-            server.start(server.programs.open, lookup, path=relative)
+            server.start(server.programs.open, lookup, {"path": relative})
 
     def respond(self, response: Response, entry: Entry | None = None) -> None:
         """Send ``response``: its head and Python-made body, then its file
@@ -219,21 +219,22 @@ class Connection:
             ending = "none"
         else:
             ending = "recv"
-        self._start(server.programs.reply(length, ending, head=head), **params)
+        reply = server.programs.reply(length, ending, head=head)
+        self.step = reply
+        self.handle = None
+        self.expires = server.now + server.idle_timeout
+        server.start(reply.program, self, params)
 
     def _end_body(self) -> None:
         if self.body is not None:
             self.server.cache.release(self.body[0])
             self.body = None
 
-    def _start(self, step: Reply | Program, **params: Any) -> None:
-        self.step = step
+    def _start(self, program: Program) -> None:
+        """Start the recv or the close program (replies: ``_send_part``)."""
+        self.step = program
         self.handle = None
-        if isinstance(step, Reply):
-            self.expires = self.server.now + self.server.idle_timeout
-            self.server.start(step.program, self, **params)
-        else:
-            self.server.start(step, self, **params)
+        self.server.start(program, self, {"conn": self.fd})
 
     # -- ending -----------------------------------------------------------------------
     def stop(self) -> None:
@@ -256,7 +257,7 @@ class Connection:
         if self.fd_closed:
             self.forget()
         elif self.step is not self.server.programs.close:
-            self._start(self.server.programs.close, conn=self.fd)
+            self._start(self.server.programs.close)
 
     def forget(self) -> None:
         """Drop the connection; its descriptor is closed already (or, at

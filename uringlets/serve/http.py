@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -148,7 +149,6 @@ class RequestReader:
         is ``closed``).  Nothing after a close is parsed."""
         if self.state == "closed" or not data:
             return []
-        out: list[Request | ProtocolError] = []
         self._began_here = False
         self._completed_here = 0
         try:
@@ -178,8 +178,9 @@ class RequestReader:
                 if self._unparsed > self.max_head:
                     self._fail(431, "request header fields too large")
         self._previous = data
-        out.extend(self._ready)
-        self._ready.clear()
+        # (the list of requests becomes the answer: feed adds the error)
+        out = cast("list[Request | ProtocolError]", self._ready)
+        self._ready = []
         if self._error is not None:
             out.append(self._error)
         return out
@@ -215,7 +216,10 @@ class RequestReader:
         self.state = "head"
         self._began_here = True
         self.head_started = self._clock()
-        self._reset_message()
+        # (_reset_message, inline: this runs once a request)
+        self._target = b""
+        self._head_size = self._unparsed = self._hosts = 0
+        self._fields = None
 
     def on_url(self, url: bytes) -> None:
         self._target += url

@@ -214,7 +214,7 @@ class Server:
             conn.stop()
 
     # -- starting executions --------------------------------------------------------
-    def start(self, program: Program, tag: Any, **params: Any) -> None:
+    def start(self, program: Program, tag: Any, params: dict[str, Any]) -> None:
         """Queue one execution; the loop starts the queue with one
         ``submit_many`` per program."""
         group = self._pending.get(program)
