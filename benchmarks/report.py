@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import pyperf
+import report_serve
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1115,6 +1116,10 @@ def render(d: Data, plots: dict[str, Path], output: Path) -> str:
     missed = section_targets(d, add)
     section_profiles(d, add, missed, output)
     section_notes(d, add)
+    serve = report_serve.serve_section()  # bench_serve.py's, kept in its own file too
+    if serve:
+        add("")
+        add(serve)
     return "\n".join(out)
 
 
