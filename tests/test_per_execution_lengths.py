@@ -87,3 +87,38 @@ def test_writes_of_params_and_of_fed_bytes(run: Runner, tmp_path: Path) -> None:
     c = run(prog, dst=bytes(dst), src=bytes(src), head=b"")
     assert c.results == (0, 0, 0, 5, 5, 0)
     assert dst.read_bytes() == b"short"
+
+
+def test_a_hard_linked_first_transfer_posts_and_is_checked(
+    make_engine: Callable[..., ul.Engine], run: Runner
+) -> None:
+    """The first atom of a hard-linked run always posts its CQE: the clean
+    path then compares its result with the execution's own length (the
+    value column), in a batch of different lengths and when it fails."""
+    s = ul.Syslet()
+    flags = socket.MSG_WAITALL | socket.MSG_NOSIGNAL
+    s.send(ul.Param("fd"), ul.Param("data"), flags, stop=ul.NEVER_STOP)
+    got = s.recv(ul.Param("fd"), 64)
+    prog = s.compile()
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        for _, b in pairs:
+            b.sendall(b"ok")
+        datas = [b"a" * n for n in (3, 1000, 1, 20)]
+        params = [{"fd": a.fileno(), "data": d} for (a, _), d in zip(pairs, datas, strict=True)]
+        with make_engine() as eng:
+            eng.submit_many(prog, params=params, tags=range(4))
+            done = sorted(eng.wait(4, 10), key=lambda c: c.tag)
+        for c, d in zip(done, datas, strict=True):
+            assert c.results == (len(d), 2) and c.ok and c[got] == b"ok"
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+    a, b = socket.socketpair()
+    b.close()
+    try:  # hard-linked: the recv runs after the failed send, as the blocking calls do
+        c = run(prog, fd=a.fileno(), data=b"hello")
+        assert c.results == (-errno.EPIPE, 0) and c.stopped_at is None
+    finally:
+        a.close()

@@ -116,7 +116,7 @@ class AtomWriter:
         self.index = index  # the atom's
         self.sqe = sqe  # this SQE in the plan's images
         self.image = bytearray(SQE_SIZE)
-        self.image[0] = kernel.opcode(opcode)
+        self.image[FIELDS["opcode"][0]] = kernel.opcode(opcode)
         self.fields = {**FIELDS, **fields} if fields else FIELDS
         self.flags = 0
 
@@ -142,7 +142,7 @@ class AtomWriter:
     def finish(self, user_data: int) -> bytes:
         """The image, with its user_data and flags."""
         struct.pack_into("=Q", self.image, FIELDS["user_data"][0], user_data)
-        self.image[1] = self.flags
+        self.image[FIELDS["flags"][0]] = self.flags
         return bytes(self.image)
 
     def set(self, field: str, value: Any) -> None:

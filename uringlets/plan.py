@@ -20,6 +20,7 @@ SQE_SIZE = 64
 # SQE field -> (byte offset, width); see struct io_uring_sqe.  The fields
 # only some op has (a URING_CMD's) are the op's: ``atoms.Op.sqe_fields``.
 FIELDS: dict[str, tuple[int, int]] = {
+    "opcode": (0, 1),
     "flags": (1, 1),
     "fd": (4, 4),
     "off": (8, 8),
@@ -224,10 +225,11 @@ def clean_path(
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None
     results = (*(pa.success if pa.success is not None else 0 for pa in before), 0)
+    posting = {atom for atom, *_ in posted}
     from_values = tuple(
         (pa.index, pa.success_value)
         for pa in before
-        if pa.skip and pa.success_value is not None and pa.index not in {p[0] for p in posted}
+        if pa.skip and pa.success_value is not None and pa.index not in posting
     )
     outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
     identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)

@@ -22,19 +22,20 @@ from dataclasses import dataclass, field
 from . import kernel
 from ._ring import ffi, lib
 from .errors import TranslateError
-from .plan import SQE_SIZE
+from .plan import FIELDS, SQE_SIZE
 from .program import Program
+
+_OPCODE, _FLAGS = FIELDS["opcode"][0], FIELDS["flags"][0]  # (one byte each)
 
 
 def sqe_ops_and_flags(program: Program) -> tuple[frozenset[int], int]:
     """The opcodes and the union of the SQE flags of ``program``'s images."""
-    images = bytes(ffi.buffer(program.plan.images_c))
-    count = len(images) // SQE_SIZE
-    ops = frozenset(images[i * SQE_SIZE] for i in range(count))
+    images = bytes(ffi.buffer(program.plan.images_c))  # (a char[]: one NUL more)
+    starts = range(0, len(images) // SQE_SIZE * SQE_SIZE, SQE_SIZE)
     flags = 0
-    for i in range(count):
-        flags |= images[i * SQE_SIZE + 1]
-    return ops, flags
+    for start in starts:
+        flags |= images[start + _FLAGS]
+    return frozenset(images[start + _OPCODE] for start in starts), flags
 
 
 def engine_sqes(features: kernel.KernelFeatures) -> tuple[frozenset[int], int]:

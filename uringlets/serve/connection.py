@@ -28,7 +28,7 @@ from .programs import MAX_BODY_PER_EXECUTION, Reply
 from .response import Response, error_response, file_response, redirect_response
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .server import Queued, Server
 
 # Where a lookup's open failed: what the client is told (anything else: 404,
 # so that nothing outside the directory can be told apart from missing).
@@ -42,7 +42,7 @@ class Connection:
     ``_Lookup``; None when nothing is).  The tag of its executions."""
 
     __slots__ = (
-        "body", "closing", "expires", "fd", "fd_closed", "handle", "reader", "requests", "server",
+        "body", "closing", "expires", "fd", "fd_closed", "queued", "reader", "requests", "server",
         "step",
     )  # fmt: skip
 
@@ -57,9 +57,9 @@ class Connection:
         self.body: tuple[Entry, int, int] | None = None
         self.closing = False  # the response being sent is the last
         self.fd_closed = False
-        # the execution in flight: (Handles, index) once started, and when
-        # the server cancels it if it is a reply still in flight
-        self.handle: tuple[Any, int] | None = None
+        # where the reply in flight was queued (Server.start), and when the
+        # server cancels it if it is still in flight
+        self.queued: tuple[Queued, int] | None = None
         self.expires = math.inf
         server.connections.add(self)
 
@@ -221,9 +221,8 @@ class Connection:
             ending = "recv"
         reply = server.programs.reply(length, ending, head=head)
         self.step = reply
-        self.handle = None
         self.expires = server.now + server.idle_timeout
-        server.start(reply.program, self, params)
+        self.queued = server.start(reply.program, self, params)
 
     def _end_body(self) -> None:
         if self.body is not None:
@@ -233,7 +232,7 @@ class Connection:
     def _start(self, program: Program) -> None:
         """Start the recv or the close program (replies: ``_send_part``)."""
         self.step = program
-        self.handle = None
+        self.queued = None  # (only replies are swept)
         self.server.start(program, self, {"conn": self.fd})
 
     # -- ending -----------------------------------------------------------------------
@@ -276,10 +275,9 @@ class Connection:
 class _Lookup:
     """The tag of an open started for a request."""
 
-    __slots__ = ("conn", "handle", "relative", "request")
+    __slots__ = ("conn", "relative", "request")
 
     def __init__(self, conn: Connection, request: Request, relative: bytes) -> None:
-        self.handle: Any = None
         self.conn = conn
         self.request = request
         self.relative = relative

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine import Engine, Handle
+from ..engine import Engine, Handle, Handles
 from ..notify import Completion
 from ..program import Program
 from .cache import OpenFileCache
@@ -153,7 +153,7 @@ class Server:
         self.date = _DateCache()
         self.connections: set[Connection] = set()
         self._acceptor = _Acceptor(self, accepts)
-        self._pending: dict[Program, tuple[list[dict[str, Any]], list[Any]]] = {}
+        self._pending: dict[Program, Queued] = {}
         self._stop_asked = threading.Event()
         self.stopping = False  # the loop has begun to stop (seen once per iteration)
         self.now = time.monotonic()  # when the loop's last wait returned
@@ -214,15 +214,16 @@ class Server:
             conn.stop()
 
     # -- starting executions --------------------------------------------------------
-    def start(self, program: Program, tag: Any, params: dict[str, Any]) -> None:
+    def start(self, program: Program, tag: Any, params: dict[str, Any]) -> tuple[Queued, int]:
         """Queue one execution; the loop starts the queue with one
-        ``submit_many`` per program."""
-        group = self._pending.get(program)
-        if group is None:
-            self._pending[program] = ([params], [tag])
-        else:
-            group[0].append(params)
-            group[1].append(tag)
+        ``submit_many`` per program.  Returns where it is queued: its
+        handle, once started, is ``queued.handles[index]``."""
+        queued = self._pending.get(program)
+        if queued is None:
+            queued = self._pending[program] = Queued()
+        queued.params.append(params)
+        queued.tags.append(tag)
+        return queued, len(queued.tags) - 1
 
     def start_now(self, program: Program, tag: Any, **params: Any) -> Handle:
         return self.engine.submit(program, tag=tag, **params)
@@ -240,10 +241,10 @@ class Server:
     def _flush(self) -> None:
         while self._pending:
             pending, self._pending = self._pending, {}
-            for program, (params, tags) in pending.items():
-                handles = self.engine.submit_many(program, params=params, tags=tags)
-                for i, tag in enumerate(tags):
-                    tag.handle = (handles, i)
+            for program, queued in pending.items():
+                queued.handles = self.engine.submit_many(
+                    program, params=queued.params, tags=queued.tags
+                )
 
     def _sweep(self, now: float) -> None:
         """Cancel the replies in flight for longer than ``idle_timeout``
@@ -254,10 +255,24 @@ class Server:
             self._acceptor.failed = False
             self.acceptor_room()
         for conn in self.connections:
-            if conn.expires < now and isinstance(conn.step, Reply) and conn.handle is not None:
-                handles, i = conn.handle
-                self.engine.cancel(handles[i])
-                conn.expires = math.inf  # once
+            if conn.expires < now and isinstance(conn.step, Reply) and conn.queued is not None:
+                queued, i = conn.queued
+                if queued.handles is not None:  # (started)
+                    self.engine.cancel(queued.handles[i])
+                    conn.expires = math.inf  # once
+
+
+class Queued:
+    """The executions of one program queued in one loop iteration: their
+    parameters and tags, and once ``_flush`` started them with one
+    ``submit_many``, their ``handles`` (what a sweep cancels by)."""
+
+    __slots__ = ("handles", "params", "tags")
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, Any]] = []
+        self.tags: list[Any] = []
+        self.handles: Handles | None = None
 
 
 def _exported_fd(c: Completion) -> int | None:
@@ -319,12 +334,11 @@ class _Acceptor:
 class _AcceptToken:
     """The tag of one accept execution."""
 
-    __slots__ = ("acceptor", "handle", "token")
+    __slots__ = ("acceptor", "token")
 
     def __init__(self, acceptor: _Acceptor, token: int) -> None:
         self.acceptor = acceptor
         self.token = token
-        self.handle: Any = None
 
     def completed(self, c: Completion) -> None:
         self.acceptor.completed(c, self.token)
