@@ -648,3 +648,24 @@ def test_a_low_descriptor_limit_is_a_connection_limit(tree: Path, engine: str) -
         for sock in socks:
             sock.close()
         stop(s)
+
+
+def test_a_stop_touches_only_descriptors_surely_open(tree: Path) -> None:
+    """At a stop, only a connection waiting for its next request is shut
+    down; one whose close is in flight is left alone (its number may be
+    another file's by then: here a pipe stands in for that file)."""
+    from uringlets.serve import Connection, Server
+
+    with Server(tree, port=0, engine="threads") as server:
+        r, w = os.pipe()
+        try:
+            conn = Connection(server, r)
+            conn.step = server.programs.close  # its close is in flight
+            conn.stop()  # must not make a socket of the pipe, nor raise
+            os.write(w, b"x")
+            assert os.read(r, 1) == b"x"  # the pipe is untouched
+            conn.fd_closed = True
+            server.connections.discard(conn)
+        finally:
+            os.close(r)
+            os.close(w)

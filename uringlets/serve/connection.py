@@ -240,7 +240,13 @@ class Connection:
         """The server stops: a connection waiting for its next request is
         told there is none (its recv returns 0).  A direct call, not a
         syslet: it must not wait behind the connection's recv."""
-        if self.step is not None and not self.requests and self.reader.state == "idle":
+        step = self.step
+        waiting = step is self.server.programs.recv or (
+            isinstance(step, Reply) and step.ending == "recv"
+        )
+        # Only then is the descriptor surely open (a close in flight may have
+        # closed it, and its number may be another file's by now).
+        if waiting and not self.requests and self.reader.state == "idle":
             sock = socket.socket(fileno=self.fd)
             try:
                 sock.shutdown(socket.SHUT_RD)
