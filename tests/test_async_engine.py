@@ -84,6 +84,28 @@ def test_run_and_run_many_return_each_execution_its_own_completion(arun: Any) ->
     arun(main)
 
 
+def test_userspace_steps_advance_with_nothing_else_to_wake_the_loop(arun: Any) -> None:
+    """An fstat (a userspace step on io_uring: the slot is installed as an
+    fd first) and an export queue SQEs while the loop drains the ring; they
+    must be submitted in that same drain, or no CQE ever wakes the loop
+    (the await hung before the fix)."""
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    s.export(fd)
+    st = s.fstat(fd)
+    prog = s.compile()
+
+    async def main(eng: ul.AsyncEngine) -> None:
+        for _ in range(3):
+            c = await asyncio.wait_for(eng.run(prog, path=__file__), 5)
+            try:
+                assert c.ok and c[st].st_size == os.stat(__file__).st_size
+            finally:
+                os.close(c[fd])
+
+    arun(main)
+
+
 def test_runs_of_one_loop_iteration_are_started_by_one_submit(arun: Any) -> None:
     """64 tasks awaiting a chain in the same iteration: one submit_many."""
     prog = nop_program()

@@ -248,10 +248,12 @@ class RingIO:
         while True:
             if box[BOX_OTHERS] or box[BOX_RUNS]:
                 self._route_inbox()
-            if not box[BOX_MORE]:
+            if not box[BOX_MORE] and not self._ring.pending:
                 return ok
-            # resumes were queued, CQEs wait in the overflow list, or the
-            # inbox was full: round again without waiting
+            # routing queued resumes (the box was filled before it), CQEs
+            # wait in the overflow list, or the inbox was full: round again
+            # without waiting.  (Without it a poll from an event loop would
+            # leave the resumes unsubmitted, and no CQE would wake it.)
             verdict = lib.ur_cycle(self._ring, self._inbox, 0, -1, self.in_flight, watched)
             if verdict < 0:
                 self._entered(verdict, 0)
