@@ -465,3 +465,60 @@ def test_tags_are_taken_at_submit(make_engine):
         eng.submit_many(prog, 3, tags=tags)
         tags[:] = ["x", "y", "z"]
         assert sorted(c.tag for c in eng.wait(3)) == ["a", "b", "c"]
+
+
+def test_run_many_returns_completions_in_order_and_leaves_others_queued(make_engine, sandbox):
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    data = s.read(fd, 64)
+    s.close(fd)
+    read = s.compile()
+    s = ul.Syslet()
+    s.nop()
+    nop = s.compile()
+    (sandbox / "missing").unlink(missing_ok=True)
+    paths = []
+    for i in range(70):
+        path = sandbox / f"run-many-{i}"
+        path.write_bytes(b"%d" % i)
+        paths.append(path)
+    paths[33] = sandbox / "missing"
+    eng = make_engine(capacity=16)  # more executions than it holds: they start as room frees
+    eng.submit_many(nop, 3, tags=["x", "y", "z"])
+    cs = eng.run_many(read, params=[{"path": p} for p in paths])
+    assert [c.tag for c in cs] == list(range(70))
+    assert [c[data] for c in cs] == [None if i == 33 else b"%d" % i for i in range(70)]
+    assert not cs[33].ok and cs[33].results[0] == -2
+    assert sorted(c.tag for c in eng.wait(3, timeout=5)) == ["x", "y", "z"]
+    assert eng.run_many(nop, 0) == []
+    assert [c.results for c in eng.run_many(nop, 3)] == [(0,)] * 3
+    with pytest.raises(ValueError, match="count"):
+        eng.run_many(nop, 2, params=[{}])
+    with pytest.raises(ul.ParamError):
+        eng.run_many(read, params=[{"path": paths[0]}, {}])
+    assert eng.in_flight == 0 and eng.wait(0) == []  # a refused batch started nothing
+
+
+def test_a_hard_linked_short_read_ends_on_the_clean_path(make_engine, sandbox, monkeypatch):
+    """A read that never stops goes on after a short transfer: its CQE
+    posts and its bytes are cut to its result, without the general path."""
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    first = s.read(fd, 4096, stop=ul.NEVER_STOP)
+    end = s.read(fd, 1, stop=ul.NEVER_STOP)
+    s.close(fd)
+    prog = s.compile()
+    (sandbox / "short").write_bytes(b"ten bytes!")
+    eng = make_engine()
+    if eng.kind == "uring":
+        from uringlets.follow import PlanFollower
+
+        def no_general_path(*args):
+            raise AssertionError("took the general path")
+
+        monkeypatch.setattr(PlanFollower, "_promote", no_general_path)
+    cs = eng.run_many(prog, 8, path=sandbox / "short")
+    assert all(c.ok and c.results == (0, 10, 0, 0) for c in cs)
+    assert all(c[first] == b"ten bytes!" and c[end] == b"" for c in cs)
+    c = eng.run(prog, path=sandbox)  # EISDIR from both reads: the chain still closes
+    assert c.ok and c.results == (0, -21, -21, 0) and c[first] is None

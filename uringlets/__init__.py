@@ -5,6 +5,7 @@ rule), ``compile()`` it once into a ``Program``, and submit it to an
 ``Engine`` as often as you like.  See DESIGN.md for the contract.
 """
 
+from . import aio
 from .async_engine import AsyncEngine
 from .atoms import MAX_ATOMS
 from .atoms.files import (
@@ -57,6 +58,7 @@ __all__ = [
     "RingFull",
     "Syslet",
     "TranslateError",
+    "aio",
     "probe",
 ]
 __version__ = "0.1.0"

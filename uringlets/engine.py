@@ -426,6 +426,52 @@ class Engine:
         self._notify.take(sink[0])
         return sink[0]
 
+    def run_many(
+        self,
+        program: Program,
+        count: int | None = None,
+        *,
+        params: Sequence[Mapping[str, Any]] | None = None,
+        deadline: float | None = None,
+        **common: Any,
+    ) -> list[Completion]:
+        """Run ``count`` executions of ``program`` (or one per mapping in
+        ``params``, merged over ``common``) and return their completions in
+        that order, taken like ``run``'s: other completions stay queued.
+        Completion ``i``'s tag is ``i``.  More than ``capacity`` executions
+        start as room frees up.  An interrupt leaves the completions of
+        those started in the notification ring (tags as above), for a
+        later ``wait()``."""
+        if params is not None:
+            binds = [{**common, **p} for p in params] if common else list(params)
+            if count is not None and count != len(binds):
+                raise ValueError("count and len(params) differ")
+        else:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"count must be a non-negative int, not {count!r}")
+            binds = [common] * count
+        n = len(binds)
+        sink: list[Completion] = []
+        started = 0
+        backend = self._backend
+        while started < n:
+            room = self._capacity - (backend.in_flight - backend.threadlets)
+            if room <= 0:
+                self._pump(1, None)
+                self._check()
+                continue
+            end = min(n, started + room)
+            self._start(program, binds[started:end], range(started, end), True, sink, deadline)
+            started = end
+        while len(sink) < n:
+            self._pump(n - len(sink), None)
+            self._check()
+        self._notify.take_all(sink)
+        out: list[Any] = [None] * n
+        for c in sink:
+            out[c.tag] = c
+        return out
+
     def fileno(self) -> int:
         """A descriptor for an event loop: it becomes readable when
         ``wait(0)`` would make progress (an eventfd registered with the

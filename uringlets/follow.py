@@ -123,10 +123,15 @@ class PlanFollower:
         atom = ud & 0xFF
         if UD_INSTALL <= atom < UD_LINK_TIMEOUT:
             ex.pending = 0  # whether it was counted is not known: expect none
-        elif (
-            atom < UD_INSTALL and (ud >> 8) & 0xF == ex.run_number and self._ends_run(ex, atom, res)
-        ):
-            ex.run_first = ex.run_last = -1  # this CQE ended the run
+        elif atom < UD_INSTALL and (ud >> 8) & 0xF == ex.run_number:
+            if self._ends_run(ex, atom, res):
+                ex.run_first = ex.run_last = -1  # this CQE ended the run
+            elif ex.run_first <= atom <= ex.run_last:
+                # a CQE the run goes on after (a posted atom's): keep what it
+                # said, for when the run's last CQE comes
+                if ex.raw is None:
+                    ex.raw = {}
+                ex.raw[atom] = res
         if ex.run_first >= 0 or ex.pending:
             self._cancel(ex)
             self.io._enter(0)

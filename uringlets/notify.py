@@ -256,6 +256,18 @@ class NotificationRing:
             return out
         return [ready.popleft() for _ in range(max_events)]
 
+    def take_all(self, taken: Sequence[Completion]) -> None:
+        """Remove these completions (``Engine.run_many`` takes its own).  The
+        ring is rebuilt by one C call, so an interrupt leaves it either
+        whole or without exactly these."""
+        ready = self.ready
+        if len(ready) == len(taken) and (not ready or ready[0] is taken[0]):
+            ids = None  # (usually nothing else is queued: all of it is theirs)
+        else:
+            ids = set(map(id, taken))
+        kept = [] if ids is None else [c for c in ready if id(c) not in ids]
+        deque.__init__(ready, kept)
+
     def take(self, completion: Completion) -> None:
         """Remove one completion (``Engine.run`` takes its own): usually the
         newest, taken in O(1)."""

@@ -128,7 +128,8 @@ class CleanPath:
     before it, means every skip-flagged atom returned its one success result
     (``results``; placeholders for the rest), and the engine finishes the
     execution without walking the plan.  ``outs``: (atom, offset, size) of the skipped
-    atoms' scratch buffers, each filled completely."""
+    atoms' scratch buffers, each filled completely; ``posted_outs`` those of
+    posted ones, filled as far as their CQEs say."""
 
     results: tuple[int, ...]
     outs: tuple[tuple[int, int, int], ...]
@@ -149,6 +150,9 @@ class CleanPath:
     # Skipped atoms whose success result is per execution: (atom, the value
     # index holding it).  Their results are read from the batch's columns.
     from_values: tuple[tuple[int, int], ...] = ()
+    # Posted atoms with bytes (hard-linked reads and recvs): (atom, offset,
+    # size, place j in ``posted``); the value is the first result bytes.
+    posted_outs: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,6 +205,7 @@ def clean_path(
         return None  # a timed-out atom's result needs its LINK_TIMEOUT's CQE
     *before, last = plan_atoms
     posted: list[tuple[int, int, int | None, bool, int | None]] = []
+    posted_outs: list[tuple[int, int, int, int]] = []
     for pa in before:
         # (the first atom of a hard-linked run always posts: ur_push)
         skipped = pa.skip and (pa.success is not None or pa.success_value is not None)
@@ -209,7 +214,11 @@ def clean_path(
         # It posts its CQE even on success: fine for the clean path if there
         # is nothing to copy out or normalise, and its verdict is simple.
         full = pa.op.full_length(pa.args)
-        if pa.out is not None or pa.op.result not in (atoms.ZERO, atoms.COUNT):
+        if pa.out is not None and pa.op.result == atoms.BYTES and pa.link == LINK_HARD:
+            # a hard-linked read: any result goes on; its bytes are the
+            # first ``result`` of its buffer
+            posted_outs.append((pa.index, *pa.out, len(posted)))
+        elif pa.out is not None or pa.op.result not in (atoms.ZERO, atoms.COUNT):
             return None
         per_execution = None  # a length only the execution's values hold (a data Param, a Ref)
         if pa.op.short_fails(pa.args) and full is None:
@@ -231,7 +240,10 @@ def clean_path(
         for pa in before
         if pa.skip and pa.success_value is not None and pa.index not in posting
     )
-    outs = tuple((pa.index, *pa.out) for pa in before if pa.out is not None)
+    in_posted = {atom for atom, *_ in posted_outs}
+    outs = tuple(
+        (pa.index, *pa.out) for pa in before if pa.out is not None and pa.index not in in_posted
+    )
     identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
     return CleanPath(
         results,
@@ -247,4 +259,5 @@ def clean_path(
         {atom: j for j, (atom, *_) in enumerate(posted)},
         results[:-1],
         from_values,
+        tuple(posted_outs),
     )

@@ -177,6 +177,11 @@ class _Translator:
             may_skip = in_kernel and can_skip and link != LINK_END and atom.timeout is None
             skip = may_skip and op.skippable(atom.args)
             success = op.success_result(atom.args)
+            if link == LINK_HARD and op.full_length(atom.args) is not None:
+                # A hard link goes on after a short transfer: it is an
+                # ordinary result here, so its CQE must post (the clean path
+                # takes it as a posted atom, its bytes cut to the result).
+                skip = False
             success_value = None  # a success known only per execution (see below)
             link_flag = {
                 LINK_SOFT: kernel.constant("IOSQE_IO_LINK"),

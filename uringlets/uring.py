@@ -58,13 +58,24 @@ _ABANDONED: list[Any] = []
 
 
 def _clean_values(
-    clean: CleanPath, refs: Sequence[Any], block: ScratchBlock, start: int, r: int
+    clean: CleanPath,
+    refs: Sequence[Any],
+    block: ScratchBlock,
+    start: int,
+    r: int,
+    posted: Sequence[int | None] = (),
+    base: int = 0,
 ) -> dict[Any, Any]:
     """The values of a clean execution (by Ref), copied out of its scratch
     buffer (``start`` bytes into the batch's block): the skipped reads were
-    full, the last atom's value has its result ``r``."""
+    full, a posted read has its CQE's result (in ``posted`` from ``base``),
+    the last atom's value has its result ``r``."""
     view = block.view
     values = {refs[i]: view[start + off : start + off + size] for i, off, size in clean.outs}
+    for i, off, _, j in clean.posted_outs:
+        got = posted[base + j]
+        if got is not None and got >= 0:
+            values[refs[i]] = view[start + off : start + off + got]
     if clean.last_out is not None and r >= 0:
         i, off, size = clean.last_out
         if clean.last_bytes:
@@ -486,7 +497,14 @@ class UringBackend:
             view, stride, refs = block.view, block.size, b.program.refs
             # where each execution's buffer starts in the block
             starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
-            if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
+            if clean.posted_outs:  # posted reads: sliced by their CQEs' results
+                posted, width = b.posted, len(clean.posted)
+                assert posted is not None
+                dicts = [
+                    _clean_values(clean, refs, block, s, r, posted, k * width)
+                    for s, r, k in zip(starts, rs, ks, strict=True)
+                ]
+            elif clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
                 i, off, size = clean.outs[0]
                 value_refs = repeat(refs[i], n)
                 values = [view[s : s + size] for s in map(off.__add__, starts)]
@@ -528,7 +546,10 @@ class UringBackend:
             block = b.scratch
             assert block is not None
             start, refs = k * block.size, b.program.refs
-            if clean.last_out is None and len(clean.outs) == 1:  # one full read
+            if clean.posted_outs:
+                assert b.posted is not None
+                dicts = _clean_values(clean, refs, block, start, r, b.posted, k * len(clean.posted))
+            elif clean.last_out is None and len(clean.outs) == 1:  # one full read
                 i, off, size = clean.outs[0]
                 value_ref, value = refs[i], block.view[start + off : start + off + size]
             elif clean.last_out is not None and clean.last_bytes and not clean.outs and r >= 0:

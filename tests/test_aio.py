@@ -1,0 +1,320 @@
+"""``ul.aio``: every helper against the plain-Python call it stands for, on
+real files, on both engines, in its sync and its async form: the same
+bytes, the same errors (errno, subclass and filename)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import uringlets as ul
+from uringlets import aio
+
+from .conftest import ENGINES, open_fds
+
+
+class Helpers:
+    """One engine kind, one form (sync or async): the helpers called alike."""
+
+    def __init__(self, kind: str, form: str, capacity: int = 64) -> None:
+        self.kind, self.form, self.capacity = kind, form, capacity
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.form == "sync":
+            with ul.Engine(self.kind, capacity=self.capacity) as eng:
+                return getattr(aio, name)(*args, engine=eng, **kwargs)
+
+        async def main() -> Any:
+            async with ul.AsyncEngine(self.kind, capacity=self.capacity) as eng:
+                return await getattr(aio, "a" + name)(*args, engine=eng, **kwargs)
+
+        return asyncio.run(main())
+
+
+@pytest.fixture(params=[(k, f) for k in ENGINES for f in ("sync", "async")], ids="-".join)
+def helpers(request: pytest.FixtureRequest) -> Iterator[Helpers]:
+    before = open_fds()
+    yield Helpers(*request.param)
+    assert open_fds() == before  # every descriptor a helper opened is closed
+
+
+def plain_error(fn: Callable[[], Any]) -> OSError:
+    with pytest.raises(OSError) as info:
+        fn()
+    return info.value
+
+
+def same_error(got: BaseException, want: OSError) -> None:
+    assert type(got) is type(want)
+    assert isinstance(got, OSError)
+    assert (got.errno, got.strerror, got.filename) == (want.errno, want.strerror, want.filename)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """Files of the sizes that take each path of read_file: empty, small,
+    exactly the first chain's read, one byte more, several large reads."""
+    sizes = {
+        "empty": 0,
+        "small": 100,
+        "first": aio.SMALL_READ,
+        "over": aio.SMALL_READ + 1,
+        "large": 3 * aio.LARGE_READ + 17,
+    }
+    made = {}
+    for name, size in sizes.items():
+        path = tmp_path / name
+        path.write_bytes(os.urandom(size))
+        made[name] = path
+    return made
+
+
+# -- read_file / read_files ---------------------------------------------------------------
+def test_read_file_gives_what_read_bytes_gives(helpers: Helpers, files: dict[str, Path]) -> None:
+    for path in files.values():
+        assert helpers.call("read_file", path) == path.read_bytes()
+        assert helpers.call("read_file", str(path)) == path.read_bytes()
+        assert helpers.call("read_file", os.fsencode(path)) == path.read_bytes()
+
+
+def test_read_file_of_procfs_reads_to_the_end(helpers: Helpers) -> None:
+    # procfs answers in pieces: a short read is not the end of the file
+    got = helpers.call("read_file", "/proc/self/mountinfo")
+    assert got.startswith(Path("/proc/self/mountinfo").read_bytes()[:40])
+    assert len(got) > 0 and got.endswith(b"\n")
+    assert helpers.call("read_file", "/proc/sys/kernel/ostype") == b"Linux\n"
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "not-a-directory", "name-too-long", "empty-path"]
+)
+def test_read_file_fails_as_open_does(helpers: Helpers, tmp_path: Path, case: str) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    path: Any = {
+        "missing": tmp_path / "missing",
+        "directory": tmp_path,
+        "not-a-directory": tmp_path / "file" / "below",
+        "name-too-long": tmp_path / ("n" * 300),
+        "empty-path": "",
+    }[case]
+    want = plain_error(lambda: Path(path).read_bytes() if path != "" else os.open(path, 0))
+    same_error(plain_error(lambda: helpers.call("read_file", path)), want)
+
+
+def test_read_file_max_size(helpers: Helpers, files: dict[str, Path]) -> None:
+    small, large = files["small"], files["large"]
+    assert helpers.call("read_file", small, max_size=100) == small.read_bytes()
+    for path, limit in ((small, 99), (large, aio.LARGE_READ)):
+        err = plain_error(lambda p=path, n=limit: helpers.call("read_file", p, max_size=n))
+        assert err.errno == errno.EFBIG and err.filename == os.fspath(path)
+    with pytest.raises(ValueError, match="max_size"):
+        helpers.call("read_file", small, max_size=-1)
+
+
+def test_read_files_in_order_with_errors_in_place(
+    helpers: Helpers, files: dict[str, Path], tmp_path: Path
+) -> None:
+    paths: list[Any] = [*files.values(), tmp_path / "missing", tmp_path, files["small"]]
+    got = helpers.call("read_files", paths, errors="return")
+    assert len(got) == len(paths)
+    for path, item in zip(paths, got, strict=True):
+        try:
+            want: Any = Path(path).read_bytes()
+        except OSError as exc:
+            same_error(item, exc)
+        else:
+            assert item == want
+    # errors="raise": the first failing file's error, once all are done
+    err = plain_error(lambda: helpers.call("read_files", paths))
+    same_error(err, plain_error(lambda: Path(tmp_path / "missing").read_bytes()))
+    assert helpers.call("read_files", []) == []
+    with pytest.raises(ValueError, match="errors"):
+        helpers.call("read_files", paths, errors="ignore")
+
+
+def test_read_files_more_than_the_engine_holds(helpers: Helpers, tmp_path: Path) -> None:
+    helpers.capacity = 16
+    paths = []
+    for i in range(300):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(i * 37))
+        paths.append(path)
+    paths.insert(150, tmp_path / "missing")
+    got = helpers.call("read_files", paths, errors="return")
+    assert got[150].errno == errno.ENOENT
+    assert [g for i, g in enumerate(got) if i != 150] == [
+        p.read_bytes() for i, p in enumerate(paths) if i != 150
+    ]
+
+
+def test_read_files_leaves_the_callers_completions_alone(engine_kind: str, tmp_path: Path) -> None:
+    s = ul.Syslet()
+    s.nop()
+    nop = s.compile()
+    (tmp_path / "f").write_bytes(b"data")
+    with ul.Engine(engine_kind) as eng:
+        eng.submit_many(nop, 5, tags=list("abcde"))
+        assert aio.read_files([tmp_path / "f"] * 40, engine=eng) == [b"data"] * 40
+        assert sorted(c.tag for c in eng.wait(5, timeout=5)) == list("abcde")
+
+
+def test_eacces_as_open_gives_it(tmp_path: Path) -> None:
+    """A file nobody may read: as root, the capabilities that bypass
+    permissions are dropped for the child that tries (setpriv)."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"no")
+    secret.chmod(0)
+    code = (
+        "import sys, uringlets as ul\nfrom uringlets import aio\n"
+        "p = sys.argv[1]\n"
+        "try:\n    open(p, 'rb')\nexcept OSError as e:\n    want = (e.errno, e.filename)\n"
+        "for kind in ('uring', 'threads'):\n"
+        "    with ul.Engine(kind) as eng:\n"
+        "        try:\n            aio.read_file(p, engine=eng)\n"
+        "        except PermissionError as e:\n            assert (e.errno, e.filename) == want\n"
+        "        else:\n            raise SystemExit('read')\n"
+        "print('ok', want)\n"
+    )
+    argv = [sys.executable, "-c", code, str(secret)]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.fail("setpriv (util-linux) is needed to drop root's DAC capabilities")
+        argv = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"ok ({errno.EACCES}, ")
+
+
+# -- write_file ---------------------------------------------------------------------------
+def test_write_file_replaces_the_content(helpers: Helpers, tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    for data in (b"first", os.urandom(300_000), b"", bytearray(b"again"), memoryview(b"view")):
+        helpers.call("write_file", target, data)
+        assert target.read_bytes() == bytes(data)
+    helpers.call("write_file", str(target), b"nosync", fsync=False)
+    assert target.read_bytes() == b"nosync"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("case", ["missing-directory", "target-is-directory", "not-bytes"])
+def test_write_file_fails_and_leaves_nothing(helpers: Helpers, tmp_path: Path, case: str) -> None:
+    if case == "not-bytes":
+        with pytest.raises(TypeError, match="bytes-like"):
+            helpers.call("write_file", tmp_path / "x", "text")
+        return
+    target = tmp_path / "missing" / "x" if case == "missing-directory" else tmp_path / "dir"
+    if case == "target-is-directory":
+        target.mkdir()
+    err = plain_error(lambda: helpers.call("write_file", target, b"data"))
+    if case == "missing-directory":
+        same_error(err, plain_error(lambda: os.open(target, os.O_WRONLY | os.O_CREAT)))
+    else:  # rename(2) of a file over a directory
+        assert err.errno == errno.EISDIR and err.filename == os.fspath(target)
+    assert [p.name for p in tmp_path.iterdir()] == (["dir"] if case != "missing-directory" else [])
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, mounted for the test (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_write_file_enospc_as_the_plain_recipe(helpers: Helpers, tiny_tmpfs: Path) -> None:
+    target = tiny_tmpfs / "big"
+    target.write_bytes(b"old")
+
+    def plain() -> None:
+        with open(tiny_tmpfs / "plain", "wb") as f:
+            f.write(b"x" * 1024 * 1024)
+
+    want = plain_error(plain)
+    (tiny_tmpfs / "plain").unlink()
+    err = plain_error(lambda: helpers.call("write_file", target, b"x" * 1024 * 1024))
+    assert type(err) is type(want) and err.errno == want.errno == errno.ENOSPC
+    assert err.filename == os.fspath(target)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["big"]
+
+
+WRITER = """
+import os, sys
+from uringlets import aio
+target, kind = sys.argv[1], sys.argv[2]
+import uringlets as ul
+with ul.Engine(kind) as eng:
+    n = 0
+    while True:
+        n += 1
+        aio.write_file(target, (b"%08d" % n) * 20000, fsync=n % 2 == 0, engine=eng)
+        print(n, flush=True)
+"""
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_write_file_is_atomic_for_readers_and_across_kills(tmp_path: Path, kind: str) -> None:
+    """A writer process replaces the file over and over and is killed at
+    random points; a reader checks every version it sees is whole."""
+    target = tmp_path / "atomic"
+    target.write_bytes(b"%08d" % 0 * 20000)
+    seen = 0
+    for round_ in range(6):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target), kind],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert writer.stdout is not None
+            writer.stdout.readline()  # it is writing
+            for _ in range(40 + round_ * 17):
+                data = target.read_bytes()
+                assert len(data) == 160_000 and data == data[:8] * 20000
+                seen += 1
+        finally:
+            writer.kill()
+            writer.wait()
+        data = target.read_bytes()
+        assert len(data) == 160_000 and data == data[:8] * 20000  # old or new, never part
+    assert seen > 0
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "atomic"]
+    assert all(name.startswith(".atomic.") and name.endswith(".tmp") for name in leftovers)
+
+
+# -- the default engines ----------------------------------------------------------------
+def test_default_engines_are_per_thread_and_per_loop(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert aio.read_file(path) == b"abc"
+    assert aio.engine() is aio.engine()
+    seen: list[ul.Engine] = []
+    t = threading.Thread(target=lambda: seen.append(aio.engine()))
+    t.start()
+    t.join()
+    assert seen[0] is not aio.engine()  # (closed when collected: it is that thread's)
+
+    async def main() -> ul.AsyncEngine:
+        assert await aio.aread_file(path) == b"abc"
+        return aio.async_engine()
+
+    asyncio.run(main())
