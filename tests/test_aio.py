@@ -318,3 +318,46 @@ def test_default_engines_are_per_thread_and_per_loop(tmp_path: Path) -> None:
         return aio.async_engine()
 
     asyncio.run(main())
+
+
+# -- copy_file ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "size", [0, 1, 4096, aio.COPY_CHUNK - 1, aio.COPY_CHUNK, 3 * aio.COPY_CHUNK + 7]
+)
+def test_copy_file_copies_as_shutil_does(helpers: Helpers, tmp_path: Path, size: int) -> None:
+    src, dst, ref = tmp_path / "src", tmp_path / "dst", tmp_path / "ref"
+    src.write_bytes(os.urandom(size))
+    dst.write_bytes(b"older and longer content" * 100_000)  # truncated first
+    assert helpers.call("copy_file", src, dst) == dst
+    shutil.copyfile(src, ref)
+    assert dst.read_bytes() == ref.read_bytes() == src.read_bytes()
+    assert dst.stat().st_mode == ref.stat().st_mode
+
+
+@pytest.mark.parametrize(
+    "case", ["same-file", "missing-source", "source-directory", "missing-target-directory",
+             "target-directory", "fifo"],
+)  # fmt: skip
+def test_copy_file_fails_as_shutil_does(helpers: Helpers, tmp_path: Path, case: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"content")
+    if case == "same-file":
+        dst = src
+    elif case == "missing-source":
+        src = tmp_path / "missing"
+    elif case == "source-directory":
+        src = tmp_path
+    elif case == "missing-target-directory":
+        dst = tmp_path / "missing" / "dst"
+    elif case == "target-directory":
+        dst.mkdir()
+    elif case == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+        src = tmp_path / "fifo"
+    with pytest.raises(Exception) as plain:
+        shutil.copyfile(src, dst)
+    with pytest.raises(Exception) as ours:
+        helpers.call("copy_file", src, dst)
+    assert type(ours.value) is type(plain.value)
+    assert str(ours.value) == str(plain.value)
+    assert os.path.exists(tmp_path / "dst") == (case in ("target-directory",))

@@ -522,3 +522,28 @@ def test_a_hard_linked_short_read_ends_on_the_clean_path(make_engine, sandbox, m
     assert all(c[first] == b"ten bytes!" and c[end] == b"" for c in cs)
     c = eng.run(prog, path=sandbox)  # EISDIR from both reads: the chain still closes
     assert c.ok and c.results == (0, -21, -21, 0) and c[first] is None
+
+
+def test_keep_false_bytes_feed_later_atoms_and_never_come_back(make_engine, sandbox):
+    (sandbox / "kept-src").write_bytes(b"0123456789" * 1000)
+    s = ul.Syslet()
+    src = s.openat(ul.Param("src"))
+    dst = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    data = s.read(src, 4096, keep=False)  # full: the clean path
+    tail = s.read(src, 100_000, keep=False, stop=ul.NEVER_STOP)  # short: the rest in userspace
+    s.write(dst, data)
+    s.write(dst, tail)
+    s.close(dst)
+    s.close(src)
+    prog = s.compile()
+    assert "bytes not kept" in prog.explain()
+    eng = make_engine()
+    for c in eng.run_many(prog, 3, src=sandbox / "kept-src", dst=sandbox / "kept-dst"):
+        assert c.ok and c.results == (0, 0, 4096, 5904, 4096, 5904, 0, 0)
+        for ref in (data, tail):
+            with pytest.raises(KeyError, match="not kept"):
+                c[ref]
+        assert c._values is None and c._value is None  # no copy of them was made
+    assert (sandbox / "kept-dst").read_bytes() == b"0123456789" * 1000
+    with pytest.raises(ul.TranslateError, match="keep"):
+        ul.Syslet().read(0, 10, keep=1)

@@ -90,18 +90,26 @@ class Ref:
 
 class Atom:
     """One validated atom: op, normalised arguments (Refs and Params kept as
-    such), stop rule, and the seconds it may wait (None: no limit)."""
+    such), stop rule, the seconds it may wait (None: no limit), and whether
+    its completion gives its bytes back (``keep``)."""
 
-    __slots__ = ("args", "index", "op", "stop", "timeout")
+    __slots__ = ("args", "index", "keep", "op", "stop", "timeout")
 
     def __init__(
-        self, index: int, op: Op, args: dict[str, Any], stop: int, timeout: float | None = None
+        self,
+        index: int,
+        op: Op,
+        args: dict[str, Any],
+        stop: int,
+        timeout: float | None = None,
+        keep: bool = True,
     ) -> None:
         self.index = index
         self.op = op
         self.args = args
         self.stop = stop
         self.timeout = timeout
+        self.keep = keep  # False: its bytes stay in the engine (read/recv keep=False)
 
     def __repr__(self) -> str:
         return f"Atom({self.index}, {self.op.name}, {self.args}, stop={self.stop})"

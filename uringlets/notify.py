@@ -96,6 +96,8 @@ class Completion(tuple):
         """``values`` by atom index (None or empty: none)."""
         results = tuple(results)
         ok = stopped_at is None and not cancelled and None not in results
+        if values and program.dropped:  # bytes the program does not give back
+            values = {i: v for i, v in values.items() if i not in program.dropped}
         by_ref: dict[Any, Any] | None = None
         one_ref = one = None
         if values:
@@ -160,7 +162,10 @@ class Completion(tuple):
                 return values[ref]
             except (KeyError, TypeError):
                 pass
-        result = self.results[self._index(ref)]
+        index = self._index(ref)
+        if index in self.program.dropped:
+            raise KeyError(f"{ref!r}: its bytes are not kept (keep=False)")
+        result = self.results[index]
         if result is None or result < 0:
             return None
         kind = self.program.atoms[ref.index].op.result

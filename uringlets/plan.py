@@ -108,6 +108,7 @@ class PlanAtom:
     length_value: int | None
     feeds: tuple[int, ...]
     success_value: int | None = None
+    keep: bool = True  # whether the completion gives its value back
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,12 @@ def clean_path(
         # It posts its CQE even on success: fine for the clean path if there
         # is nothing to copy out or normalise, and its verdict is simple.
         full = pa.op.full_length(pa.args)
+        if not pa.keep and pa.out is not None and pa.op.result == atoms.BYTES:
+            if pa.link == LINK_END:
+                return None
+            # bytes nobody reads back: only its result matters
+            posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD, None))
+            continue
         if pa.out is not None and pa.op.result == atoms.BYTES and pa.link == LINK_HARD:
             # a hard-linked read: any result goes on; its bytes are the
             # first ``result`` of its buffer
@@ -242,17 +249,19 @@ def clean_path(
     )
     in_posted = {atom for atom, *_ in posted_outs}
     outs = tuple(
-        (pa.index, *pa.out) for pa in before if pa.out is not None and pa.index not in in_posted
+        (pa.index, *pa.out)
+        for pa in before
+        if pa.out is not None and pa.keep and pa.index not in in_posted
     )
     identity = last.op.result in (atoms.ZERO, atoms.COUNT, atoms.BYTES, atoms.STAT, atoms.MESSAGE)
     return CleanPath(
         results,
         outs,
         last,
-        (last.index, *last.out) if last.out is not None else None,
+        (last.index, *last.out) if last.out is not None and last.keep else None,
         None if identity else last.op.normalise,
         last.stop,
-        any(pa.out is not None for pa in plan_atoms),
+        any(pa.out is not None and pa.keep for pa in plan_atoms),
         scratch_size,
         last.op.decode is None,
         tuple(posted),

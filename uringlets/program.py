@@ -51,7 +51,9 @@ class Program:
     builder handed out, one per atom: a completion knows its values by them
     (``Completion.__getitem__``), so a Ref of another syslet never matches."""
 
-    __slots__ = ("__weakref__", "atoms", "exports", "param_kinds", "param_uses", "plan", "refs")
+    __slots__ = (
+        "__weakref__", "atoms", "dropped", "exports", "param_kinds", "param_uses", "plan", "refs",
+    )  # fmt: skip
 
     def __init__(
         self, atoms: tuple[Atom, ...], refs: tuple[Ref, ...], exports: tuple[int, ...], plan: Plan
@@ -62,6 +64,8 @@ class Program:
         self.plan = plan
         self.param_uses: dict[str, ParamUse] = {use.name: use for use in plan.params}
         self.param_kinds: dict[str, str] = {use.name: use.kind for use in plan.params}
+        # atoms whose bytes the completion does not give back (keep=False)
+        self.dropped = frozenset(a.index for a in atoms if not a.keep)
 
     def __len__(self) -> int:
         return len(self.atoms)
@@ -185,6 +189,8 @@ class Program:
                     notes.append(f"-> slot {pa.slot}")
                 elif pa.fd_value is not None:
                     notes.append("-> real fd")
+                if not pa.keep:
+                    notes.append("bytes not kept")
                 lines.append(f"  {pa.index:2d} {pa.op.name}({args})  [{'; '.join(notes)}]")
         if self.exports:
             lines.append("exports: " + ", ".join(f"atom {i}" for i in self.exports))

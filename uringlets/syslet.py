@@ -98,7 +98,12 @@ class Syslet:
             raise self._error(op, name, str(exc)) from None
 
     def _add(
-        self, name: str, stop: int, values: Mapping[str, Any], timeout: float | None = None
+        self,
+        name: str,
+        stop: int,
+        values: Mapping[str, Any],
+        timeout: float | None = None,
+        keep: bool = True,
     ) -> Ref:
         op = atoms.CATALOGUE[name]
         if len(self._atoms) >= MAX_ATOMS:
@@ -117,8 +122,10 @@ class Syslet:
             timeout = atoms.check_limit(timeout)
         except atoms.ArgError as exc:
             raise self._error(name, "timeout", str(exc)) from None
+        if not isinstance(keep, bool):
+            raise self._error(name, "keep", f"expected True or False, got {keep!r}")
         ref = Ref(self, len(self._atoms), name)
-        self._atoms.append(Atom(ref.index, op, args, stop, timeout))
+        self._atoms.append(Atom(ref.index, op, args, stop, timeout, keep))
         self._refs.append(ref)
         return ref
 
@@ -182,10 +189,13 @@ class Syslet:
         *,
         stop: int = STOP_ON_NEGATIVE,
         timeout: float | None = None,
+        keep: bool = True,
     ) -> Ref:
         """``os.read(fd, size)``, or ``os.pread`` with an offset; result the
-        byte count, ``completion[ref]`` the bytes."""
-        return self._add("read", stop, {"fd": fd, "size": size, "offset": offset}, timeout)
+        byte count, ``completion[ref]`` the bytes.  ``keep=False``: the bytes
+        only feed later atoms (a write of this Ref) and never reach Python;
+        ``completion[ref]`` raises KeyError."""
+        return self._add("read", stop, {"fd": fd, "size": size, "offset": offset}, timeout, keep)
 
     def write(
         self,
@@ -328,9 +338,13 @@ class Syslet:
         *,
         stop: int = STOP_ON_NEGATIVE,
         timeout: float | None = None,
+        keep: bool = True,
     ) -> Ref:
-        """``sock.recv(bufsize, flags)``; ``completion[ref]`` is the data."""
-        return self._add("recv", stop, {"fd": fd, "bufsize": bufsize, "flags": flags}, timeout)
+        """``sock.recv(bufsize, flags)``; ``completion[ref]`` is the data
+        (``keep=False``: as for ``read``)."""
+        return self._add(
+            "recv", stop, {"fd": fd, "bufsize": bufsize, "flags": flags}, timeout, keep
+        )
 
     def sendto(
         self, fd: Any, data: Any, address: Any, flags: int = 0, *,

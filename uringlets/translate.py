@@ -233,6 +233,7 @@ class _Translator:
                     skip=skip,
                     success=success,
                     success_value=success_value,
+                    keep=atom.keep,
                     slot=lay.slot_of.get(atom.index),
                     fd_slots=fd_slots,
                     fd_values=fd_values,

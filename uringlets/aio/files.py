@@ -1,105 +1,29 @@
-"""AIO-style helpers ("glibc plugins") built from syslets: whole-file reads
-and atomic writes, sync (``read_file``) and async (``await aread_file``).
-
-Each helper is a small sans-I/O generator (``_read_files``, ...) that
-yields ``(program, params)`` requests and is sent back the completions, in
-order; ``_drive`` runs one on an ``Engine`` (``Engine.run_many``), ``_adrive``
-on an ``AsyncEngine``.  So the sync and async forms share every decision
-and give the same bytes and the same errors.
-
-Engines.  A helper runs on the ``engine=`` it is given or on the calling
-thread's (``engine()``; for the async forms, the running loop's:
-``async_engine()``), made at first use and kept for the thread (or loop).
-It takes only its own completions (``Engine.run_many``), so it can share an
-engine with the caller's own executions.
-
-Errors are those of the plain calls: ``OSError`` (its subclass by errno)
-with ``filename`` the path as given (``os.fspath``).  Descriptors a helper
-opens are closed on every path, exceptions included.
-"""
+"""Whole files: ``read_file``/``read_files``, ``write_file`` (atomic),
+``copy_file``, and their async forms.  Each is a sans-I/O generator
+(``driving``) over programs compiled once, at first use."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
 import secrets
-import threading
-import weakref
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, overload
 
-from .async_engine import AsyncEngine
-from .atom import NEVER_STOP
-from .engine import Engine
-from .notify import Completion
-from .program import Program
-from .syslet import Param, Syslet
-
-T = TypeVar("T")
-PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-Request = tuple[Program, Sequence[Mapping[str, Any]]]
-Helper = Generator[Request, list[Completion], T]
+from ..async_engine import AsyncEngine
+from ..atom import NEVER_STOP
+from ..engine import Engine
+from ..program import Program
+from ..syslet import Param, Syslet
+from .driving import Helper, PathArg, Request, adrive, drive, error, first_error
 
 SMALL_READ = 16 * 1024  # what the first chain of read_file(s) reads of each file
 LARGE_READ = 1024 * 1024  # one read of a larger file's continuation
 OPEN_READ = os.O_RDONLY | os.O_CLOEXEC
 OPEN_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-# -- the engines the helpers run on ---------------------------------------------------
-_thread_engines = threading.local()
-_loop_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def engine() -> Engine:
-    """The calling thread's engine for the sync helpers (``Engine("auto")``,
-    made at first use; it lives as long as the thread)."""
-    eng: Engine | None = getattr(_thread_engines, "engine", None)
-    if eng is None or eng._closed:
-        eng = _thread_engines.engine = Engine()
-    return eng
-
-
-def async_engine() -> AsyncEngine:
-    """The running loop's engine for the async helpers (made at first use,
-    dropped with the loop)."""
-    loop = asyncio.get_running_loop()
-    eng = _loop_engines.get(loop)
-    if eng is None or eng._closed:
-        eng = _loop_engines[loop] = AsyncEngine()
-    return eng
-
-
-def _drive(helper: Helper[T], eng: Engine | None) -> T:
-    eng = engine() if eng is None else eng
-    try:
-        request = next(helper)
-        while True:
-            program, params = request
-            request = helper.send(eng.run_many(program, params=params))
-    except StopIteration as end:
-        return end.value
-    finally:
-        helper.close()  # its finally blocks close what it opened
-
-
-async def _adrive(helper: Helper[T], eng: AsyncEngine | None) -> T:
-    eng = async_engine() if eng is None else eng
-    try:
-        request = next(helper)
-        while True:
-            program, params = request
-            request = helper.send(await eng.run_many(program, params=params))
-    except StopIteration as end:
-        return end.value
-    finally:
-        helper.close()
 
 
 # -- the programs (compiled once, at first use) ------------------------------------------
@@ -179,19 +103,6 @@ def _writes() -> _Writes:
     return _Writes()
 
 
-def _error(code: int, filename: Any) -> OSError:
-    """The OSError a plain call fails with (its subclass by errno)."""
-    return OSError(code, os.strerror(code), filename)
-
-
-def _first_error(results: tuple[int | None, ...]) -> int:
-    """The errno of the first failed atom (0: none failed)."""
-    for r in results:
-        if r is not None and r < 0:
-            return -r
-    return 0
-
-
 # -- reading ----------------------------------------------------------------------------
 def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> Helper[list[Any]]:
     if errors not in ("raise", "return"):
@@ -209,15 +120,15 @@ def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> 
     larger: list[int] = []
     for i, c in enumerate(done):
         results = c.results
-        code = _first_error(results)
+        code = first_error(results)
         if code:
-            out[i] = _error(code, names[i])
+            out[i] = error(code, names[i])
         elif results[2]:  # a byte beyond SMALL_READ: the rest in more reads
             larger.append(i)
         else:
             out[i] = c[data]
             if max_size is not None and len(out[i]) > max_size:
-                out[i] = _error(errno.EFBIG, names[i])
+                out[i] = error(errno.EFBIG, names[i])
     if larger:
         yield from _read_larger(reads, names, larger, out, max_size)
     if errors == "raise":
@@ -242,11 +153,11 @@ def _read_larger(
             fd = c[reads.fd]
             if fd is not None:
                 fds[i] = fd
-            code = _first_error(c.results)
+            code = first_error(c.results)
             if code:
-                out[i] = _error(code, names[i])
+                out[i] = error(code, names[i])
             elif max_size is not None and c[reads.stat].st_size > max_size:
-                out[i] = _error(errno.EFBIG, names[i])
+                out[i] = error(errno.EFBIG, names[i])
             else:
                 parts[i] = []
                 sizes[i] = c[reads.stat].st_size
@@ -266,7 +177,7 @@ def _read_larger(
                     continue
                 r = c.results[0]
                 if r is None or r < 0:
-                    out[i] = _error(-r if r else errno.EIO, names[i])
+                    out[i] = error(-r if r else errno.EIO, names[i])
                     ended.add(i)
                 elif r == 0:
                     ended.add(i)  # the end of the file
@@ -280,7 +191,7 @@ def _read_larger(
                 if not isinstance(out[i], OSError):
                     out[i] = b"".join(parts[i])
                     if max_size is not None and len(out[i]) > max_size:
-                        out[i] = _error(errno.EFBIG, names[i])
+                        out[i] = error(errno.EFBIG, names[i])
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -315,13 +226,13 @@ def read_files(
     failing file's ``OSError`` is raised once every file is done;
     ``"return"``: it takes the file's place in the list.  ``max_size``: a
     larger file fails with EFBIG."""
-    return _drive(_read_files(list(paths), max_size, errors), engine)
+    return drive(_read_files(list(paths), max_size, errors), engine)
 
 
 def read_file(path: PathArg, *, max_size: int | None = None, engine: Engine | None = None) -> bytes:
     """``pathlib.Path(path).read_bytes()``: the whole file, from one chain
     when it is at most 16 KiB, else from reads at offsets that follow."""
-    out: list[bytes] = _drive(_read_files([path], max_size, "raise"), engine)
+    out: list[bytes] = drive(_read_files([path], max_size, "raise"), engine)
     return out[0]
 
 
@@ -333,14 +244,14 @@ async def aread_files(
     engine: AsyncEngine | None = None,
 ) -> list[Any]:
     """``read_files`` from a coroutine."""
-    return await _adrive(_read_files(list(paths), max_size, errors), engine)
+    return await adrive(_read_files(list(paths), max_size, errors), engine)
 
 
 async def aread_file(
     path: PathArg, *, max_size: int | None = None, engine: AsyncEngine | None = None
 ) -> bytes:
     """``read_file`` from a coroutine."""
-    out: list[bytes] = await _adrive(_read_files([path], max_size, "raise"), engine)
+    out: list[bytes] = await adrive(_read_files([path], max_size, "raise"), engine)
     return out[0]
 
 
@@ -355,14 +266,14 @@ def _write_file(path: PathArg, data: bytes, fsync: bool) -> Helper[None]:
     c = done[0]
     created = c.results[0] == 0
     try:
-        code = _first_error(c.results)
+        code = first_error(c.results)
         written = c.results[writes.write_index] or 0
         while not code and written < len(data):  # a short write: the rest, as a plain loop
             done = yield writes.more, [{"path": temp, "data": data[written:], "offset": written}]
-            code = _first_error(done[0].results)
+            code = first_error(done[0].results)
             written += done[0][writes.more_write] or 0
         if code:
-            raise _error(code, target)
+            raise error(code, target)
         if fsync:
             request: Request = (
                 writes.publish,
@@ -373,13 +284,11 @@ def _write_file(path: PathArg, data: bytes, fsync: bool) -> Helper[None]:
         done = yield request
         results = done[0].results
         if results[0] is not None and results[0] < 0:
-            raise _error(-results[0], target)
+            raise error(-results[0], target)
         created = False  # renamed: it is the target now
-        code = _first_error(results)
+        code = first_error(results)
         if code:  # the directory's fsync: the file is in place, maybe not durable
-            raise _error(
-                code, os.path.dirname(target) or ("." if isinstance(target, str) else b".")
-            )
+            raise error(code, os.path.dirname(target) or ("." if isinstance(target, str) else b"."))
     finally:
         if created:  # (a plain call: this also runs when the helper is closed)
             with contextlib.suppress(OSError):
@@ -406,7 +315,7 @@ def write_file(
     may leave the temporary file behind, never a partial ``path``.
     ``fsync=False`` skips both fsyncs (atomic, not durable).  On failure
     the temporary file is removed and the ``OSError`` names ``path``."""
-    _drive(_write_file(path, _as_bytes(data), fsync), engine)
+    drive(_write_file(path, _as_bytes(data), fsync), engine)
 
 
 async def awrite_file(
@@ -414,10 +323,4 @@ async def awrite_file(
     engine: AsyncEngine | None = None,
 ) -> None:  # fmt: skip
     """``write_file`` from a coroutine."""
-    await _adrive(_write_file(path, _as_bytes(data), fsync), engine)
-
-
-__all__ = [
-    "aread_file", "aread_files", "async_engine", "awrite_file", "engine", "read_file",
-    "read_files", "write_file",
-]  # fmt: skip
+    await adrive(_write_file(path, _as_bytes(data), fsync), engine)

@@ -1,0 +1,49 @@
+"""AIO-style helpers ("glibc plugins") built from syslets, sync
+(``read_file``) and async (``await aread_file``): whole files
+(``files``), TCP requests (``net``) and POSIX-AIO-style requests whose
+ending is announced as the caller asks (``requests``).
+
+Each helper is a small sans-I/O generator that yields ``(program,
+params)`` requests and is sent back the completions, in order
+(``driving``): the sync and async forms share every decision and give the
+same bytes and the same errors.
+
+Engines.  A helper runs on the ``engine=`` it is given or on the calling
+thread's (``engine()``; for the async forms, the running loop's:
+``async_engine()``), made at first use and kept for the thread (or loop).
+It takes only its own completions (``Engine.run_many``), so it can share an
+engine with the caller's own executions.
+
+Errors are those of the plain calls: ``OSError`` (its subclass by errno)
+with ``filename`` the path as given (``os.fspath``).  Descriptors a helper
+opens are closed on every path, exceptions included.
+"""
+
+from .copying import COPY_CHUNK, acopy_file, copy_file
+from .driving import async_engine, engine
+from .files import (
+    LARGE_READ,
+    SMALL_READ,
+    aread_file,
+    aread_files,
+    awrite_file,
+    read_file,
+    read_files,
+    write_file,
+)
+
+__all__ = [
+    "COPY_CHUNK",
+    "LARGE_READ",
+    "SMALL_READ",
+    "acopy_file",
+    "aread_file",
+    "aread_files",
+    "async_engine",
+    "awrite_file",
+    "copy_file",
+    "engine",
+    "read_file",
+    "read_files",
+    "write_file",
+]  # fmt: skip

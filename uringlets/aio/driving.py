@@ -1,0 +1,92 @@
+"""How the helpers run: the engines they use and the drivers of their
+sans-I/O generators.
+
+A helper is a generator that yields ``(program, params)`` requests and is
+sent back the completions, in order; ``drive`` runs one on an ``Engine``
+(``Engine.run_many``), ``adrive`` on an ``AsyncEngine``, so the sync and
+async forms share every decision.  The generator's ``finally`` blocks close
+what it opened: the drivers close it on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import weakref
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ..async_engine import AsyncEngine
+from ..engine import Engine
+from ..notify import Completion
+from ..program import Program
+
+T = TypeVar("T")
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+Request = tuple[Program, Sequence[Mapping[str, Any]]]
+Helper = Generator[Request, list[Completion], T]
+
+# -- the engines the helpers run on ---------------------------------------------------
+_thread_engines = threading.local()
+_loop_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def engine() -> Engine:
+    """The calling thread's engine for the sync helpers (``Engine("auto")``,
+    made at first use; it lives as long as the thread)."""
+    eng: Engine | None = getattr(_thread_engines, "engine", None)
+    if eng is None or eng._closed:
+        eng = _thread_engines.engine = Engine()
+    return eng
+
+
+def async_engine() -> AsyncEngine:
+    """The running loop's engine for the async helpers (made at first use,
+    dropped with the loop)."""
+    loop = asyncio.get_running_loop()
+    eng = _loop_engines.get(loop)
+    if eng is None or eng._closed:
+        eng = _loop_engines[loop] = AsyncEngine()
+    return eng
+
+
+def drive(helper: Helper[T], eng: Engine | None) -> T:
+    eng = engine() if eng is None else eng
+    try:
+        request = next(helper)
+        while True:
+            program, params = request
+            request = helper.send(eng.run_many(program, params=params))
+    except StopIteration as end:
+        return end.value
+    finally:
+        helper.close()  # its finally blocks close what it opened
+
+
+async def adrive(helper: Helper[T], eng: AsyncEngine | None) -> T:
+    eng = async_engine() if eng is None else eng
+    try:
+        request = next(helper)
+        while True:
+            program, params = request
+            request = helper.send(await eng.run_many(program, params=params))
+    except StopIteration as end:
+        return end.value
+    finally:
+        helper.close()
+
+
+def error(code: int, filename: Any) -> OSError:
+    """The OSError a plain call fails with (its subclass by errno)."""
+    return OSError(code, os.strerror(code), filename)
+
+
+def first_error(results: tuple[int | None, ...]) -> int:
+    """The errno of the first failed atom (0: none failed)."""
+    for r in results:
+        if r is not None and r < 0:
+            return -r
+    return 0
