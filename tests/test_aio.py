@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import uringlets as ul
 from uringlets import aio
 
 from .conftest import ENGINES, open_fds
+from .servers import free_port, memcached, redis
 
 
 class Helpers:
@@ -361,3 +363,93 @@ def test_copy_file_fails_as_shutil_does(helpers: Helpers, tmp_path: Path, case: 
     assert type(ours.value) is type(plain.value)
     assert str(ours.value) == str(plain.value)
     assert os.path.exists(tmp_path / "dst") == (case in ("target-directory",))
+
+
+# -- tcp_request --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reply_port() -> Iterator[int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("reply_server.py"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()  # stopped by process id
+        proc.wait()
+
+
+def plain_request(address: Any, payload: bytes, timeout: float | None = None,
+                  until: Any = None) -> bytes:  # fmt: skip
+    """The plain-socket recipe tcp_request stands for."""
+    with socket.create_connection(address, timeout) as sock:
+        sock.sendall(payload)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            data += chunk
+            if not chunk:
+                return data
+            if isinstance(until, int) and len(data) >= until:
+                return data[:until]
+            if isinstance(until, bytes) and until in data:
+                return data[: data.index(until) + len(until)]
+
+
+def test_tcp_request_answers_as_plain_sockets_do(helpers: Helpers, reply_port: int) -> None:
+    address = ("127.0.0.1", reply_port)
+    for payload, until in (
+        (b"ECHO hello", None),
+        (b"BIG", None),
+        (b"BIG", 12_345),
+        (b"LINES", b"\r\n"),
+        (b"LINES", b"line\r\n"),
+        (b"ECHO short", 1000),  # closed before the count: what came
+        (b"ECHO no delimiter", b"\n"),
+    ):
+        want = plain_request(address, payload, 5, until)
+        assert helpers.call("tcp_request", address, payload, timeout=5, until=until) == want
+    assert helpers.call("tcp_request", ("localhost", reply_port), b"ECHO name") == b"ECHO NAME"
+
+
+def test_tcp_requests_batch_in_order_with_errors(helpers: Helpers, reply_port: int) -> None:
+    refused = ("127.0.0.1", free_port())
+    requests = [(("127.0.0.1", reply_port), b"ECHO %d" % i) for i in range(40)]
+    requests.insert(7, (refused, b"ECHO"))
+    requests.insert(20, (("127.0.0.1", reply_port), b"BIG"))
+    got = helpers.call("tcp_requests", requests, timeout=5, errors="return")
+    assert isinstance(got[7], ConnectionRefusedError) and got[7].errno == errno.ECONNREFUSED
+    assert got[20] == b"0123456789" * 30_000
+    assert [g for i, g in enumerate(got) if i not in (7, 20)] == [b"ECHO %d" % i for i in range(40)]
+    with pytest.raises(ConnectionRefusedError):
+        helpers.call("tcp_requests", requests, timeout=5)
+
+
+def test_tcp_request_errors_as_plain_sockets(helpers: Helpers, reply_port: int) -> None:
+    refused = ("127.0.0.1", free_port())
+    want = plain_error(lambda: plain_request(refused, b"x", 5))
+    got = plain_error(lambda: helpers.call("tcp_request", refused, b"x", timeout=5))
+    assert type(got) is type(want) and got.errno == want.errno
+    silent = ("127.0.0.1", reply_port)
+    want = plain_error(lambda: plain_request(silent, b"SILENT", 0.2))
+    got = plain_error(lambda: helpers.call("tcp_request", silent, b"SILENT", timeout=0.2))
+    assert type(got) is type(want) is TimeoutError and str(got) == str(want) == "timed out"
+    for bad in (0, -1, b"", "text", True):
+        with pytest.raises(ValueError, match="until"):
+            helpers.call("tcp_request", silent, b"x", until=bad)
+
+
+def test_tcp_request_talks_to_redis_and_memcached(helpers: Helpers) -> None:
+    with redis(free_port()) as port:
+        address = ("127.0.0.1", port)
+        assert helpers.call("tcp_request", address, b"PING\r\n", until=b"\r\n") == b"+PONG\r\n"
+        answer = helpers.call("tcp_request", address, b"SET k v\r\nGET k\r\n", until=b"v\r\n")
+        assert answer == plain_request(address, b"SET k v\r\nGET k\r\n", 5, b"v\r\n")
+    with memcached(free_port()) as port:
+        address = ("127.0.0.1", port)
+        request = b"set key 0 0 5\r\nhello\r\nget key\r\n"
+        want = plain_request(address, request, 5, b"END\r\n")
+        assert want.endswith(b"VALUE key 0 5\r\nhello\r\nEND\r\n")
+        assert helpers.call("tcp_request", address, request, until=b"END\r\n") == want

@@ -31,6 +31,7 @@ from .files import (
     read_files,
     write_file,
 )
+from .net import atcp_request, atcp_requests, tcp_request, tcp_requests
 
 __all__ = [
     "COPY_CHUNK",
@@ -40,10 +41,14 @@ __all__ = [
     "aread_file",
     "aread_files",
     "async_engine",
+    "atcp_request",
+    "atcp_requests",
     "awrite_file",
     "copy_file",
     "engine",
     "read_file",
     "read_files",
+    "tcp_request",
+    "tcp_requests",
     "write_file",
 ]  # fmt: skip
