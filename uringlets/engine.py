@@ -84,8 +84,14 @@ class Engine:
     the thread pool.  ``restrict``: the programs this engine may run
     (restrict.py): any program using another op is refused at submit
     (``TranslateError``), and on io_uring the ring itself allows only their
-    SQEs (``restricted_in_kernel``).  Every method must be called from the
-    thread that made the engine."""
+    SQEs (``restricted_in_kernel``).  ``progress``: on io_uring, ``"owner"``
+    (the default, fastest) runs the kernel's completion work when the owner
+    thread next enters the engine, so a chain goes on past a blocking atom
+    only then; ``"kernel"`` has the kernel run it as soon as the atom is done
+    (interrupting the owner thread like a signal), so kernel links advance
+    on their own (userspace steps still wait for the owner).  The thread
+    engine always advances on its own.  Every method must be called from
+    the thread that made the engine."""
 
     def __init__(
         self,
@@ -95,9 +101,13 @@ class Engine:
         sq_entries: int = 256,
         workers: int | None = None,
         restrict: Iterable[Program] | None = None,
+        progress: str = "owner",
     ) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity must be a positive int, not {capacity!r}")
+        if progress not in ("owner", "kernel"):
+            raise ValueError(f"progress must be 'owner' or 'kernel', not {progress!r}")
+        self._progress = progress
         self._owner = threading.get_ident()
         self._pid = os.getpid()
         self._capacity = capacity
@@ -139,7 +149,9 @@ class Engine:
                 if restriction is not None and "RESTRICTIONS" not in features.extras:
                     restriction = None  # (checked at submit only: restricted_in_kernel False)
                 try:
-                    backend = UringBackend(self._notify, capacity, sq_entries, restriction)
+                    backend = UringBackend(
+                        self._notify, capacity, sq_entries, restriction, self._progress
+                    )
                     self.restricted_in_kernel = restriction is not None
                     return backend
                 except OSError as exc:
@@ -471,6 +483,32 @@ class Engine:
         for c in sink:
             out[c.tag] = c
         return out
+
+    # -- for helpers that keep their completions apart (ul.aio) -------------------
+    def _submit_into(
+        self, sink: list[Completion], program: Program, params: Mapping[str, Any], tag: Any
+    ) -> Handle:
+        """``submit``, with the completion also appended to ``sink`` when it
+        comes (``_forget`` then takes it out of the notification ring, as
+        ``run`` takes its own).  The SQEs are submitted before it returns."""
+        ident = self._start(program, (params,), (tag,), True, sink, None)[0]
+        self._backend.reap(0, -1)  # (a start with a sink leaves its SQEs queued)
+        return Handle(self, ident, tag)
+
+    def _drive(self, timeout: float | None) -> None:
+        """Reap once, without draining: without waiting (``timeout`` 0), or
+        waiting for a CQE at most ``timeout`` seconds (None: no limit)."""
+        self._check()
+        if not self._backend.in_flight:
+            return
+        if timeout == 0:
+            self._backend.reap(0, -1)
+        else:
+            self._pump(1, _until(timeout))
+
+    def _forget(self, completion: Completion) -> None:
+        """Take a completion ``_submit_into`` delivered out of the ring."""
+        self._notify.take(completion)
 
     def fileno(self) -> int:
         """A descriptor for an event loop: it becomes readable when

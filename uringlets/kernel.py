@@ -87,19 +87,27 @@ class KernelFeatures:
         return replace(self, forced_missing=self.forced_missing | frozenset(names))
 
 
+# What ``Engine(progress="kernel")`` does without: completion work is then
+# run by the kernel as soon as it is done (interrupting the owner thread like
+# a signal), not deferred to the owner's next enter, so a chain goes on after
+# a blocking atom without the owner calling in.
+OWNER_PROGRESS_FLAGS = frozenset({"TASKRUN_FLAG", "DEFER_TASKRUN", "COOP_TASKRUN"})
+
+
 def setup_ring(
-    entries: int, cq_entries: int = 0, *, disabled: bool = False
+    entries: int, cq_entries: int = 0, *, disabled: bool = False, without: Iterable[str] = ()
 ) -> tuple[Any, int, tuple[str, ...]]:
     """Create a ring, giving up flags the kernel refuses; ``disabled``: with
     IORING_SETUP_R_DISABLED, which is never given up (the caller registers
-    restrictions, then enables it).
+    restrictions, then enables it); ``without``: flags not to ask for.
 
     Returns ``(ring, flags, dropped)``: the ``struct ur_ring *`` (owned by the
     caller, released with ``lib.ur_teardown``), the setup flags it has, and
     the names of the flags dropped.  Raises ``OSError`` when no combination
     works."""
     ring = ffi.new("struct ur_ring *")
-    wanted = list(_SETUP_FLAGS)
+    unwanted = set(without)
+    wanted = [(name, bit) for name, bit in _SETUP_FLAGS if name not in unwanted]
     dropped: list[str] = []
     while True:
         flags = lib.IORING_SETUP_R_DISABLED if disabled else 0

@@ -74,6 +74,7 @@ class RingIO:
         capacity: int,
         sq_entries: int,
         restriction: Restriction | None = None,
+        progress: str = "owner",
     ) -> None:
         if capacity > MAX_CAPACITY:
             raise ValueError(f"capacity is at most {MAX_CAPACITY}")
@@ -81,7 +82,10 @@ class RingIO:
         cq_entries = 1 << max(capacity * 2, sq_entries * 2, 16).bit_length()
         # at least 2: an atom and its LINK_TIMEOUT go into the ring together
         self._ring, self.setup_flags, self.dropped_flags = kernel.setup_ring(
-            max(2, sq_entries), min(cq_entries, 65536), disabled=restriction is not None
+            max(2, sq_entries),
+            min(cq_entries, 65536),
+            disabled=restriction is not None,
+            without=kernel.OWNER_PROGRESS_FLAGS if progress == "kernel" else (),
         )
         ring = self._ring
         self.sq_entries = int(ring.sq_entries)

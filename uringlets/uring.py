@@ -102,8 +102,9 @@ class UringBackend:
         capacity: int,
         sq_entries: int,
         restriction: Restriction | None = None,
+        progress: str = "owner",
     ) -> None:
-        self.io = io = RingIO(notify, capacity, sq_entries, restriction)
+        self.io = io = RingIO(notify, capacity, sq_entries, restriction, progress)
         self.follow = follow = PlanFollower(io)
         io.route_others, io.route_clean, io.recover = (
             follow._route_others, self._route_clean, follow._recover,

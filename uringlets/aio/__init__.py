@@ -32,12 +32,20 @@ from .files import (
     write_file,
 )
 from .net import atcp_request, atcp_requests, tcp_request, tcp_requests
+from .requests import AioRequest, Eventfd, Signal, aio_drain, aio_read, aio_suspend, aio_write
 
 __all__ = [
     "COPY_CHUNK",
     "LARGE_READ",
     "SMALL_READ",
+    "AioRequest",
+    "Eventfd",
+    "Signal",
     "acopy_file",
+    "aio_drain",
+    "aio_read",
+    "aio_suspend",
+    "aio_write",
     "aread_file",
     "aread_files",
     "async_engine",

@@ -35,11 +35,14 @@ _loop_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine]
 
 
 def engine() -> Engine:
-    """The calling thread's engine for the sync helpers (``Engine("auto")``,
-    made at first use; it lives as long as the thread)."""
+    """The calling thread's engine for the sync helpers
+    (``Engine("auto", progress="kernel")``, made at first use; it lives as
+    long as the thread)."""
     eng: Engine | None = getattr(_thread_engines, "engine", None)
     if eng is None or eng._closed:
-        eng = _thread_engines.engine = Engine()
+        # progress="kernel": an aio request's eventfd is written when its
+        # transfer is done, whatever the thread does meanwhile
+        eng = _thread_engines.engine = Engine(progress="kernel")
     return eng
 
 
