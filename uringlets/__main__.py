@@ -2,16 +2,24 @@
 
 ``probe``: what this kernel offers and why a fallback would happen (exit
 status 0 only when io_uring is usable).
+``explain MODULE:NAME``: the plan of a program.
+``bench [NAME ...]``: the pyperf suite (uringlets.benchsuite).
 ``serve DIR``: the Tux-style static HTTP/1.1 server (uringlets.serve).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from .program import Program
+from .syslet import Syslet
 
 DISABLED_SYSCTL = Path("/proc/sys/kernel/io_uring_disabled")
 
@@ -64,6 +72,51 @@ def _probe(args: argparse.Namespace) -> int:
     return 0 if usable else 1
 
 
+def load_program(target: str) -> Program:
+    """The Program ``MODULE:NAME`` names: a Program, a Syslet (compiled
+    here), or a callable taking no arguments that returns one of them.
+    ``MODULE`` is an importable module or a path to a ``.py`` file; ``NAME``
+    may be dotted.  Raises ``LookupError`` or ``TypeError`` saying what is
+    wrong."""
+    module_name, sep, name = target.partition(":")
+    if not sep or not module_name or not name:
+        raise LookupError(f"expected MODULE:NAME, got {target!r}")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"no module in {module_name}")
+            module: Any = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, OSError) as exc:
+        raise LookupError(f"cannot import {module_name!r}: {exc}") from None
+    found: Any = module
+    for part in name.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise LookupError(f"{module_name!r} has no {name!r}") from None
+    if callable(found) and not isinstance(found, (Program, Syslet)):
+        found = found()
+    if isinstance(found, Syslet):
+        found = found.compile()
+    if not isinstance(found, Program):
+        raise TypeError(f"{target} is a {type(found).__name__}, not a Program or a Syslet")
+    return found
+
+
+def _explain(args: argparse.Namespace) -> int:
+    try:
+        program = load_program(args.target)
+    except (LookupError, TypeError) as exc:
+        print(f"python -m uringlets explain: {exc}", file=sys.stderr)
+        return 2
+    print(program.explain())
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
@@ -93,6 +146,22 @@ def parser() -> argparse.ArgumentParser:
         "userspace steps. Exit status 0 only when io_uring is usable.",
     )
     probe.set_defaults(run=_probe)
+    explain = commands.add_parser(
+        "explain",
+        help="print the plan of a program (MODULE:NAME)",
+        description="Import MODULE (a module name or a path to a .py file), take NAME from "
+        "it (a Program, a Syslet, or a callable without arguments returning one) and print "
+        "how it runs on this kernel: segments, link flags, slots, CQEs skipped, userspace "
+        "steps. Exit status 2 when the target cannot be found or is no program.",
+    )
+    explain.add_argument("target", metavar="MODULE:NAME", help="e.g. myapp.io:FETCH")
+    explain.set_defaults(run=_explain)
+    # (main hands "bench" and what follows to benchsuite.main: pyperf parses it)
+    commands.add_parser(
+        "bench",
+        help="run the pyperf suite, or the named part of it (--help: its options)",
+        add_help=False,
+    )
     serve = commands.add_parser(
         "serve",
         help="serve a directory over HTTP/1.1 (static files, syslets for all I/O)",
@@ -124,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .benchsuite import main as bench
+
+        return bench(argv[1:])
     args = parser().parse_args(argv)
     return int(args.run(args))
 
