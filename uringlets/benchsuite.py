@@ -74,9 +74,10 @@ def _echo_port() -> int:
         "class H(socketserver.BaseRequestHandler):\n"
         "    def handle(self):\n"
         "        self.request.sendall(self.request.recv(65536))\n"
-        "s = socketserver.ThreadingTCPServer(('127.0.0.1', 0), H)\n"
-        "s.daemon_threads = True\n"
-        "s.request_queue_size = 1024\n"
+        "class S(socketserver.ThreadingTCPServer):\n"
+        "    daemon_threads = True\n"
+        "    request_queue_size = 1024\n"
+        "s = S(('127.0.0.1', 0), H)\n"
         "print(s.server_address[1], flush=True)\n"
         "s.serve_forever()\n"
     )
