@@ -8,6 +8,8 @@
  *                                              (nop with BATCH = CHAIN = 1): the cost
  *                                              of one submit-and-wait round trip
  *   uring_ref file3 LOOPS DIR NFILES [BATCH]   openat_direct -> read 4 KiB -> close_direct
+ *   uring_ref readfiles LOOPS DIR NFILES [BATCH]   read_files' chain: openat_direct -> read
+ *                                              16 KiB -> read 1 -> close_direct (batch 1024)
  *                                              for DIR/f0000 .. DIR/f{NFILES-1:04d}
  *   uring_ref file1 LOOPS DIR NFILES           the same, one chain per
  *                                              io_uring_submit_and_wait (file3 with
@@ -282,6 +284,95 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 		exit(1);
 	}
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * nfiles);
+}
+
+/*
+ * readfiles: the chain of uringlets' read_files, per file: openat_direct ->
+ * read 16 KiB (hard-linked: a short read is the usual result, its CQE posts)
+ * -> read 1 byte (hard-linked: 0 means the end was reached) -> close_direct;
+ * BATCH chains per submit_and_wait, three CQEs each.  A file's bytes stay in
+ * its buffer (what C hands a caller is a pointer and a length).
+ */
+#define READFILES_SIZE 16384
+static void run_readfiles(long loops, const char *dir, long nfiles, long batch)
+{
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	char **paths;
+	char *bufs, tail[1];
+	long errors = 0, bytes = 0;
+	uint64_t t0, t1;
+	unsigned head;
+	int ret;
+
+	paths = file3_paths(dir, nfiles);
+	ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * READFILES_SIZE);
+	if (ret)
+		die("posix_memalign", ret);
+	ring_init(&ring, batch * 4);
+	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+
+	t0 = now_ns();
+	for (long l = 0; l < loops; l++) {
+		for (long first = 0; first < nfiles; first += batch) {
+			long n = nfiles - first < batch ? nfiles - first : batch;
+			unsigned want = (unsigned)n * 3, seen;
+			struct io_uring_sqe *sqe;
+
+			for (long c = 0; c < n; c++) {
+				sqe = get_sqe(&ring);
+				io_uring_prep_openat_direct(sqe, AT_FDCWD, paths[first + c], O_RDONLY,
+							    0, (unsigned)c);
+				io_uring_sqe_set_data64(sqe, 0);
+				io_uring_sqe_set_flags(sqe, LINK_SKIP);
+				sqe = get_sqe(&ring);
+				io_uring_prep_read(sqe, (int)c, bufs + c * READFILES_SIZE,
+						   READFILES_SIZE, 0);
+				io_uring_sqe_set_data64(sqe, 1);
+				io_uring_sqe_set_flags(sqe, IOSQE_IO_HARDLINK | IOSQE_FIXED_FILE);
+				sqe = get_sqe(&ring);
+				io_uring_prep_read(sqe, (int)c, tail, 1, READFILES_SIZE);
+				io_uring_sqe_set_data64(sqe, 2);
+				io_uring_sqe_set_flags(sqe, IOSQE_IO_HARDLINK | IOSQE_FIXED_FILE);
+				sqe = get_sqe(&ring);
+				io_uring_prep_close_direct(sqe, (unsigned)c);
+				io_uring_sqe_set_data64(sqe, 3);
+			}
+			ret = io_uring_submit_and_wait(&ring, want);
+			if (ret < 0)
+				die("io_uring_submit_and_wait", ret);
+			while (want) {
+				seen = 0;
+				io_uring_for_each_cqe(&ring, head, cqe) {
+					if (cqe->res < 0 || (cqe->user_data == 2 && cqe->res != 0))
+						errors++;
+					else if (cqe->user_data == 1)
+						bytes += cqe->res;
+					if (++seen == want)
+						break;
+				}
+				io_uring_cq_advance(&ring, seen);
+				want -= seen;
+				if (want && (ret = io_uring_wait_cqe(&ring, &cqe)) < 0)
+					die("io_uring_wait_cqe", ret);
+			}
+		}
+	}
+	t1 = now_ns();
+
+	io_uring_queue_exit(&ring);
+	for (long i = 0; i < nfiles; i++)
+		free(paths[i]);
+	free(paths);
+	free(bufs);
+	if (errors) {
+		fprintf(stderr, "uring_ref: readfiles: %ld failed CQEs\n", errors);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld bytes=%ld\n", (unsigned long long)(t1 - t0),
+	       loops * nfiles, bytes);
 }
 
 /*
@@ -635,6 +726,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "file3") && (argc == 5 || argc == 6)) {
 		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1),
 			  argc > 5 ? parse_num(argv[5], "BATCH", 1) : 64);
+	} else if (!strcmp(argv[1], "readfiles") && (argc == 5 || argc == 6)) {
+		run_readfiles(loops, argv[3], parse_num(argv[4], "NFILES", 1),
+			      argc > 5 ? parse_num(argv[5], "BATCH", 1) : 1024);
 	} else if (!strcmp(argv[1], "file1") && argc == 5) {
 		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1), 1);
 	} else if (!strcmp(argv[1], "file3refill") && (argc == 5 || argc == 6)) {
