@@ -154,6 +154,9 @@ class CleanPath:
     # Posted atoms with bytes (hard-linked reads and recvs): (atom, offset,
     # size, place j in ``posted``); the value is the first result bytes.
     posted_outs: tuple[tuple[int, int, int, int], ...] = ()
+    # Every posted atom is hard-linked and never stops: any result it posts
+    # keeps the execution on the clean path.
+    posted_always_ok: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,4 +272,5 @@ def clean_path(
         results[:-1],
         from_values,
         tuple(posted_outs),
+        all(hard and not stop for _, stop, _, hard, _ in posted),
     )

@@ -471,7 +471,11 @@ class UringBackend:
         copied out of the batch's scratch block."""
         n = len(ks)
         results: Any
-        if clean.posted or clean.from_values:
+        # The whole batch in order of k (the usual case): its columns as they are.
+        whole = n == b.n and type(ks) is range and ks.start == 0
+        if (clean.posted or clean.from_values) and whole:
+            results = list(zip(*self._result_columns(b, clean, rs)))  # noqa: B905
+        elif clean.posted or clean.from_values:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
             results = repeat((*clean.prefix, lo), n)
@@ -490,16 +494,23 @@ class UringBackend:
         # values), more in a dict each (dicts)
         value_refs: Any = (None,) * n
         values = dicts = value_refs
-        # The whole batch in order of k (the usual case): its columns as they are.
-        whole = n == b.n and type(ks) is range and ks.start == 0
         if clean.buffers:  # copied out of the batch's block; it goes back with the batch
             block = b.scratch
             assert block is not None
             view, stride, refs = block.view, block.size, b.program.refs
             # where each execution's buffer starts in the block
             starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
-            if clean.posted_outs:  # posted reads: sliced by their CQEs' results
-                posted, width = b.posted, len(clean.posted)
+            posted, width = b.posted, len(clean.posted)
+            if len(clean.posted_outs) == 1 and not clean.outs and clean.last_out is None:
+                i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
+                assert posted is not None
+                got = posted[j::width] if whole else [posted[k * width + j] for k in ks]
+                value_refs = repeat(refs[i], n)
+                values = [
+                    None if r is None or r < 0 else view[s : s + r]
+                    for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
+                ]
+            elif clean.posted_outs:  # posted reads: sliced by their CQEs' results
                 assert posted is not None
                 dicts = [
                     _clean_values(clean, refs, block, s, r, posted, k * width)
@@ -591,21 +602,28 @@ class UringBackend:
                         raise
             ks = list(compress(ks, stays))
             ress = list(compress(ress, stays))
-        if clean.posted and ks:  # earlier CQEs decide: take out those that failed
+        # Earlier CQEs decide: take out those that failed (none can when every
+        # posted atom goes on whatever its result, and all of them came).
+        posted = None
+        if (
+            clean.posted
+            and ks
+            and not (clean.posted_always_ok and None not in b.posted)  # type: ignore[operator]
+        ):
             posted = [self._posted_ok(b, k, clean) for k in ks]
-            if not all(posted):
-                for k, res, ok in zip(ks, ress, posted, strict=True):
-                    if not ok:  # something failed: the general path
-                        ex = self.follow._promote(b, k)
-                        ex.fast_taken = True
-                        try:
-                            self.follow._run_over(ex, clean.last.index, res)
-                        except BaseException:
-                            if self.io.broken is None:
-                                self.io._interrupted = (ex.ud | clean.last.index, res)
-                            raise
-                ks = list(compress(ks, posted))
-                ress = list(compress(ress, posted))
+        if posted is not None and not all(posted):
+            for k, res, ok in zip(ks, ress, posted, strict=True):
+                if not ok:  # something failed: the general path
+                    ex = self.follow._promote(b, k)
+                    ex.fast_taken = True
+                    try:
+                        self.follow._run_over(ex, clean.last.index, res)
+                    except BaseException:
+                        if self.io.broken is None:
+                            self.io._interrupted = (ex.ud | clean.last.index, res)
+                        raise
+            ks = list(compress(ks, posted))
+            ress = list(compress(ress, posted))
         if not ks:
             return ks, ress, lo, hi
         if clean.normalise is not None:
@@ -628,6 +646,22 @@ class UringBackend:
             if not hard and (r < 0 or (full is not None and r != full)):
                 return False
         return True
+
+    @staticmethod
+    def _result_columns(b: Batch, clean: CleanPath, rs: list[int]) -> list[Any]:
+        """``_posted_results`` of the whole batch, a column per atom (zip
+        makes the tuples): constants repeated, posted CQEs and per-execution
+        values sliced out of their columns, the last atoms' results."""
+        n, posted, flat = b.n, b.posted, b.flat
+        width = len(clean.posted)
+        columns: list[Any] = [repeat(r, n) for r in clean.results[:-1]]
+        for j, (index, *_) in enumerate(clean.posted):
+            assert posted is not None
+            columns[index] = posted[j::width]
+        for index, value in clean.from_values:
+            columns[index] = repeat(0, n) if flat is None else flat[value * n : (value + 1) * n]
+        columns.append(rs)
+        return columns
 
     @staticmethod
     def _posted_results(b: Batch, k: int, clean: CleanPath, last: int) -> tuple[int | None, ...]:

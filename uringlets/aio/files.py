@@ -38,7 +38,7 @@ class _Reads:
         s = Syslet()
         fd = s.openat(Param("path"), OPEN_READ)
         self.data = s.read(fd, SMALL_READ, stop=NEVER_STOP)
-        s.read(fd, 1, stop=NEVER_STOP)
+        s.read(fd, 1, stop=NEVER_STOP, keep=False)  # (only its result matters)
         s.close(fd)
         self.small = s.compile()
 
