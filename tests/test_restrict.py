@@ -113,7 +113,8 @@ def push_raw(ring: object, sqe: bytes) -> int:
     ud, res = ffi.new("uint64_t[1]"), ffi.new("int32_t[1]")
     unused = ffi.new("uint32_t[1]"), ffi.new("int32_t[1]")
     counts, runs = ffi.new("unsigned[2]"), ffi.new("int32_t[]", lib.UR_RUN_FIELDS)
-    assert lib.ur_reap_split(ring, ffi.NULL, 0, ud, res, *unused, 1, counts, runs, counts + 1) == 1
+    args = (ud, res, *unused, 1, counts, runs, counts + 1, counts)
+    assert lib.ur_reap_split(ring, ffi.NULL, ffi.NULL, 0, *args) == 1
     assert ud[0] == 0xABCDEF
     return int(res[0])
 

@@ -83,10 +83,15 @@ def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_end
         fast[3] = base | 1  # atom 1 ends a clean execution of batch 3
         uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
         ck, cr = ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
-        nclean, nruns = ffi.new("unsigned[1]"), ffi.new("unsigned[1]")
+        nclean, nruns, nposted = (ffi.new("unsigned[1]") for _ in range(3))
         runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * 8)
         assert lib.ur_cq_ready(ring) == 6
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, ck, cr, 8, nclean, runs, nruns) == 6
+        assert (
+            lib.ur_reap_split(
+                ring, fast, ffi.NULL, 4, uds, ress, ck, cr, 8, nclean, runs, nruns, nposted
+            )
+            == 6
+        )
         # one run: batch 3, ends at 3, res 0..0, k consecutive from 0
         assert nclean[0] == 3 and nruns[0] == 1
         assert ffi.unpack(runs, lib.UR_RUN_FIELDS) == [3, 3, 0, 0, 0]
@@ -94,7 +99,58 @@ def test_push_adds_each_executions_user_data_base_and_reap_split_sorts_clean_end
         assert sorted(ffi.unpack(uds, 3)) == [base | k * step for k in range(3)]
         assert ffi.unpack(ck, 3) == [0, 1, 2]
         assert ffi.unpack(cr, 3) == [0, 0, 0]
-        assert lib.ur_reap_split(ring, fast, 4, uds, ress, ck, cr, 8, nclean, runs, nruns) == 0
+        assert (
+            lib.ur_reap_split(
+                ring, fast, ffi.NULL, 4, uds, ress, ck, cr, 8, nclean, runs, nruns, nposted
+            )
+            == 0
+        )
+    finally:
+        lib.ur_teardown(ring)
+
+
+def test_reap_split_stores_the_posted_cqes_of_a_clean_batch():
+    """Three runs of two linked NOPs, atom 0 posting on the clean path:
+    ur_reap_split stores its CQEs in the batch's posted results (by k),
+    counts them apart, and hands Python only what is neither; a batch whose
+    posted results are NULL (one of its executions left the clean path)
+    gets them as others again."""
+    from uringlets.plan import UD_BATCH_SHIFT, UD_K_SHIFT
+
+    ring = ffi.new("struct ur_ring *")
+    assert lib.ur_setup(ring, 16, 0, 0) == 0
+    try:
+        images = ffi.new("char[]", 64 * 2)
+        images[1] = bytes([lib.IOSQE_IO_LINK])
+        ffi.cast("uint64_t *", images + 32)[0] = 0
+        ffi.cast("uint64_t *", images + 64 + 32)[0] = 1
+        values = ffi.new("int64_t[3]")
+        base, step = 3 << UD_BATCH_SHIFT, 1 << UD_K_SHIFT
+        fast = ffi.new("uint64_t[4]")
+        fast[3] = base | 1
+        place = ffi.new("uint8_t[256]")
+        place[0] = 1  # atom 0 posts: place j = 0
+        results = ffi.new("int32_t[3]", [-(2**31)] * 3)
+        posted = ffi.new("struct ur_posted[4]")
+        posted[3].res, posted[3].place, posted[3].width, posted[3].n = results, place, 1, 3
+        uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
+        ck, cr = ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
+        nclean, nruns, nposted = (ffi.new("unsigned[1]") for _ in range(3))
+        runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * 8)
+        for stored in (True, False):
+            if not stored:
+                posted[3].res = ffi.NULL
+            assert lib.ur_push(ring, images, 0, 2, ffi.NULL, 0, values, 3, 3, 0, base, step) == 3
+            assert lib.ur_enter(ring, 6, -1) == 6
+            got = lib.ur_reap_split(
+                ring, fast, posted, 4, uds, ress, ck, cr, 8, nclean, runs, nruns, nposted
+            )
+            assert got == 6 and nclean[0] == 3
+            if stored:
+                assert nposted[0] == 3 and ffi.unpack(results, 3) == [0, 0, 0]
+            else:
+                assert nposted[0] == 0
+                assert sorted(ffi.unpack(uds, 3)) == [base | k * step for k in range(3)]
     finally:
         lib.ur_teardown(ring)
 
@@ -122,9 +178,14 @@ def test_reap_split_cuts_interleaved_batches_into_runs():
         assert lib.ur_enter(ring, len(order), -1) == len(order)
         uds, ress = ffi.new("uint64_t[8]"), ffi.new("int32_t[8]")
         ck, cr = ffi.new("uint32_t[8]"), ffi.new("int32_t[8]")
-        nclean, nruns = ffi.new("unsigned[1]"), ffi.new("unsigned[1]")
+        nclean, nruns, nposted = (ffi.new("unsigned[1]") for _ in range(3))
         runs = ffi.new("int32_t[]", lib.UR_RUN_FIELDS * 8)
-        assert lib.ur_reap_split(ring, fast, 8, uds, ress, ck, cr, 8, nclean, runs, nruns) == 7
+        assert (
+            lib.ur_reap_split(
+                ring, fast, ffi.NULL, 8, uds, ress, ck, cr, 8, nclean, runs, nruns, nposted
+            )
+            == 7
+        )
         assert nclean[0] == 6 and nruns[0] == 4
         assert ffi.unpack(ck, 6) == [0, 1, 5, 3, 6, 4]
         got = ffi.unpack(runs, lib.UR_RUN_FIELDS * 4)

@@ -20,6 +20,8 @@ from .notify import Completion
 from .plan import UD_K_SHIFT, Plan
 from .program import Program
 
+NOT_POSTED = -(2**31)  # a posted CQE that has not come (no kernel result is this low)
+
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 
 
@@ -44,7 +46,9 @@ class Batch:
     None when every tag is None), and ``run()``'s sink.  Per execution,
     indexed by ``k``: its scratch buffer, its ``nslots`` slots
     (``slots[k * nslots:(k + 1) * nslots]``), whether it is ``done``, and the
-    CQEs of ``posted`` atoms (``posted[k * len(clean.posted) + j]``).
+    CQEs of ``posted`` atoms (``posted[k * len(clean.posted) + j]``,
+    ``NOT_POSTED`` until it comes; ur_reap_split stores them there while the
+    batch is on the clean path).
 
     An execution stays on the clean path (no Python object of its own) until
     something unusual happens to it: a CQE other than its clean one, a
@@ -116,9 +120,10 @@ class Batch:
         self.done = bytearray(n)
         self.slow: dict[int, Execution] = {}
         self.promoted = False  # whether any execution of the batch was promoted
-        self.posted: list[int | None] | None = None
+        # (an int32 array: ur_reap_split writes into it, see ring.h's ur_posted)
+        self.posted: Any = None
         if clean is not None and clean.posted:
-            self.posted = [None] * (n * len(clean.posted))
+            self.posted = ffi.new("int32_t[]", [NOT_POSTED] * (n * len(clean.posted)))
 
 
 class Execution:
@@ -177,7 +182,7 @@ class Execution:
             npost = len(clean.posted)
             for j, (atom, *_) in enumerate(clean.posted):
                 r = batch.posted[k * npost + j]
-                if r is not None:
+                if r != NOT_POSTED:
                     if self.raw is None:
                         self.raw = {}
                     self.raw[atom] = r

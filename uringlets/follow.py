@@ -67,7 +67,11 @@ class PlanFollower:
     def _promote(self, batch: Batch, k: int) -> Execution:
         """Take execution ``k`` of ``batch`` off the clean path."""
         ex = batch.slow[k] = Execution(batch, k)
-        batch.promoted = True
+        if not batch.promoted:
+            batch.promoted = True
+            # From now on Python routes the batch's posted CQEs (_route_one):
+            # those of a promoted execution belong to its general path.
+            self.io._posted[batch.index].res = ffi.NULL
         return ex
 
     def _row(self, ex: Execution) -> list[int]:

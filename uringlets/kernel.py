@@ -191,6 +191,7 @@ def _try_setsockopt(ring: Any) -> bool:
         unused = ffi.new("uint32_t[1]"), ffi.new("int32_t[1]")
         counts, runs = ffi.new("unsigned[2]"), ffi.new("int32_t[]", lib.UR_RUN_FIELDS)
         # no batches (0): every CQE is an "other", copied to ud/res
-        if lib.ur_reap_split(ring, ffi.NULL, 0, ud, res, *unused, 1, counts, runs, counts + 1) != 1:
+        args = (ud, res, *unused, 1, counts, runs, counts + 1, counts)
+        if lib.ur_reap_split(ring, ffi.NULL, ffi.NULL, 0, *args) != 1:
             return False
         return res[0] == 0 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1

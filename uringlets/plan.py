@@ -157,6 +157,9 @@ class CleanPath:
     # Every posted atom is hard-linked and never stops: any result it posts
     # keeps the execution on the clean path.
     posted_always_ok: bool = False
+    # atom byte -> j + 1 for the posted atoms, 0 for the others: where
+    # ur_reap_split puts a posted CQE (ring.h, struct ur_posted)
+    posted_place: bytes = bytes(256)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,4 +276,5 @@ def clean_path(
         from_values,
         tuple(posted_outs),
         all(hard and not stop for _, stop, _, hard, _ in posted),
+        bytes(next((j + 1 for j, p in enumerate(posted) if p[0] == a), 0) for a in range(256)),
     )

@@ -369,13 +369,19 @@ int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns)
  * end, or 0), the lowest and highest res (a stop rule is then tested on two
  * numbers), and the first k when the run's k are consecutive (k0, k0 + 1,
  * ...), else -1.  A batch may have several runs when batches interleave.
- * Every other CQE goes to user_data/res, in ring order.  Returns the number
- * copied in all.
- * Only the CQ ring is shared here: fast_ud is the caller's, read only. */
+ * A posted CQE of a batch on its clean path (posted may be NULL: none) is
+ * stored in that batch's posted results (ring.h, struct ur_posted) and
+ * counted in *nposted.  Every other CQE goes to user_data/res, in ring
+ * order.  Returns the number taken in all (clean, posted and others).
+ * Only the CQ ring is shared here: fast_ud and posted are the caller's;
+ * posted[b].res is written, and only while Python has it set (the
+ * single-issuer owner thread runs both, so no ordering is needed). */
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
+                  struct ur_posted *posted,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_k, int32_t *clean_res, unsigned max,
-                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns)
+                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns,
+                  unsigned *nposted)
 {
     const struct io_uring_cqe *cqes = ring->cqes;
     unsigned mask = *ring->cq_mask;
@@ -383,7 +389,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
     /* Acquire: the CQEs the kernel posted before moving the tail are visible. */
     unsigned tail = load_acquire(ring->cq_tail);
     uint64_t k_field = (uint64_t)UR_UD_K_MASK << UR_UD_K_SHIFT;
-    unsigned n = 0, nc = 0, no = 0, nr = 0, run_start = 0;
+    unsigned n = 0, nc = 0, no = 0, nr = 0, np = 0, run_start = 0;
     int32_t *run = clean_runs - UR_RUN_FIELDS; /* the current run, once nr > 0 */
 
     while (head != tail && n < max) {
@@ -411,6 +417,16 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
             clean_res[nc] = cqe->res;
             nc++;
             run[1] = (int32_t)nc;
+        } else if (posted && b < nbatches && posted[b].res &&
+                   /* the same batch and generation, the first run (aux 0),
+                    * an atom that posts on the clean path */
+                   (ud & ~(k_field | 0xFFFULL)) == (fast_ud[b] & ~(k_field | 0xFFFULL)) &&
+                   (ud & 0xF00) == 0 && posted[b].place[ud & 0xFF] &&
+                   ((ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK) < posted[b].n) {
+            uint64_t k = (ud >> UR_UD_K_SHIFT) & UR_UD_K_MASK;
+
+            posted[b].res[k * posted[b].width + posted[b].place[ud & 0xFF] - 1] = cqe->res;
+            np++;
         } else {
             user_data[no] = ud;
             res[no] = cqe->res;
@@ -426,6 +442,7 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
     }
     *nclean = nc;
     *nruns = nr;
+    *nposted = np;
     return (int)n;
 }
 
@@ -465,16 +482,16 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
 int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
 {
     unsigned *box = inbox->box;
-    unsigned nclean, nruns;
+    unsigned nclean, nruns, nposted;
     int n;
 
     if (box[UR_BOX_OTHERS_DONE] < box[UR_BOX_OTHERS] ||
         box[UR_BOX_RUNS_DONE] < box[UR_BOX_RUNS])
         return 0;
-    n = ur_reap_split(ring, inbox->fast_ud, inbox->nbatches, inbox->user_data,
+    n = ur_reap_split(ring, inbox->fast_ud, inbox->posted, inbox->nbatches, inbox->user_data,
                       inbox->res, inbox->clean_k, inbox->clean_res, inbox->max,
-                      &nclean, inbox->clean_runs, &nruns);
-    box[UR_BOX_OTHERS] = (unsigned)n - nclean;
+                      &nclean, inbox->clean_runs, &nruns, &nposted);
+    box[UR_BOX_OTHERS] = (unsigned)n - nclean - nposted;
     box[UR_BOX_OTHERS_DONE] = 0;
     box[UR_BOX_CLEAN] = nclean;
     box[UR_BOX_RUNS] = nruns;

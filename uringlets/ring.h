@@ -67,11 +67,27 @@ struct ur_patch {
 #define UR_BOX_MORE 5
 #define UR_BOX_FIELDS 6
 
+/* A batch's posted CQEs on its clean path: the CQEs that atoms before the
+ * last post even when all goes well (hard-linked reads, say), which
+ * ur_reap_split stores here instead of handing them to Python one by one.
+ * res[k * width + j] is execution k's CQE of the j-th posted atom
+ * (Python fills it with -2**31 first: not come yet); place[atom byte] is j + 1, 0 for an atom
+ * that does not post.  Owned by Python: res by the batch, place by its plan;
+ * the backend sets res to NULL before either can go (the batch ends, or an
+ * execution of it leaves the clean path: Python routes its CQEs then). */
+struct ur_posted {
+    int32_t *res;
+    const uint8_t *place;
+    unsigned width;
+    unsigned n;
+};
+
 /* Where ur_reap_box puts the CQEs it takes (all arrays have room for max;
  * clean_runs for max runs).  Owned by Python (cffi allocations kept by the
  * backend); C only writes into it, never frees it. */
 struct ur_inbox {
     const uint64_t *fast_ud;  /* per batch entry: its clean ending, 0: none */
+    struct ur_posted *posted; /* per batch entry: where its posted CQEs go */
     unsigned nbatches;
     unsigned max;
     uint64_t *user_data;      /* the others, in ring order */
@@ -99,9 +115,11 @@ int ur_push(struct ur_ring *ring, const void *images, unsigned first,
             uint8_t last_flags_clear, uint64_t ud_first, uint64_t ud_step);
 int ur_enter(struct ur_ring *ring, unsigned min_complete, int64_t timeout_ns);
 int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
+                  struct ur_posted *posted,
                   unsigned nbatches, uint64_t *user_data, int32_t *res,
                   uint32_t *clean_k, int32_t *clean_res, unsigned max,
-                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns);
+                  unsigned *nclean, int32_t *clean_runs, unsigned *nruns,
+                  unsigned *nposted);
 int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox);
 int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
              int64_t timeout_ns, unsigned in_flight, unsigned watched);

@@ -105,8 +105,10 @@ class RingIO:
         self._batches: list[Batch | None] = [None] * capacity
         self._free_batches = list(range(capacity - 1, -1, -1))
         self._generations = [0] * capacity
-        # fast_ud of each entry's batch (0: none), for ur_reap_split
+        # fast_ud of each entry's batch (0: none), for ur_reap_split, and
+        # where it puts the batch's posted CQEs (res NULL: Python routes them)
         self._fast = ffi.new("uint64_t[]", capacity)
+        self._posted = ffi.new("struct ur_posted[]", capacity)
         self._scratch: dict[int, ScratchPool] = {}
         # The value columns of a batch in which every value is 0 (no scratch,
         # slots or parameters): read by ur_push, never written.
@@ -124,6 +126,7 @@ class RingIO:
         self._box = ffi.new("unsigned[]", lib.UR_BOX_FIELDS)
         inbox = self._inbox = ffi.new("struct ur_inbox *")
         inbox.fast_ud, inbox.nbatches, inbox.max = self._fast, capacity, self._reap_max
+        inbox.posted = self._posted
         inbox.user_data, inbox.res = self._uds, self._ress
         inbox.clean_k, inbox.clean_res = self._clean_k, self._clean_res
         inbox.clean_runs, inbox.box = self._clean_runs, self._box
@@ -343,6 +346,7 @@ class RingIO:
         if last:
             self._batches[b.index] = None
             self._fast[b.index] = 0
+            self._posted[b.index].res = ffi.NULL  # (before the batch's array can go)
             self._free_batches += (b.index,)
         ready += completions
         if sink is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import kernel
 from .errors import ParamError
-from .execution import Batch, ScratchBlock, ScratchPool, init_scratch
+from .execution import NOT_POSTED, Batch, ScratchBlock, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
 from .notify import Completion, NotificationRing
@@ -63,7 +63,7 @@ def _clean_values(
     block: ScratchBlock,
     start: int,
     r: int,
-    posted: Sequence[int | None] = (),
+    posted: Any = (),  # the batch's int32 array of posted CQEs
     base: int = 0,
 ) -> dict[Any, Any]:
     """The values of a clean execution (by Ref), copied out of its scratch
@@ -74,7 +74,7 @@ def _clean_values(
     values = {refs[i]: view[start + off : start + off + size] for i, off, size in clean.outs}
     for i, off, _, j in clean.posted_outs:
         got = posted[base + j]
-        if got is not None and got >= 0:
+        if got >= 0:  # (NOT_POSTED is negative)
             values[refs[i]] = view[start + off : start + off + got]
     if clean.last_out is not None and r >= 0:
         i, off, size = clean.last_out
@@ -200,6 +200,12 @@ class UringBackend:
         io._generations[index] = generation
         if fast_ud >= 0:
             io._fast[index] = fast_ud
+            if batch.posted is not None:  # ur_reap_split stores its posted CQEs
+                clean = plan.clean
+                assert clean is not None
+                entry = io._posted[index]
+                entry.res, entry.width, entry.n = batch.posted, len(clean.posted), n
+                entry.place = ffi.from_buffer("uint8_t[]", clean.posted_place)
         io._batches[index] = batch
         io.in_flight += n
         if whole:
@@ -504,10 +510,14 @@ class UringBackend:
             if len(clean.posted_outs) == 1 and not clean.outs and clean.last_out is None:
                 i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
                 assert posted is not None
-                got = posted[j::width] if whole else [posted[k * width + j] for k in ks]
+                got = (
+                    ffi.unpack(posted, b.n * width)[j::width]
+                    if whole
+                    else [posted[k * width + j] for k in ks]
+                )
                 value_refs = repeat(refs[i], n)
                 values = [
-                    None if r is None or r < 0 else view[s : s + r]
+                    None if r < 0 else view[s : s + r]
                     for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
                 ]
             elif clean.posted_outs:  # posted reads: sliced by their CQEs' results
@@ -608,7 +618,10 @@ class UringBackend:
         if (
             clean.posted
             and ks
-            and not (clean.posted_always_ok and None not in b.posted)  # type: ignore[operator]
+            and not (
+                clean.posted_always_ok
+                and NOT_POSTED not in ffi.unpack(b.posted, b.n * len(clean.posted))
+            )
         ):
             posted = [self._posted_ok(b, k, clean) for k in ks]
         if posted is not None and not all(posted):
@@ -639,7 +652,7 @@ class UringBackend:
         base = k * len(clean.posted)
         for j, (_, stop, full, hard, length_value) in enumerate(clean.posted):
             r = posted[base + j]
-            if r is None or (stop and stop_holds(stop, r)):
+            if r == NOT_POSTED or (stop and stop_holds(stop, r)):
                 return False
             if length_value is not None:  # (no value columns: every value is 0)
                 full = 0 if b.flat is None else b.flat[length_value * b.n + k]
@@ -655,9 +668,10 @@ class UringBackend:
         n, posted, flat = b.n, b.posted, b.flat
         width = len(clean.posted)
         columns: list[Any] = [repeat(r, n) for r in clean.results[:-1]]
-        for j, (index, *_) in enumerate(clean.posted):
-            assert posted is not None
-            columns[index] = posted[j::width]
+        if posted is not None:
+            everything = ffi.unpack(posted, n * width)
+            for j, (index, *_) in enumerate(clean.posted):
+                columns[index] = everything[j::width]
         for index, value in clean.from_values:
             columns[index] = repeat(0, n) if flat is None else flat[value * n : (value + 1) * n]
         columns.append(rs)
