@@ -40,6 +40,7 @@ from pathlib import Path
 
 import aiofiles
 import pyperf
+import sections
 import uvloop
 import workloads as wl
 
@@ -312,7 +313,7 @@ def report(path: Path) -> None:
         "",
         f"Machine: {meta.get('cpu_count')} CPUs, {meta.get('platform')}, "
         f"{meta.get('python_implementation')} {meta.get('python_version')}; "
-        f"{meta.get('date', '')[:10]}. `benchmarks/bench_aio.py`, one pyperf run (values: "
+        f"{time.strftime('%Y-%m-%d')}. `benchmarks/bench_aio.py`, one pyperf run (values: "
         "median per unit: a file, a write, a copy, a request). Ratio: the peer's time over "
         "ours (above 1: uringlets is faster).",
         "",
@@ -326,7 +327,8 @@ def report(path: Path) -> None:
         met = "" if target is None else f"{target:g}x: {'met' if ratio >= target else 'no'}"
         cells = [ours, _fmt(means[ours]), peer, _fmt(means[peer]), f"{ratio:.2f}x", met]
         lines.append("| " + " | ".join(cells) + " |")
-    (HERE / "RESULTS-aio.md").write_text("\n".join(lines) + "\n")
+    sections.AIO.source.write_text("\n".join(lines) + "\n")
+    sections.AIO.update()
     print("\n".join(lines))
 
 

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 import pyperf
-import report_serve
+import sections
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1077,6 +1077,8 @@ def section_notes(d: Data, add) -> None:
 OTHER_REPORTS = (
     "Other reports, each from its own script: [RESULTS-serve.md](RESULTS-serve.md) (the "
     "static server against nginx, granian, aiohttp, uvicorn and http.server, with wrk), "
+    "[RESULTS-aio.md](RESULTS-aio.md) (the aio helpers against plain Python, C liburing, "
+    "aiofiles, shutil and sockets), "
     "[RESULTS-async.md](RESULTS-async.md) (AsyncEngine against asyncio and uvloop peers), "
     "[FLOOR.md](FLOOR.md) (the per-call floor) and [SOAK.md](SOAK.md) (a million mixed "
     "executions)."
@@ -1116,10 +1118,11 @@ def render(d: Data, plots: dict[str, Path], output: Path) -> str:
     missed = section_targets(d, add)
     section_profiles(d, add, missed, output)
     section_notes(d, add)
-    serve = report_serve.serve_section()  # bench_serve.py's, kept in its own file too
-    if serve:
-        add("")
-        add(serve)
+    for section in sections.ALL:  # other scripts' reports, kept in their own files too
+        text = section.text()
+        if text:
+            add("")
+            add(text)
     return "\n".join(out)
 
 

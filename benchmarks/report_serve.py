@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import sections
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "RESULTS-serve.md"
 PLOT = HERE / "plots" / "serve.png"
@@ -95,36 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if plot(one, servers):
         lines += ["![requests/s against connections, 1 KiB](plots/serve.png)", ""]
     OUT.write_text("\n".join(lines))
-    update_results(RESULTS_MD)
+    sections.SERVE.update()
     print(OUT.read_text())
-
-
-RESULTS_MD = HERE / "RESULTS.md"
-BEGIN, END = "<!-- serve: from RESULTS-serve.md -->", "<!-- /serve -->"
-
-
-def serve_section() -> str:
-    """RESULTS-serve.md as a section of RESULTS.md (one heading level down),
-    between markers, so that report.py and this script keep it alike."""
-    if not OUT.exists():
-        return ""
-    body = OUT.read_text().splitlines()[1:]  # its title becomes the section's
-    shifted = ["#" + line if line.startswith("#") else line for line in body]
-    return "\n".join([BEGIN, "## The static server (issue 12)", *shifted, END])
-
-
-def update_results(path: Path) -> None:
-    """Put the serve section into RESULTS.md in place (or at its end)."""
-    if not path.exists():
-        return
-    text = path.read_text()
-    section = serve_section()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def plot(one: dict[tuple[str, str, int], dict[str, float]], servers: list[str]) -> bool:
