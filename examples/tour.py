@@ -30,6 +30,7 @@ from typing import Any
 import uringlets as ul
 from uringlets import aio
 from uringlets.__main__ import probe_lines
+from uringlets.benchsuite import plain_read_files
 
 FILES = 2000
 FILE_SIZE = 4096
@@ -55,20 +56,6 @@ def row(what: str, ours: float, theirs: float, peer: str, unit: str, count: int)
     )
     print(f"  {what:<34} {ours / count * 1e6:8.1f} us/{unit}   {peer:<26} "
           f"{theirs / count * 1e6:8.1f} us/{unit}   {verdict}")  # fmt: skip
-
-
-def plain_read_files(paths: list[str]) -> list[bytes]:
-    out = []
-    for path in paths:  # open, read to the end, close: what a careful loop does
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            out.append(b"".join(chunks))
-        finally:
-            os.close(fd)
-    return out
 
 
 def drop_caches() -> None:

@@ -1,11 +1,14 @@
-"""A loopback TCP echo server in its own process (so its descriptors are not
-the test process's): prints its port, echoes every connection until EOF."""
+"""A loopback TCP server in its own process (so its descriptors are not the
+test process's): prints its port, then echoes every connection until EOF;
+with ``--reply`` it answers one request per connection instead (``Reply``,
+for ``tcp_request``'s tests)."""
 
 from __future__ import annotations
 
 import socket
 import socketserver
 import sys
+import time
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -19,8 +22,28 @@ class Echo(socketserver.BaseRequestHandler):
             pass  # a client that closed with data unread: the kernel reset it
 
 
+class Reply(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock = self.request
+        request = sock.recv(65536)
+        word = request.split(b" ", 1)[0]
+        if word == b"ECHO":
+            sock.sendall(request.upper())
+        elif word == b"BIG":
+            for _ in range(30):
+                sock.sendall(b"0123456789" * 1000)
+                time.sleep(0.001)
+        elif word == b"LINES":
+            sock.sendall(b"first line\r\nsecond line\r\n")
+            sock.recv(1)  # until the client closes
+        elif word == b"SILENT":
+            sock.recv(1)
+        sock.close()
+
+
 def main() -> None:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    handler = Reply if "--reply" in sys.argv[1:] else Echo
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     sys.stdout.close()

@@ -369,7 +369,7 @@ def test_copy_file_fails_as_shutil_does(helpers: Helpers, tmp_path: Path, case: 
 @pytest.fixture(scope="module")
 def reply_port() -> Iterator[int]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("reply_server.py"))],
+        [sys.executable, str(Path(__file__).with_name("echo_server.py")), "--reply"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from .engine import Engine, Handle
+from .engine import Engine, Handle, executions
 from .errors import EngineClosed, ParamError, RingFull
 from .notify import CallCompletion, Completion
 from .program import Program
@@ -151,14 +151,7 @@ class AsyncEngine:
         """Run ``count`` executions of ``program`` (or one per mapping in
         ``params``, merged over ``common``) and return their completions in
         the same order.  Cancelling the awaiting task cancels them all."""
-        if params is not None:
-            binds = [{**common, **p} for p in params]
-            if count is not None and count != len(binds):
-                raise ValueError("count and len(params) differ")
-        else:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"count must be a non-negative int, not {count!r}")
-            binds = [common] * count
+        binds = executions(count, params, common)
         if tags is not None and len(tags) != len(binds):
             raise ValueError("len(tags) differs from the number of executions")
         tickets = [

@@ -112,20 +112,27 @@ def read_files(loops: int) -> float:
     return perf_counter() - t0
 
 
+def plain_read_files(paths: list[str]) -> list[bytes]:
+    """What read_files stands for, as a careful plain loop: open, read to
+    the end, close."""
+    out = []
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            out.append(b"".join(chunks))
+        finally:
+            os.close(fd)
+    return out
+
+
 def read_files_plain(loops: int) -> float:
     paths = _files()
     t0 = perf_counter()
     for _ in range(loops):
-        out = []
-        for path in paths:  # the plain os loop: open, read to the end, close
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                chunks = []
-                while chunk := os.read(fd, 65536):
-                    chunks.append(chunk)
-                out.append(b"".join(chunks))
-            finally:
-                os.close(fd)
+        plain_read_files(paths)
     return perf_counter() - t0
 
 

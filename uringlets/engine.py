@@ -62,6 +62,25 @@ def _until(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
+def executions(
+    count: int | None, params: Sequence[Mapping[str, Any]] | None, common: Mapping[str, Any]
+) -> list[Mapping[str, Any]]:
+    """The parameters of each execution a ``submit_many`` / ``run_many``
+    call asks for: one per mapping in ``params`` (merged over ``common``),
+    or ``count`` times ``common`` (one mapping, shared: binding does not
+    copy it)."""
+    if params is not None:
+        binds: list[Mapping[str, Any]] = (
+            [{**common, **p} for p in params] if common else list(params)
+        )
+        if count is not None and count != len(binds):
+            raise ValueError("count and len(params) differ")
+        return binds
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative int, not {count!r}")
+    return [common] * count
+
+
 _LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines of this process
 
 
@@ -263,14 +282,7 @@ class Engine:
         """Start ``count`` executions of one program in one call, all with the
         ``common`` parameters, or one per mapping in ``params`` (merged over
         ``common``).  All or none start."""
-        if params is not None:
-            binds = [{**common, **p} for p in params] if common else list(params)
-            if count is not None and count != len(binds):
-                raise ValueError("count and len(params) differ")
-        else:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"count must be a non-negative int, not {count!r}")
-            binds = [common] * count  # one mapping, shared: bind_columns does not copy it
+        binds = executions(count, params, common)
         if tags is not None:
             tags = list(tags)  # the caller may reuse its sequence; completions keep these
             if len(tags) != len(binds):
@@ -454,14 +466,7 @@ class Engine:
         start as room frees up.  An interrupt leaves the completions of
         those started in the notification ring (tags as above), for a
         later ``wait()``."""
-        if params is not None:
-            binds = [{**common, **p} for p in params] if common else list(params)
-            if count is not None and count != len(binds):
-                raise ValueError("count and len(params) differ")
-        else:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"count must be a non-negative int, not {count!r}")
-            binds = [common] * count
+        binds = executions(count, params, common)
         n = len(binds)
         sink: list[Completion] = []
         started = 0

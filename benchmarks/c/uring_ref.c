@@ -215,6 +215,38 @@ static char **file3_paths(const char *dir, long nfiles)
 	return paths;
 }
 
+/* Setup of the file benchmarks (not timed): a buffer of `size` bytes per
+ * chain of a batch, a ring of `entries` SQEs, a sparse table of `batch`
+ * direct-descriptor slots. */
+static char *files_setup(struct io_uring *ring, long batch, size_t size, unsigned entries)
+{
+	char *bufs;
+	int ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * size);
+
+	if (ret)
+		die("posix_memalign", ret);
+	ring_init(ring, entries);
+	ret = io_uring_register_files_sparse(ring, (unsigned)batch);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+	return bufs;
+}
+
+/* Teardown of the file benchmarks; exits 1 if any chain failed. */
+static void files_teardown(struct io_uring *ring, char **paths, long nfiles, char *bufs,
+			   const char *what, long errors)
+{
+	io_uring_queue_exit(ring);
+	for (long i = 0; i < nfiles; i++)
+		free(paths[i]);
+	free(paths);
+	free(bufs);
+	if (errors) {
+		fprintf(stderr, "uring_ref: %s: %ld failed CQEs\n", what, errors);
+		exit(1);
+	}
+}
+
 /*
  * Queue one file3 chain into direct-descriptor `slot`: openat_direct -> read
  * 4 KiB into `buf` (fixed file) -> close_direct, linked, CQE_SKIP_SUCCESS on
@@ -249,17 +281,10 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	char *bufs;
 	long errors = 0;
 	uint64_t t0, t1;
-	int ret;
 
 	/* Setup (not timed): paths, per-chain buffers, ring, sparse file table. */
 	paths = file3_paths(dir, nfiles);
-	ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * READ_SIZE);
-	if (ret)
-		die("posix_memalign", ret);
-	ring_init(&ring, batch * 3);
-	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
+	bufs = files_setup(&ring, batch, READ_SIZE, (unsigned)batch * 3);
 
 	t0 = now_ns();
 	for (long l = 0; l < loops; l++) {
@@ -274,15 +299,7 @@ static void run_file3(long loops, const char *dir, long nfiles, long batch)
 	}
 	t1 = now_ns();
 
-	io_uring_queue_exit(&ring);
-	for (long i = 0; i < nfiles; i++)
-		free(paths[i]);
-	free(paths);
-	free(bufs);
-	if (errors) {
-		fprintf(stderr, "uring_ref: file3: %ld failed CQEs\n", errors);
-		exit(1);
-	}
+	files_teardown(&ring, paths, nfiles, bufs, "file3", errors);
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * nfiles);
 }
 
@@ -306,13 +323,7 @@ static void run_readfiles(long loops, const char *dir, long nfiles, long batch)
 	int ret;
 
 	paths = file3_paths(dir, nfiles);
-	ret = posix_memalign((void **)&bufs, 4096, (size_t)batch * READFILES_SIZE);
-	if (ret)
-		die("posix_memalign", ret);
-	ring_init(&ring, batch * 4);
-	ret = io_uring_register_files_sparse(&ring, (unsigned)batch);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
+	bufs = files_setup(&ring, batch, READFILES_SIZE, (unsigned)batch * 4);
 
 	t0 = now_ns();
 	for (long l = 0; l < loops; l++) {
@@ -362,15 +373,7 @@ static void run_readfiles(long loops, const char *dir, long nfiles, long batch)
 	}
 	t1 = now_ns();
 
-	io_uring_queue_exit(&ring);
-	for (long i = 0; i < nfiles; i++)
-		free(paths[i]);
-	free(paths);
-	free(bufs);
-	if (errors) {
-		fprintf(stderr, "uring_ref: readfiles: %ld failed CQEs\n", errors);
-		exit(1);
-	}
+	files_teardown(&ring, paths, nfiles, bufs, "readfiles", errors);
 	printf("elapsed_ns=%llu executions=%ld bytes=%ld\n", (unsigned long long)(t1 - t0),
 	       loops * nfiles, bytes);
 }
@@ -400,13 +403,8 @@ static void run_file3_refill(long loops, const char *dir, long nfiles, long infl
 
 	/* Setup (not timed): paths, per-slot buffers, ring, sparse file table. */
 	paths = file3_paths(dir, nfiles);
-	ret = posix_memalign((void **)&bufs, 4096, (size_t)inflight * READ_SIZE);
-	if (ret)
-		die("posix_memalign", ret);
-	ring_init(&ring, inflight * 3);	/* at most one chain (3 SQEs) per slot queued */
-	ret = io_uring_register_files_sparse(&ring, (unsigned)inflight);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
+	/* at most one chain (3 SQEs) per slot queued */
+	bufs = files_setup(&ring, inflight, READ_SIZE, (unsigned)inflight * 3);
 
 	t0 = now_ns();
 	for (long s = 0; s < inflight && next < total; s++, next++, active++)
