@@ -459,3 +459,19 @@ def test_tcp_request_talks_to_redis_and_memcached(helpers: Helpers) -> None:
         want = plain_request(address, request, 5, b"END\r\n")
         assert want.endswith(b"VALUE key 0 5\r\nhello\r\nEND\r\n")
         assert helpers.call("tcp_request", address, request, until=b"END\r\n") == want
+
+
+def test_copy_file_enospc_as_shutil(helpers: Helpers, tiny_tmpfs: Path, tmp_path: Path) -> None:
+    """A copy that does not fit: the write comes back short, then fails;
+    copy_file must say so as shutil does, never return a cut copy."""
+    src = tmp_path / "big"
+    for size in (100 * 1024, 3 * aio.COPY_CHUNK):
+        src.write_bytes(os.urandom(size))
+        with pytest.raises(OSError) as plain:
+            shutil.copyfile(src, tiny_tmpfs / "plain")
+        (tiny_tmpfs / "plain").unlink()
+        with pytest.raises(OSError) as ours:
+            helpers.call("copy_file", src, tiny_tmpfs / "ours")
+        assert ours.value.errno == plain.value.errno == errno.ENOSPC
+        assert type(ours.value) is type(plain.value)
+        (tiny_tmpfs / "ours").unlink()

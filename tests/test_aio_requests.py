@@ -141,8 +141,31 @@ def test_requests_leave_the_engines_other_work_alone(eng: ul.Engine, data_fd: in
     s.nop()
     nop = s.compile()
     eng.submit_many(nop, 3, tags=["a", "b", "c"])
-    assert aio.aio_read(data_fd, 4, 0, engine=eng).result(5) == os.pread(data_fd, 4, 0)
+    request = aio.aio_read(data_fd, 4, 0, engine=eng)
+    # the caller's own wait never sees a request's completion, ended or not
     assert sorted(c.tag for c in eng.wait(3, timeout=5)) == ["a", "b", "c"]
+    assert eng.wait(0) == [] and eng.in_flight == 0
+    assert request.result(5) == os.pread(data_fd, 4, 0)
+
+
+def test_a_callback_that_raises_leaves_the_others_for_the_next_drain(
+    eng: ul.Engine, data_fd: int
+) -> None:
+    calls: list[aio.AioRequest] = []
+
+    def notify(request: aio.AioRequest) -> None:
+        calls.append(request)
+        if len(calls) == 1:
+            raise RuntimeError("the first callback fails")
+
+    requests = [aio.aio_read(data_fd, 4, i, notify=notify, engine=eng) for i in range(10)]
+    failed = False
+    while len(calls) < 10:
+        try:
+            aio.aio_drain(1, engine=eng)
+        except RuntimeError:
+            failed = True
+    assert failed and sorted(map(id, calls)) == sorted(map(id, requests))  # each once
 
 
 def test_progress_owner_defers_the_kernels_part_until_the_owner_calls_in() -> None:

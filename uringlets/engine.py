@@ -38,7 +38,7 @@ from . import kernel
 from .backend import Backend
 from .errors import EngineClosed, RingFull
 from .handles import Handle, Handles
-from .notify import Completion, NotificationRing
+from .notify import Completion, NotificationRing, PrivateSink
 from .program import Program
 from .restrict import Restriction
 from .threads import ThreadsBackend
@@ -491,11 +491,10 @@ class Engine:
 
     # -- for helpers that keep their completions apart (ul.aio) -------------------
     def _submit_into(
-        self, sink: list[Completion], program: Program, params: Mapping[str, Any], tag: Any
+        self, sink: PrivateSink, program: Program, params: Mapping[str, Any], tag: Any
     ) -> Handle:
-        """``submit``, with the completion also appended to ``sink`` when it
-        comes (``_forget`` then takes it out of the notification ring, as
-        ``run`` takes its own).  The SQEs are submitted before it returns."""
+        """``submit``, with the completion put in ``sink`` instead of the
+        notification ring.  The SQEs are submitted before it returns."""
         ident = self._start(program, (params,), (tag,), True, sink, None)[0]
         self._backend.reap(0, -1)  # (a start with a sink leaves its SQEs queued)
         return Handle(self, ident, tag)
@@ -510,10 +509,6 @@ class Engine:
             self._backend.reap(0, -1)
         else:
             self._pump(1, _until(timeout))
-
-    def _forget(self, completion: Completion) -> None:
-        """Take a completion ``_submit_into`` delivered out of the ring."""
-        self._notify.take(completion)
 
     def fileno(self) -> int:
         """A descriptor for an event loop: it becomes readable when

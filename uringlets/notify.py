@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -230,6 +231,15 @@ class CallCompletion(Completion):
         return f"<CallCompletion tag={self.tag!r} {state}>"
 
 
+class PrivateSink(list["Completion"]):
+    """Where the completion of an execution started with
+    ``Engine._submit_into`` goes *instead of* the notification ring (an aio
+    request keeps its own): a backend appends it here and does not post it.
+    Still exactly one completion, never dropped: its owner holds it."""
+
+    __slots__ = ()
+
+
 class NotificationRing:
     """The queue of ended executions' completions, drained by ``wait()``.
 
@@ -266,7 +276,7 @@ class NotificationRing:
         ring is rebuilt by one C call, so an interrupt leaves it either
         whole or without exactly these."""
         ready = self.ready
-        if len(ready) == len(taken) and (not ready or ready[0] is taken[0]):
+        if len(ready) == len(taken) and all(map(operator.is_, ready, taken)):
             ids = None  # (usually nothing else is queued: all of it is theirs)
         else:
             ids = set(map(id, taken))

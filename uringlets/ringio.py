@@ -38,7 +38,7 @@ from . import kernel
 from .errors import EngineClosed
 from .execution import Batch, ScratchPool, check_ret
 from .kernel import ffi
-from .notify import Completion, NotificationRing
+from .notify import Completion, NotificationRing, PrivateSink
 from .plan import (
     MAX_CAPACITY,
     Plan,
@@ -348,7 +348,8 @@ class RingIO:
             self._fast[b.index] = 0
             self._posted[b.index].res = ffi.NULL  # (before the batch's array can go)
             self._free_batches += (b.index,)
-        ready += completions
+        if type(sink) is not PrivateSink:
+            ready += completions
         if sink is not None:
             sink += completions
         if clean_run:

@@ -71,7 +71,7 @@ from .interpreter import (
     execute,
     run_reference,
 )
-from .notify import CallCompletion, Completion, NotificationRing
+from .notify import CallCompletion, Completion, NotificationRing, PrivateSink
 from .program import Program
 
 __all__ = [
@@ -465,7 +465,8 @@ class ThreadsBackend:
                     self.threadlets -= 1
                 if sink is not None:
                     sink += (c,)  # an operator, not a call: nothing can land between
-                post(c)
+                if type(sink) is not PrivateSink:
+                    post(c)
                 n += 1
             done.popleft()
         return n

@@ -181,6 +181,9 @@ class _Translator:
                 # A hard link goes on after a short transfer: it is an
                 # ordinary result here, so its CQE must post (the clean path
                 # takes it as a posted atom, its bytes cut to the result).
+                # (A transfer whose length is known only per execution is
+                # skip-flagged below even when hard-linked: a short one is
+                # rare there, and takes the general path.)
                 skip = False
             success_value = None  # a success known only per execution (see below)
             link_flag = {

@@ -615,14 +615,7 @@ class UringBackend:
         # Earlier CQEs decide: take out those that failed (none can when every
         # posted atom goes on whatever its result, and all of them came).
         posted = None
-        if (
-            clean.posted
-            and ks
-            and not (
-                clean.posted_always_ok
-                and NOT_POSTED not in ffi.unpack(b.posted, b.n * len(clean.posted))
-            )
-        ):
+        if clean.posted and ks and not (clean.posted_always_ok and self._all_came(b, clean, ks)):
             posted = [self._posted_ok(b, k, clean) for k in ks]
         if posted is not None and not all(posted):
             for k, res, ok in zip(ks, ress, posted, strict=True):
@@ -642,6 +635,15 @@ class UringBackend:
         if clean.normalise is not None:
             ress = list(map(clean.normalise, ress))
         return ks, ress, min(ress), max(ress)
+
+    @staticmethod
+    def _all_came(b: Batch, clean: CleanPath, ks: Sequence[int]) -> bool:
+        """Whether every posted CQE of executions ``ks`` came."""
+        width = len(clean.posted)
+        if len(ks) == b.n:  # the whole batch: one C pass over its array
+            return NOT_POSTED not in ffi.unpack(b.posted, b.n * width)
+        posted = b.posted
+        return all(posted[k * width + j] != NOT_POSTED for k in ks for j in range(width))
 
     @staticmethod
     def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:

@@ -93,8 +93,10 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
         for index, name in ((0, src), (1, dst), (2, src), (3, dst), (4, dst), (5, src)):
             if r[index] is not None and r[index] < 0:  # type: ignore[operator]
                 raise error(-r[index], name)  # type: ignore[operator]
-        if r[2] != COPY_CHUNK:
-            return dst_path  # the whole file (it may have grown to COPY_CHUNK: go on below)
+        if r[2] != COPY_CHUNK and r[3] == r[2]:
+            return dst_path  # the whole file, all written
+        # (it may have grown to COPY_CHUNK, or the write came back short: the
+        # chunks below copy it all again, and a write that fails says why)
     (c,) = yield copies.opened, [{"src": src, "dst": dst}]
     fds = [fd for fd in (c[copies.src], c[copies.dst]) if fd is not None]
     try:
@@ -110,16 +112,19 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
                 copies.chunk,
                 [{"src": src_fd, "dst": dst_fd, "offset": o} for o in offsets],
             )
-            for c in done:
+            for o, c in zip(offsets, done, strict=True):
                 read, wrote = c.results
                 if read is not None and read < 0:
                     raise error(-read, src)
                 if wrote is not None and wrote < 0:
                     raise error(-wrote, dst)
-            reads = [c.results[0] for c in done]
-            if any(r != COPY_CHUNK for r in reads):
-                return dst_path  # (a file that shrank meanwhile ends at its first short read)
-            offset = offsets[-1] + COPY_CHUNK
+                if wrote != read:  # a short write: from there again, as a plain loop would
+                    offset = o + (wrote or 0)
+                    break
+                if read != COPY_CHUNK:
+                    return dst_path  # (a file that shrank meanwhile ends at its first short read)
+            else:
+                offset = offsets[-1] + COPY_CHUNK
     finally:
         for fd in fds:
             os.close(fd)

@@ -262,10 +262,12 @@ def _write_file(path: PathArg, data: bytes, fsync: bool) -> Helper[None]:
     name = os.fsencode(target)
     directory, base = os.path.split(name)  # (bytes: the temporary name is made of them)
     temp = os.path.join(directory, b".%s.%s.tmp" % (base, secrets.token_hex(6).encode()))
-    done = yield (writes.temp if fsync else writes.temp_nosync), [{"path": temp, "data": data}]
-    c = done[0]
-    created = c.results[0] == 0
+    created = True  # (not known while the first chain runs: closed then, it is removed)
     try:
+        program = writes.temp if fsync else writes.temp_nosync
+        done = yield program, [{"path": temp, "data": data}]
+        c = done[0]
+        created = c.results[0] == 0
         code = first_error(c.results)
         written = c.results[writes.write_index] or 0
         while not code and written < len(data):  # a short write: the rest, as a plain loop

@@ -24,7 +24,7 @@ from ..async_engine import AsyncEngine
 from ..engine import Engine
 from ..program import Program
 from ..syslet import Param, Ref, Syslet
-from .driving import Helper, adrive, drive
+from .driving import Helper, adrive, drive, first_error
 
 RECV_SIZE = 64 * 1024  # bytes one recv asks for
 SEND_FLAGS = socket.MSG_NOSIGNAL | socket.MSG_WAITALL
@@ -131,9 +131,9 @@ def _tcp_requests(
                 fd = c[chains.sock]
                 if fd is not None:
                     fds[i] = fd
-                failed = next((r for r in c.results if r is not None and r < 0), None)
-                if failed is not None:
-                    out[i] = _failure(-failed)
+                failed = first_error(c.results)
+                if failed:
+                    out[i] = _failure(failed)
                 elif _received(got, out, i, c[chains.first_recv], until):
                     waiting.append(i)
         more, data = _more(timeout)

@@ -19,9 +19,10 @@ the caller asks (``notify=``):
 Who sees an ending: the owner thread of the request's engine, whenever it
 calls ``aio_drain()``, ``aio_suspend()`` or a request's ``done()`` /
 ``result()``; every notification of a request happens exactly once, at the
-first of those that finds it ended.  The completions of requests are kept
-apart from the engine's notification ring (as ``Engine.run``'s are), so
-requests may share an engine with other work.
+first of those that finds it ended (a notification that raises leaves the
+others of that drain to the next one).  A request's completion never enters
+the engine's notification ring (``PrivateSink``), so requests may share an
+engine with other work.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 from ..atom import NEVER_STOP
 from ..engine import Engine
 from ..handles import Handle
-from ..notify import Completion
+from ..notify import Completion, PrivateSink
 from ..program import Program
 from ..syslet import Param, Ref, Syslet
 from .driving import engine as default_engine
@@ -97,7 +98,7 @@ class AioRequest:
         self.notify = notify
         self.transfer = transfer
         self.handle: Handle | None = None
-        self._sink: list[Completion] = []  # the engine puts its completion here
+        self._sink = PrivateSink()  # the engine puts its completion here, not in its ring
 
     @property
     def completion(self) -> Completion | None:
@@ -194,13 +195,16 @@ def aio_drain(timeout: float | None = 0, *, engine: Engine | None = None) -> int
     ended = [r for r in pending if r._sink]
     for request in ended:
         pending.discard(request)  # announced once, before its notification runs
-        eng._forget(request._sink[0])
-    for request in ended:
+    for i, request in enumerate(ended):
         notify = request.notify
-        if isinstance(notify, Signal):
-            signal.raise_signal(notify.signum)
-        elif callable(notify):
-            notify(request)
+        try:
+            if isinstance(notify, Signal):
+                signal.raise_signal(notify.signum)
+            elif callable(notify):
+                notify(request)
+        except BaseException:
+            pending.update(ended[i + 1 :])  # the rest: at the next drain, still once each
+            raise
     return len(ended)
 
 
