@@ -547,3 +547,22 @@ def test_keep_false_bytes_feed_later_atoms_and_never_come_back(make_engine, sand
     assert (sandbox / "kept-dst").read_bytes() == b"0123456789" * 1000
     with pytest.raises(ul.TranslateError, match="keep"):
         ul.Syslet().read(0, 10, keep=1)
+
+
+def test_completion_column_is_each_completions_value(make_engine, sandbox):
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    data = s.read(fd, 64)
+    s.close(fd)
+    prog = s.compile()
+    for i in range(5):
+        (sandbox / f"col-{i}").write_bytes(b"%d" % i * (i + 1))
+    eng = make_engine()
+    paths = [sandbox / f"col-{i}" for i in range(5)]
+    cs = eng.run_many(prog, params=[{"path": p} for p in paths])
+    assert (
+        ul.Completion.column(cs, data) == [c[data] for c in cs] == [p.read_bytes() for p in paths]
+    )
+    mixed = [*cs, eng.run(prog, path=sandbox / "no-such-file")]  # one without the value
+    assert ul.Completion.column(mixed, data) == [*(p.read_bytes() for p in paths), None]
+    assert ul.Completion.column([], data) == []

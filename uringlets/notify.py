@@ -17,6 +17,7 @@ import operator
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 try:  # CPython's C accessor behind namedtuple fields
@@ -171,6 +172,18 @@ class Completion(tuple):
             return None
         kind = self.program.atoms[ref.index].op.result
         return result if kind in ("count", "zero", "sleep") else None
+
+    @staticmethod
+    def column(completions: Sequence[Completion], ref: Any) -> list[Any]:
+        """``[c[ref] for c in completions]``, taken a column at a time where
+        the completions hold ``ref``'s value as their one value (a batch's
+        clean endings do)."""
+        n = len(completions)
+        # (the tuple's own slots 7 and 8: _value_ref and _value, FIELDS)
+        refs = list(map(tuple.__getitem__, completions, repeat(7, n)))
+        if refs.count(ref) == n:
+            return list(map(tuple.__getitem__, completions, repeat(8, n)))
+        return [c[ref] for c in completions]
 
     def error(self, ref: Any) -> OSError | None:
         """The atom's error as an ``OSError``, or None if it succeeded or did

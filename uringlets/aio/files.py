@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 import os
 import secrets
+import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
+from itertools import repeat
 from typing import Any, Literal, overload
 
 from ..async_engine import AsyncEngine
 from ..atom import NEVER_STOP
 from ..engine import Engine
+from ..notify import Completion
 from ..program import Program
 from ..syslet import Param, Syslet
 from .driving import Helper, PathArg, Request, adrive, drive, error, first_error
@@ -104,31 +108,45 @@ def _writes() -> _Writes:
 
 
 # -- reading ----------------------------------------------------------------------------
+_RESULTS = operator.attrgetter("results")
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _encoded(names: list[Any]) -> list[bytes]:
+    """``os.fsencode`` of each name, a list at a time when all are str or
+    all bytes (paths bind as bytes a column at a time)."""
+    kinds = set(map(type, names))
+    if kinds == {str}:
+        n = len(names)
+        return list(map(str.encode, names, repeat(_FS_ENCODING, n), repeat(_FS_ERRORS, n)))
+    if kinds <= {bytes}:
+        return names
+    return list(map(os.fsencode, names))
+
+
 def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> Helper[list[Any]]:
     if errors not in ("raise", "return"):
         raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+    larger: list[int] = []
     if max_size is not None and (
         isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
     ):
         raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
     reads = _reads()
-    names = [os.fspath(p) for p in paths]
-    # (bytes bind a column at a time; str would be checked one by one)
-    done = yield reads.small, [{"path": n} for n in map(os.fsencode, names)]
-    data = reads.data
-    out: list[Any] = [None] * len(names)
-    larger: list[int] = []
-    for i, c in enumerate(done):
-        results = c.results
-        code = first_error(results)
-        if code:
-            out[i] = error(code, names[i])
-        elif results[2]:  # a byte beyond SMALL_READ: the rest in more reads
-            larger.append(i)
-        else:
-            out[i] = c[data]
-            if max_size is not None and len(out[i]) > max_size:
-                out[i] = error(errno.EFBIG, names[i])
+    names: list[Any] = list(map(os.fspath, paths))  # type: ignore[arg-type]
+    done = yield reads.small, [{"path": n} for n in _encoded(names)]
+    out = Completion.column(done, reads.data)
+    # The usual result: (0, length, 0, 0): opened, read, at the end, closed.
+    for i, (opened, length, more, closed) in enumerate(map(_RESULTS, done)):
+        if opened or more or closed or length is None or length < 0:  # (more > 0: read on)
+            code = first_error(done[i].results)
+            if code:
+                out[i] = error(code, names[i])
+            else:
+                out[i] = None
+                larger.append(i)  # a byte beyond SMALL_READ: the rest in more reads
+        elif max_size is not None and length > max_size:
+            out[i] = error(errno.EFBIG, names[i])
     if larger:
         yield from _read_larger(reads, names, larger, out, max_size)
     if errors == "raise":
