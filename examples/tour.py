@@ -51,9 +51,7 @@ def best(passes: int, run: Callable[[], Any], before: Callable[[], None] | None 
 
 def row(what: str, ours: float, theirs: float, peer: str, unit: str, count: int) -> None:
     ratio = theirs / ours
-    verdict = (
-        f"{ratio:.2f}x {'faster' if ratio >= 1 else 'slower: ' + f'{1 / ratio:.2f}x the time'}"
-    )
+    verdict = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
     print(f"  {what:<34} {ours / count * 1e6:8.1f} us/{unit}   {peer:<26} "
           f"{theirs / count * 1e6:8.1f} us/{unit}   {verdict}")  # fmt: skip
 
