@@ -6,6 +6,13 @@ sent back the completions, in order; ``drive`` runs one on an ``Engine``
 (``Engine.run_many``), ``adrive`` on an ``AsyncEngine``, so the sync and
 async forms share every decision.  The generator's ``finally`` blocks close
 what it opened: the drivers close it on every path.
+
+One limit: an interrupt (KeyboardInterrupt, a signal handler's exception)
+while ``Engine.run_many`` waits leaves the executions it started to end in
+the engine's notification ring (``run_many``'s rule), where the helper
+never sees them: a descriptor such an execution exported (copy_file's and
+read_files' larger files, tcp_request's sockets) stays open until the
+process ends.  Without an interrupt nothing is left.
 """
 
 from __future__ import annotations
