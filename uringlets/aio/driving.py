@@ -100,3 +100,20 @@ def first_error(results: tuple[int | None, ...]) -> int:
         if r is not None and r < 0:
             return -r
     return 0
+
+
+def check_errors(errors: str) -> None:
+    """The ``errors=`` of a many-item helper: "raise" or "return"."""
+    if errors not in ("raise", "return"):
+        raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+
+
+def outcome(out: list[Any], errors: str) -> list[Any]:
+    """A many-item helper's answer: with ``errors="raise"`` the first
+    failure (once every item is done) is raised, else the list as it is,
+    failures in their items' places."""
+    if errors == "raise":
+        for item in out:
+            if isinstance(item, BaseException):
+                raise item
+    return out

@@ -21,7 +21,17 @@ from ..engine import Engine
 from ..notify import Completion
 from ..program import Program
 from ..syslet import Param, Syslet
-from .driving import Helper, PathArg, Request, adrive, drive, error, first_error
+from .driving import (
+    Helper,
+    PathArg,
+    Request,
+    adrive,
+    check_errors,
+    drive,
+    error,
+    first_error,
+    outcome,
+)
 
 SMALL_READ = 16 * 1024  # what the first chain of read_file(s) reads of each file
 LARGE_READ = 1024 * 1024  # one read of a larger file's continuation
@@ -125,8 +135,7 @@ def _encoded(names: list[Any]) -> list[bytes]:
 
 
 def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> Helper[list[Any]]:
-    if errors not in ("raise", "return"):
-        raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+    check_errors(errors)
     larger: list[int] = []
     if max_size is not None and (
         isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
@@ -149,11 +158,7 @@ def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> 
             out[i] = error(errno.EFBIG, names[i])
     if larger:
         yield from _read_larger(reads, names, larger, out, max_size)
-    if errors == "raise":
-        for item in out:
-            if isinstance(item, OSError):
-                raise item
-    return out
+    return outcome(out, errors)
 
 
 def _read_larger(

@@ -24,7 +24,7 @@ from ..async_engine import AsyncEngine
 from ..engine import Engine
 from ..program import Program
 from ..syslet import Param, Ref, Syslet
-from .driving import Helper, adrive, drive, first_error
+from .driving import Helper, adrive, check_errors, drive, first_error, outcome
 
 RECV_SIZE = 64 * 1024  # bytes one recv asks for
 SEND_FLAGS = socket.MSG_NOSIGNAL | socket.MSG_WAITALL
@@ -109,8 +109,7 @@ def _failure(code: int) -> OSError:
 def _tcp_requests(
     requests: Sequence[tuple[Address, bytes]], timeout: float | None, until: Until, errors: str
 ) -> Helper[list[Any]]:
-    if errors not in ("raise", "return"):
-        raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+    check_errors(errors)
     if not _valid_until(until):
         raise ValueError(f"until must be None, an int > 0 or non-empty bytes, not {until!r}")
     if timeout is not None and not timeout > 0:
@@ -150,11 +149,7 @@ def _tcp_requests(
     finally:
         for fd in fds.values():
             os.close(fd)
-    if errors == "raise":
-        for item in out:
-            if isinstance(item, BaseException):
-                raise item
-    return out
+    return outcome(out, errors)
 
 
 def _received(got: list[list[bytes]], out: list[Any], i: int, data: bytes, until: Until) -> bool:
