@@ -15,6 +15,8 @@ read_files-cold-uringlets  the same pass after dropping the page cache (root; no
 read_files-cold-plain      against the plain loop
 write_file-uringlets       aio.write_file(fsync=True) of 4 KiB
 write_file-recipe          tempfile.mkstemp in the directory, write, fsync, os.replace
+write_file-c-liburing      write_file's two chains in C (benchmarks/c/uring_ref writefile)
+copy_file-4k-c-liburing    copy_file's chain in C at its best (one trip: uring_ref copyfile)
 copy_file-SIZE-uringlets   aio.copy_file of 4 KiB, 1 MiB, 256 MiB (warm source)
 copy_file-SIZE-shutil      shutil.copyfile (sendfile)
 tcp_requests-uringlets     aio.tcp_requests: 64 requests of 64 bytes to the C echo server
@@ -32,6 +34,7 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,14 +129,30 @@ def time_read_files_plain(loops: int, cold: bool = False) -> float:
     return total
 
 
+def _c_ref(*args: str) -> float:
+    """Seconds the C reference measured around its own loop."""
+    out = subprocess.run([str(wl.C_REF), *args], capture_output=True, text=True, check=True)
+    fields = dict(item.split("=", 1) for item in out.stdout.split())
+    return int(fields["elapsed_ns"]) / 1e9
+
+
 def time_read_files_c(loops: int) -> float:
     files()
-    argv = [str(wl.C_REF), "readfiles", str(loops), str(wl.bench_dir()), str(wl.NFILES), "1024"]
-    import subprocess
+    return _c_ref("readfiles", str(loops), str(wl.bench_dir()), str(wl.NFILES), "1024")
 
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    fields = dict(item.split("=", 1) for item in out.split())
-    return int(fields["elapsed_ns"]) / 1e9
+
+def time_write_file_c(loops: int) -> float:
+    """write_file's two chains in C (uring_ref writefile): the floor of the
+    design on io_uring."""
+    directory = scratch() / "c-writefile"
+    directory.mkdir(exist_ok=True)
+    return _c_ref("writefile", str(loops), str(directory))
+
+
+def time_copy_file_c(loops: int) -> float:
+    """copy_file's chain for 4 KiB in C at its best (one trip, the size
+    known: uring_ref copyfile)."""
+    return _c_ref("copyfile", str(loops), source("4k"), str(scratch() / "c-copy-4k"))
 
 
 def _aread(loop_kind: str) -> Callable[[int], float]:
@@ -278,6 +297,8 @@ BENCHMARKS: dict[str, tuple[Callable[[int], float], int]] = {
     "read_files-cold-plain": (functools.partial(time_read_files_plain, cold=True), wl.NFILES),
     "write_file-uringlets": (time_write_file_uringlets, 1),
     "write_file-recipe": (time_write_file_recipe, 1),
+    "write_file-c-liburing": (time_write_file_c, 1),
+    "copy_file-4k-c-liburing": (time_copy_file_c, 1),
     **{f"copy_file-{size}-{how}": (_copy(size, how), 1)
        for size in COPY_SIZES for how in ("uringlets", "shutil")},
     "tcp_requests-uringlets": (time_tcp_uringlets, REQUESTS),
@@ -294,7 +315,9 @@ PAIRS = [
     ("aread_files-asyncio", "aiofiles-asyncio", 5.0),
     ("aread_files-uvloop", "aiofiles-uvloop", 5.0),
     ("write_file-uringlets", "write_file-recipe", 1.0),
+    ("write_file-c-liburing", "write_file-recipe", None),
     ("copy_file-4k-uringlets", "copy_file-4k-shutil", 1.0),
+    ("copy_file-4k-c-liburing", "copy_file-4k-shutil", None),
     ("copy_file-1m-uringlets", "copy_file-1m-shutil", 1.0),
     ("copy_file-256m-uringlets", "copy_file-256m-shutil", 1.0),
     ("tcp_requests-uringlets", "tcp_requests-plain", None),

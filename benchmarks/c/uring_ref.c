@@ -11,6 +11,15 @@
  *   uring_ref readfiles LOOPS DIR NFILES [BATCH]   read_files' chain: openat_direct -> read
  *                                              16 KiB -> read 1 -> close_direct (batch 1024)
  *                                              for DIR/f0000 .. DIR/f{NFILES-1:04d}
+ *   uring_ref writefile LOOPS DIR              write_file's chains, one call after another:
+ *                                              openat_direct DIR/.tmp (O_CREAT|O_EXCL) ->
+ *                                              write 4 KiB -> fsync -> close_direct; then
+ *                                              renameat over DIR/target -> openat_direct DIR
+ *                                              -> fsync -> close_direct
+ *   uring_ref copyfile LOOPS SRC DST           copy_file's chain at its best (the size is
+ *                                              known, 4 KiB, so one trip): openat_direct SRC
+ *                                              -> openat_direct DST (O_CREAT|O_TRUNC) ->
+ *                                              read 4 KiB -> write 4 KiB -> close both
  *   uring_ref file1 LOOPS DIR NFILES           the same, one chain per
  *                                              io_uring_submit_and_wait (file3 with
  *                                              BATCH = 1)
@@ -695,6 +704,147 @@ static void run_rr(long loops, long port, long batch)
 	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops * batch);
 }
 
+/* Submit what is queued, wait for `want` CQEs, and count the failed ones. */
+static long wait_all(struct io_uring *ring, unsigned want)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen;
+	long errors = 0;
+	int ret = io_uring_submit_and_wait(ring, want);
+
+	if (ret < 0)
+		die("io_uring_submit_and_wait", ret);
+	while (want) {
+		seen = 0;
+		io_uring_for_each_cqe(ring, head, cqe) {
+			if (cqe->res < 0 && errors++ < 10)
+				fprintf(stderr, "uring_ref: step %llu failed: %s\n",
+					(unsigned long long)cqe->user_data, strerror(-cqe->res));
+			if (++seen == want)
+				break;
+		}
+		io_uring_cq_advance(ring, seen);
+		want -= seen;
+		if (want && (ret = io_uring_wait_cqe(ring, &cqe)) < 0)
+			die("io_uring_wait_cqe", ret);
+	}
+	return errors;
+}
+
+/* After its prep (which clears the flags): user_data, FIXED_FILE when it
+ * names a slot, and IO_LINK for all but the chain's last SQE. */
+static void step(struct io_uring_sqe *sqe, uint64_t ud, int fixed, int last)
+{
+	io_uring_sqe_set_data64(sqe, ud);
+	if (fixed)
+		sqe->flags |= IOSQE_FIXED_FILE;
+	if (!last)
+		sqe->flags |= IOSQE_IO_LINK;
+}
+
+/* writefile: write_file's two chains per loop (every SQE posts a CQE). */
+static void run_writefile(long loops, const char *dir)
+{
+	struct io_uring ring;
+	char tmp[4096], target[4096], data[4096];
+	long errors = 0;
+	uint64_t t0, t1;
+	int ret;
+
+	memset(data, 'x', sizeof(data));
+	snprintf(tmp, sizeof(tmp), "%s/.target.tmp", dir);
+	snprintf(target, sizeof(target), "%s/target", dir);
+	ring_init(&ring, 8);
+	ret = io_uring_register_files_sparse(&ring, 2);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+	t0 = now_ns();
+	for (long l = 0; l < loops; l++) {
+		struct io_uring_sqe *sqe;
+
+		sqe = get_sqe(&ring);
+		io_uring_prep_openat_direct(sqe, AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_EXCL, 0666, 0);
+		step(sqe, 0, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_write(sqe, 0, data, sizeof(data), 0);
+		step(sqe, 1, 1, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_fsync(sqe, 0, 0);
+		step(sqe, 2, 1, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_close_direct(sqe, 0);
+		step(sqe, 3, 0, 1);
+		errors += wait_all(&ring, 4);
+
+		sqe = get_sqe(&ring);
+		io_uring_prep_renameat(sqe, AT_FDCWD, tmp, AT_FDCWD, target, 0);
+		step(sqe, 4, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_openat_direct(sqe, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0, 1);
+		step(sqe, 5, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_fsync(sqe, 1, 0);
+		step(sqe, 6, 1, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_close_direct(sqe, 1);
+		step(sqe, 7, 0, 1);
+		errors += wait_all(&ring, 4);
+	}
+	t1 = now_ns();
+	io_uring_queue_exit(&ring);
+	if (errors) {
+		fprintf(stderr, "uring_ref: writefile: %ld failed CQEs\n", errors);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops);
+}
+
+/* copyfile: copy_file's chain for a 4 KiB file, one trip per loop. */
+static void run_copyfile(long loops, const char *src, const char *dst)
+{
+	struct io_uring ring;
+	char buf[4096];
+	long errors = 0;
+	uint64_t t0, t1;
+	int ret;
+
+	ring_init(&ring, 8);
+	ret = io_uring_register_files_sparse(&ring, 2);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+	t0 = now_ns();
+	for (long l = 0; l < loops; l++) {
+		struct io_uring_sqe *sqe;
+
+		sqe = get_sqe(&ring);
+		io_uring_prep_openat_direct(sqe, AT_FDCWD, src, O_RDONLY, 0, 0);
+		step(sqe, 0, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_openat_direct(sqe, AT_FDCWD, dst, O_WRONLY | O_CREAT | O_TRUNC, 0666, 1);
+		step(sqe, 1, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_read(sqe, 0, buf, sizeof(buf), 0);
+		step(sqe, 2, 1, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_write(sqe, 1, buf, sizeof(buf), 0);
+		step(sqe, 3, 1, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_close_direct(sqe, 1);
+		step(sqe, 4, 0, 0);
+		sqe = get_sqe(&ring);
+		io_uring_prep_close_direct(sqe, 0);
+		step(sqe, 5, 0, 1);
+		errors += wait_all(&ring, 6);
+	}
+	t1 = now_ns();
+	io_uring_queue_exit(&ring);
+	if (errors) {
+		fprintf(stderr, "uring_ref: copyfile: %ld failed CQEs\n", errors);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: uring_ref nop LOOPS BATCH CHAIN\n"
@@ -702,6 +852,9 @@ static void usage(void)
 			"       uring_ref nop1 LOOPS\n"
 			"       uring_ref file3 LOOPS DIR NFILES [BATCH]\n"
 			"       uring_ref file1 LOOPS DIR NFILES\n"
+			"       uring_ref readfiles LOOPS DIR NFILES [BATCH]\n"
+			"       uring_ref writefile LOOPS DIR\n"
+			"       uring_ref copyfile LOOPS SRC DST\n"
 			"       uring_ref file3refill LOOPS DIR NFILES [INFLIGHT]\n"
 			"       uring_ref tcp5 LOOPS PORT [BATCH]\n"
 			"       uring_ref rr LOOPS PORT [BATCH]\n");
@@ -727,6 +880,10 @@ int main(int argc, char **argv)
 	} else if (!strcmp(argv[1], "readfiles") && (argc == 5 || argc == 6)) {
 		run_readfiles(loops, argv[3], parse_num(argv[4], "NFILES", 1),
 			      argc > 5 ? parse_num(argv[5], "BATCH", 1) : 1024);
+	} else if (!strcmp(argv[1], "writefile") && argc == 4) {
+		run_writefile(loops, argv[3]);
+	} else if (!strcmp(argv[1], "copyfile") && argc == 5) {
+		run_copyfile(loops, argv[3], argv[4]);
 	} else if (!strcmp(argv[1], "file1") && argc == 5) {
 		run_file3(loops, argv[3], parse_num(argv[4], "NFILES", 1), 1);
 	} else if (!strcmp(argv[1], "file3refill") && (argc == 5 || argc == 6)) {
