@@ -742,6 +742,29 @@ static void step(struct io_uring_sqe *sqe, uint64_t ud, int fixed, int last)
 		sqe->flags |= IOSQE_IO_LINK;
 }
 
+/* The ring of the one-call-at-a-time chains below: 8 SQEs, 2 slots. */
+static void chain_ring(struct io_uring *ring)
+{
+	int ret;
+
+	ring_init(ring, 8);
+	ret = io_uring_register_files_sparse(ring, 2);
+	if (ret < 0)
+		die("io_uring_register_files_sparse", ret);
+}
+
+/* Tear the ring down and print the one line (or fail if any step did). */
+static void chain_report(struct io_uring *ring, const char *what, long errors, uint64_t ns,
+			 long loops)
+{
+	io_uring_queue_exit(ring);
+	if (errors) {
+		fprintf(stderr, "uring_ref: %s: %ld failed CQEs\n", what, errors);
+		exit(1);
+	}
+	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)ns, loops);
+}
+
 /* writefile: write_file's two chains per loop (every SQE posts a CQE). */
 static void run_writefile(long loops, const char *dir)
 {
@@ -749,15 +772,11 @@ static void run_writefile(long loops, const char *dir)
 	char tmp[4096], target[4096], data[4096];
 	long errors = 0;
 	uint64_t t0, t1;
-	int ret;
 
 	memset(data, 'x', sizeof(data));
 	snprintf(tmp, sizeof(tmp), "%s/.target.tmp", dir);
 	snprintf(target, sizeof(target), "%s/target", dir);
-	ring_init(&ring, 8);
-	ret = io_uring_register_files_sparse(&ring, 2);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
+	chain_ring(&ring);
 	t0 = now_ns();
 	for (long l = 0; l < loops; l++) {
 		struct io_uring_sqe *sqe;
@@ -791,12 +810,7 @@ static void run_writefile(long loops, const char *dir)
 		errors += wait_all(&ring, 4);
 	}
 	t1 = now_ns();
-	io_uring_queue_exit(&ring);
-	if (errors) {
-		fprintf(stderr, "uring_ref: writefile: %ld failed CQEs\n", errors);
-		exit(1);
-	}
-	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops);
+	chain_report(&ring, "writefile", errors, t1 - t0, loops);
 }
 
 /* copyfile: copy_file's chain for a 4 KiB file, one trip per loop. */
@@ -806,12 +820,8 @@ static void run_copyfile(long loops, const char *src, const char *dst)
 	char buf[4096];
 	long errors = 0;
 	uint64_t t0, t1;
-	int ret;
 
-	ring_init(&ring, 8);
-	ret = io_uring_register_files_sparse(&ring, 2);
-	if (ret < 0)
-		die("io_uring_register_files_sparse", ret);
+	chain_ring(&ring);
 	t0 = now_ns();
 	for (long l = 0; l < loops; l++) {
 		struct io_uring_sqe *sqe;
@@ -837,12 +847,7 @@ static void run_copyfile(long loops, const char *src, const char *dst)
 		errors += wait_all(&ring, 6);
 	}
 	t1 = now_ns();
-	io_uring_queue_exit(&ring);
-	if (errors) {
-		fprintf(stderr, "uring_ref: copyfile: %ld failed CQEs\n", errors);
-		exit(1);
-	}
-	printf("elapsed_ns=%llu executions=%ld\n", (unsigned long long)(t1 - t0), loops);
+	chain_report(&ring, "copyfile", errors, t1 - t0, loops);
 }
 
 static void usage(void)
