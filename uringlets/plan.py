@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from . import atoms
-from .kernel import KernelFeatures, lib
+from .kernel import KernelFeatures, ffi, lib
 
 SQE_SIZE = 64
 # SQE field -> (byte offset, width); see struct io_uring_sqe.  The fields
@@ -191,6 +191,14 @@ class Plan:
         """SQEs of the first segment, or 0 when it is a userspace step."""
         first = self.segments[0]
         return self.atoms[first.last].sqe_end if first.in_kernel else 0
+
+    @cached_property
+    def posted_place(self) -> Any:
+        """The clean path's atom -> place map as C sees it (struct
+        ur_posted.place), made once; the bytes it points into live as long
+        as the plan."""
+        assert self.clean is not None
+        return ffi.from_buffer("uint8_t[]", self.clean.posted_place)
 
     @cached_property
     def launches(self) -> dict[int, tuple[bool, int, int, bool]]:

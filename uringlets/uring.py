@@ -205,7 +205,7 @@ class UringBackend:
                 assert clean is not None
                 entry = io._posted[index]
                 entry.res, entry.width, entry.n = batch.posted, len(clean.posted), n
-                entry.place = ffi.from_buffer("uint8_t[]", clean.posted_place)
+                entry.place = plan.posted_place
         io._batches[index] = batch
         io.in_flight += n
         if whole:
