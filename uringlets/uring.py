@@ -479,8 +479,10 @@ class UringBackend:
         results: Any
         # The whole batch in order of k (the usual case): its columns as they are.
         whole = n == b.n and type(ks) is range and ks.start == 0
+        # the batch's posted CQEs as one list, taken once (C writes an int32 array)
+        everything = ffi.unpack(b.posted, n * len(clean.posted)) if whole and clean.posted else []
         if (clean.posted or clean.from_values) and whole:
-            results = list(zip(*self._result_columns(b, clean, rs)))  # noqa: B905
+            results = list(zip(*self._result_columns(b, clean, rs, everything)))  # noqa: B905
         elif clean.posted or clean.from_values:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
@@ -510,11 +512,7 @@ class UringBackend:
             if len(clean.posted_outs) == 1 and not clean.outs and clean.last_out is None:
                 i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
                 assert posted is not None
-                got = (
-                    ffi.unpack(posted, b.n * width)[j::width]
-                    if whole
-                    else [posted[k * width + j] for k in ks]
-                )
+                got = everything[j::width] if whole else [posted[k * width + j] for k in ks]
                 value_refs = repeat(refs[i], n)
                 values = [
                     None if r < 0 else view[s : s + r]
@@ -662,17 +660,18 @@ class UringBackend:
         return True
 
     @staticmethod
-    def _result_columns(b: Batch, clean: CleanPath, rs: list[int]) -> list[Any]:
+    def _result_columns(
+        b: Batch, clean: CleanPath, rs: list[int], everything: list[int]
+    ) -> list[Any]:
         """``_posted_results`` of the whole batch, a column per atom (zip
-        makes the tuples): constants repeated, posted CQEs and per-execution
-        values sliced out of their columns, the last atoms' results."""
-        n, posted, flat = b.n, b.posted, b.flat
+        makes the tuples): constants repeated, posted CQEs (``everything``:
+        the batch's posted array as a list) and per-execution values sliced
+        out of their columns, the last atoms' results."""
+        n, flat = b.n, b.flat
         width = len(clean.posted)
         columns: list[Any] = [repeat(r, n) for r in clean.results[:-1]]
-        if posted is not None:
-            everything = ffi.unpack(posted, n * width)
-            for j, (index, *_) in enumerate(clean.posted):
-                columns[index] = everything[j::width]
+        for j, (index, *_) in enumerate(clean.posted):
+            columns[index] = everything[j::width]
         for index, value in clean.from_values:
             columns[index] = repeat(0, n) if flat is None else flat[value * n : (value + 1) * n]
         columns.append(rs)
