@@ -253,6 +253,95 @@ class PrivateSink(list["Completion"]):
     __slots__ = ()
 
 
+class ColumnRun:
+    """The completions of a run of clean endings, kept as columns instead of
+    ``Completion`` objects (``Engine._run_columns``): executions tagged
+    ``first .. first + n - 1`` ended with ``results[i][j]`` from atom ``i``
+    of the ``j``-th of them, and ``values[j]`` as the value of the sink's
+    Ref (None when the sink asks for none).  Only a ``ColumnSink`` receives
+    one; it is never posted to the notification ring."""
+
+    __slots__ = ("first", "n", "results", "values")
+
+    def __init__(self, first: int, n: int, results: list[Any], values: Any) -> None:
+        self.first, self.n, self.results, self.values = first, n, results, values
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ColumnSink(list[Any]):
+    """Where the executions of ``Engine._run_columns`` end instead of the
+    notification ring: ``Completion`` objects (one each, from the general
+    path and the thread engine) and ``ColumnRun`` s (many at once, from the
+    io_uring engine's clean path).  ``ref``: the Ref whose value the clean
+    path copies into a ``ColumnRun`` (None: no value).  Still exactly one
+    ending per execution: ``RingIO._post`` checks it as for any sink."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        super().__init__()
+        self.ref = ref
+
+    def ended(self) -> int:
+        """How many executions have ended into the sink."""
+        return sum(part.n if type(part) is ColumnRun else 1 for part in self)
+
+
+# sinks whose completions stay out of the notification ring
+PRIVATE_SINKS = (PrivateSink, ColumnSink)
+
+
+class Columns:
+    """The completions of ``n`` executions of one program (tags ``0 ..
+    n - 1``), a column at a time: ``results[i][k]`` is atom ``i``'s result
+    in execution ``k``, ``values[k]`` execution ``k``'s value of ``ref``
+    (as ``completion[ref]``).  What ``Engine._run_columns`` returns instead
+    of ``n`` Completion objects, made from a ``ColumnSink``'s parts (a
+    Completion's place is its tag); ``of`` makes one from completions in
+    order."""
+
+    __slots__ = ("n", "results", "values")
+
+    def __init__(self, natoms: int, n: int, ref: Any, parts: Sequence[Any]) -> None:
+        results: list[list[Any]] = [[None] * n for _ in range(natoms)]
+        values: list[Any] = [None] * n
+        seen = 0
+        for part in parts:
+            if type(part) is ColumnRun:
+                start, stop = part.first, part.first + part.n
+                for column, got in zip(results, part.results, strict=True):
+                    column[start:stop] = got
+                if part.values is not None:
+                    values[start:stop] = part.values
+                seen += part.n
+            else:
+                k = part.tag
+                for column, r in zip(results, part.results, strict=True):
+                    column[k] = r
+                if ref is not None:
+                    values[k] = part[ref]
+                seen += 1
+        if seen != n:
+            raise RuntimeError(f"{seen} endings for {n} executions")  # (a broken invariant)
+        self.n, self.results, self.values = n, results, values
+
+    @classmethod
+    def of(cls, program: Any, completions: Sequence[Completion], ref: Any) -> Columns:
+        """The columns of ``completions``, execution ``k`` the ``k``-th (what
+        ``AsyncEngine.run_many`` gives, whatever the tags)."""
+        self = object.__new__(cls)
+        n = self.n = len(completions)
+        self.results = [[c.results[i] for c in completions] for i in range(len(program.atoms))]
+        self.values = [None] * n if ref is None else [c[ref] for c in completions]
+        return self
+
+    def row(self, k: int) -> tuple[int | None, ...]:
+        """Execution ``k``'s results, as ``Completion.results``."""
+        return tuple(column[k] for column in self.results)
+
+
 class NotificationRing:
     """The queue of ended executions' completions, drained by ``wait()``.
 

@@ -32,13 +32,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import setitem
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from . import kernel
 from .errors import EngineClosed
 from .execution import Batch, ScratchPool, check_ret
 from .kernel import ffi
-from .notify import Completion, NotificationRing, PrivateSink
+from .notify import PRIVATE_SINKS, ColumnRun, Completion, NotificationRing
 from .plan import (
     MAX_CAPACITY,
     Plan,
@@ -298,7 +298,7 @@ class RingIO:
         self,
         b: Batch,
         ks: Sequence[int],
-        completions: list[Completion],
+        completions: list[Completion] | ColumnRun,
         slots: Any,
         slow: bool,
         clean_run: bool,
@@ -307,7 +307,8 @@ class RingIO:
         path's single execution (``follow._release``) and a run of clean
         endings (``uring._finish_clean``).  Executions ``ks`` of batch ``b``
         post ``completions`` (one each, in the same order; ``run()``'s sink
-        gets them too), give back ``slots`` (empty by now: their own atoms
+        gets them too; a ``ColumnRun`` of a clean run goes to its
+        ``ColumnSink`` only), give back ``slots`` (empty by now: their own atoms
         or ``_finish`` closed them), leave ``b.slow`` if ``slow``, and with
         the batch's last execution its table entry and scratch block go.
         ``clean_run``: the run of the inbox being routed is finished with
@@ -332,7 +333,10 @@ class RingIO:
             once = done.count(1) == b.n - b.remaining + n
         if not once or len(completions) != n:
             self._break(f"executions {ks} of batch {b.ud_base:#x} would end twice")
-        ready, sink = self._notify.ready, b.sink  # += below: in place, no call
+        ready = self._notify.ready
+        sink: Any = b.sink  # += below: in place, no call
+        run = type(completions) is ColumnRun  # (its len() came above)
+        many = cast("list[Completion]", completions)
         if slow:
             del b.slow[k]
         if done is None:
@@ -348,10 +352,13 @@ class RingIO:
             self._fast[b.index] = 0
             self._posted[b.index].res = ffi.NULL  # (before the batch's array can go)
             self._free_batches += (b.index,)
-        if type(sink) is not PrivateSink:
-            ready += completions
-        if sink is not None:
-            sink += completions
+        if run:
+            sink += (completions,)  # a ColumnSink's: one part for the whole run
+        else:
+            if type(sink) not in PRIVATE_SINKS:
+                ready += many
+            if sink is not None:
+                sink += many
         if clean_run:
             self._box[BOX_RUNS_DONE] += 1
         if last and b.scratch is not None:

@@ -71,7 +71,7 @@ from .interpreter import (
     execute,
     run_reference,
 )
-from .notify import CallCompletion, Completion, NotificationRing, PrivateSink
+from .notify import PRIVATE_SINKS, CallCompletion, Completion, NotificationRing
 from .program import Program
 
 __all__ = [
@@ -465,7 +465,7 @@ class ThreadsBackend:
                     self.threadlets -= 1
                 if sink is not None:
                     sink += (c,)  # an operator, not a call: nothing can land between
-                if type(sink) is not PrivateSink:
+                if type(sink) not in PRIVATE_SINKS:
                     post(c)
                 n += 1
             done.popleft()

@@ -28,7 +28,7 @@ from .errors import ParamError
 from .execution import NOT_POSTED, Batch, ScratchBlock, ScratchPool, init_scratch
 from .follow import PlanFollower
 from .kernel import ffi
-from .notify import Completion, NotificationRing
+from .notify import ColumnRun, ColumnSink, Completion, NotificationRing
 from .plan import (
     UD_BATCH_MASK,
     UD_BATCH_SHIFT,
@@ -437,7 +437,13 @@ class UringBackend:
         n = len(ks)
         stop = clean.stop
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
-        if n == 1:
+        run = None
+        if type(b.sink) is ColumnSink and n == b.n and type(ks) is range and ks.start == 0:
+            run = self._column_run(b, clean, rs, stopping, lo)
+        completions: list[Completion] | ColumnRun
+        if run is not None:
+            completions = run
+        elif n == 1:
             completions = [self._one_completion(b, clean, ks[0], rs[0], stopping)]
         elif b.tags is None and not (
             stopping or clean.posted or clean.from_values or clean.buffers or lo != hi
@@ -503,41 +509,26 @@ class UringBackend:
         value_refs: Any = (None,) * n
         values = dicts = value_refs
         if clean.buffers:  # copied out of the batch's block; it goes back with the batch
-            block = b.scratch
-            assert block is not None
-            view, stride, refs = block.view, block.size, b.program.refs
-            # where each execution's buffer starts in the block
-            starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
-            posted, width = b.posted, len(clean.posted)
-            if len(clean.posted_outs) == 1 and not clean.outs and clean.last_out is None:
-                i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
-                assert posted is not None
-                got = everything[j::width] if whole else [posted[k * width + j] for k in ks]
-                value_refs = repeat(refs[i], n)
-                values = [
-                    None if r < 0 else view[s : s + r]
-                    for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
-                ]
-            elif clean.posted_outs:  # posted reads: sliced by their CQEs' results
-                assert posted is not None
-                dicts = [
-                    _clean_values(clean, refs, block, s, r, posted, k * width)
-                    for s, r, k in zip(starts, rs, ks, strict=True)
-                ]
-            elif clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
-                i, off, size = clean.outs[0]
-                value_refs = repeat(refs[i], n)
-                values = [view[s : s + size] for s in map(off.__add__, starts)]
-            elif clean.last_out is not None and clean.last_bytes and not clean.outs and lo >= 0:
-                i, off, _ = clean.last_out  # the last atom's bytes: rr's recv
-                value_refs = repeat(refs[i], n)
-                values = [
-                    view[s : s + r] for s, r in zip(map(off.__add__, starts), rs, strict=True)
-                ]
+            one = self._value_column(b, clean, ks, rs, lo, whole, everything)
+            if one is not None:
+                value_refs, values = repeat(one[0], n), one[1]
             else:
-                dicts = [
-                    _clean_values(clean, refs, block, s, r) for s, r in zip(starts, rs, strict=True)
-                ]
+                block, refs = b.scratch, b.program.refs
+                assert block is not None
+                stride = block.size
+                starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
+                if clean.posted_outs:  # posted reads: sliced by their CQEs' results
+                    posted, width = b.posted, len(clean.posted)
+                    assert posted is not None
+                    dicts = [
+                        _clean_values(clean, refs, block, s, r, posted, k * width)
+                        for s, r, k in zip(starts, rs, ks, strict=True)
+                    ]
+                else:
+                    dicts = [
+                        _clean_values(clean, refs, block, s, r)
+                        for s, r in zip(starts, rs, strict=True)
+                    ]
         # Every column has n items (strict= would parse a keyword per call).
         fields = zip(  # noqa: B905
             repeat(None, n) if b.tags is None else b.tags if whole else map(b.tags.__getitem__, ks),
@@ -551,6 +542,71 @@ class UringBackend:
             values,
         )
         return list(map(tuple.__new__, repeat(Completion, n), fields))
+
+    @staticmethod
+    def _value_column(
+        b: Batch,
+        clean: CleanPath,
+        ks: Sequence[int],
+        rs: list[int],
+        lo: int,
+        whole: bool,
+        everything: list[int],
+    ) -> tuple[Any, list[Any]] | None:
+        """``(ref, values)`` when the clean endings ``ks`` hold one typed
+        value each (a read's bytes), copied out of the batch's scratch block
+        a column at a time; None when they hold more (``_clean_values``)."""
+        block = b.scratch
+        assert block is not None
+        view, stride, refs, n = block.view, block.size, b.program.refs, len(ks)
+        # where each execution's buffer starts in the block
+        starts: Any = range(0, n * stride, stride) if whole else [k * stride for k in ks]
+        if clean.posted_outs:
+            if len(clean.posted_outs) != 1 or clean.outs or clean.last_out is not None:
+                return None
+            i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
+            posted, width = b.posted, len(clean.posted)
+            assert posted is not None
+            got = everything[j::width] if whole else [posted[k * width + j] for k in ks]
+            return refs[i], [
+                None if r < 0 else view[s : s + r]
+                for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
+            ]
+        if clean.last_out is None and len(clean.outs) == 1:  # one full read: file3
+            i, off, size = clean.outs[0]
+            return refs[i], [view[s : s + size] for s in map(off.__add__, starts)]
+        if clean.last_out is not None and clean.last_bytes and not clean.outs and lo >= 0:
+            i, off, _ = clean.last_out  # the last atom's bytes: rr's recv
+            return refs[i], [
+                view[s : s + r] for s, r in zip(map(off.__add__, starts), rs, strict=True)
+            ]
+        return None
+
+    def _column_run(
+        self, b: Batch, clean: CleanPath, rs: list[int], stopping: bool, lo: int
+    ) -> ColumnRun | None:
+        """The clean endings of all of batch ``b`` (in order) as one
+        ``ColumnRun`` for its ``ColumnSink``: no Completion, no results
+        tuple per execution.  None when they have a shape a ColumnRun does
+        not hold (some stopped; the sink's Ref is not their one value):
+        ``_completions`` makes them instead."""
+        ref, n = b.sink.ref, b.n  # type: ignore[union-attr]
+        if stopping or b.tags is None:
+            return None
+        everything = ffi.unpack(b.posted, n * len(clean.posted)) if clean.posted else []
+        if clean.posted or clean.from_values:
+            columns = self._result_columns(b, clean, rs, everything)
+        else:
+            columns = [*(repeat(r, n) for r in clean.prefix), rs]
+        values = None
+        if ref is not None:
+            one = None
+            if clean.buffers:
+                one = self._value_column(b, clean, range(n), rs, lo, True, everything)
+            if one is None or one[0] is not ref:
+                return None
+            values = one[1]
+        return ColumnRun(b.tags[0], n, columns, values)
 
     def _one_completion(
         self, b: Batch, clean: CleanPath, k: int, r: int, stopping: bool

@@ -91,8 +91,8 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
         (c,) = yield copies.whole, [{"src": src, "dst": dst}]
         r = c.results
         for index, name in ((0, src), (1, dst), (2, src), (3, dst), (4, dst), (5, src)):
-            if r[index] is not None and r[index] < 0:  # type: ignore[operator]
-                raise error(-r[index], name)  # type: ignore[operator]
+            if r[index] is not None and r[index] < 0:
+                raise error(-r[index], name)
         if r[2] != COPY_CHUNK and r[3] == r[2]:
             return dst_path  # the whole file, all written
         # (it may have grown to COPY_CHUNK, or the write came back short: the
@@ -100,10 +100,10 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
     (c,) = yield copies.opened, [{"src": src, "dst": dst}]
     fds = [fd for fd in (c[copies.src], c[copies.dst]) if fd is not None]
     try:
-        if c.results[0] < 0:  # type: ignore[operator]
-            raise error(-c.results[0], src)  # type: ignore[operator]
-        if c.results[1] < 0:  # type: ignore[operator]
-            raise error(-c.results[1], dst)  # type: ignore[operator]
+        if c.results[0] < 0:
+            raise error(-c.results[0], src)
+        if c.results[1] < 0:
+            raise error(-c.results[1], dst)
         src_fd, dst_fd = fds
         offset = 0
         while True:  # rounds of COPY_IN_FLIGHT chunks, until a read comes back short

@@ -2,8 +2,9 @@
 sans-I/O generators.
 
 A helper is a generator that yields ``(program, params)`` requests and is
-sent back the completions, in order; ``drive`` runs one on an ``Engine``
-(``Engine.run_many``), ``adrive`` on an ``AsyncEngine``, so the sync and
+sent back the completions, in order (or yields a ``Columnar`` and is sent
+``Columns``); ``drive`` runs one on an ``Engine`` (``Engine.run_many``,
+``Engine._run_columns``), ``adrive`` on an ``AsyncEngine``, so the sync and
 async forms share every decision.  The generator's ``finally`` blocks close
 what it opened: the drivers close it on every path.
 
@@ -22,17 +23,33 @@ import os
 import threading
 import weakref
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..async_engine import AsyncEngine
 from ..engine import Engine
-from ..notify import Completion
+from ..notify import Columns
 from ..program import Program
 
 T = TypeVar("T")
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-Request = tuple[Program, Sequence[Mapping[str, Any]]]
-Helper = Generator[Request, list[Completion], T]
+
+
+class Columnar(NamedTuple):
+    """A request to run ``program`` once per mapping of ``params`` and be
+    sent back ``Columns`` (results a column per atom, each execution's
+    value of ``value``) instead of a list of completions: on the io_uring
+    engine no object is made per execution but the value itself.  Only for
+    programs that export nothing (``Engine._run_columns``)."""
+
+    program: Program
+    params: Sequence[Mapping[str, Any]]
+    value: Any
+
+
+# A helper yields (program, params) and is sent the completions in order,
+# or yields a Columnar and is sent Columns.
+Request = tuple[Program, Sequence[Mapping[str, Any]]] | Columnar
+Helper = Generator[Request, Any, T]
 
 # -- the engines the helpers run on ---------------------------------------------------
 _thread_engines = threading.local()
@@ -68,8 +85,12 @@ def drive(helper: Helper[T], eng: Engine | None) -> T:
     try:
         request = next(helper)
         while True:
-            program, params = request
-            request = helper.send(eng.run_many(program, params=params))
+            if isinstance(request, Columnar):
+                reply: Any = eng._run_columns(*request)
+            else:
+                program, params = request
+                reply = eng.run_many(program, params=params)
+            request = helper.send(reply)
     except StopIteration as end:
         return end.value
     finally:
@@ -81,8 +102,11 @@ async def adrive(helper: Helper[T], eng: AsyncEngine | None) -> T:
     try:
         request = next(helper)
         while True:
-            program, params = request
-            request = helper.send(await eng.run_many(program, params=params))
+            program, params = request[:2]
+            reply: Any = await eng.run_many(program, params=params)
+            if isinstance(request, Columnar):
+                reply = Columns.of(program, reply, request.value)
+            request = helper.send(reply)
     except StopIteration as end:
         return end.value
     finally:

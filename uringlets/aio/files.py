@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import operator
 import os
 import secrets
 import sys
@@ -18,10 +17,11 @@ from typing import Any, Literal, overload
 from ..async_engine import AsyncEngine
 from ..atom import NEVER_STOP
 from ..engine import Engine
-from ..notify import Completion
+from ..notify import Columns
 from ..program import Program
 from ..syslet import Param, Syslet
 from .driving import (
+    Columnar,
     Helper,
     PathArg,
     Request,
@@ -81,14 +81,14 @@ class _Writes:
         s = Syslet()
         fd = s.openat(Param("path"), os.O_WRONLY | os.O_CLOEXEC)
         self.more_write = s.write(fd, Param("data"), Param("offset"))
-        s.fsync(fd)
+        s.fsync(fd, stop=NEVER_STOP)
         s.close(fd)
         self.more = s.compile()
 
         s = Syslet()
-        s.renameat(Param("temp"), Param("path"))
+        s.renameat(Param("temp"), Param("path"), stop=NEVER_STOP)
         directory = s.openat(Param("directory"), OPEN_DIR)
-        s.fsync(directory)
+        s.fsync(directory, stop=NEVER_STOP)
         s.close(directory)
         self.publish = s.compile()
 
@@ -102,7 +102,7 @@ class _Writes:
         fd = s.openat(Param("path"), OPEN_TEMP, 0o666)
         s.write(fd, Param("data"))  # (atom 1: write_index)
         if sync:
-            s.fsync(fd)
+            s.fsync(fd, stop=NEVER_STOP)
         s.close(fd)
         return s.compile()
 
@@ -118,7 +118,6 @@ def _writes() -> _Writes:
 
 
 # -- reading ----------------------------------------------------------------------------
-_RESULTS = operator.attrgetter("results")
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
@@ -143,19 +142,28 @@ def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> 
         raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
     reads = _reads()
     names: list[Any] = list(map(os.fspath, paths))  # type: ignore[arg-type]
-    done = yield reads.small, [{"path": n} for n in _encoded(names)]
-    out = Completion.column(done, reads.data)
-    # The usual result: (0, length, 0, 0): opened, read, at the end, closed.
-    for i, (opened, length, more, closed) in enumerate(map(_RESULTS, done)):
-        if opened or more or closed or length is None or length < 0:  # (more > 0: read on)
-            code = first_error(done[i].results)
+    got: Columns = yield Columnar(reads.small, [{"path": n} for n in _encoded(names)], reads.data)
+    out = got.values
+    opened, lengths, more, closed = got.results
+    # The usual result of every file: (0, length, 0, 0): opened, read, at the
+    # end, closed; checked a column at a time (None: an atom did not run).
+    usual = not (any(opened) or any(more) or any(closed)) and None not in lengths
+    if not usual or min(lengths, default=0) < 0:
+        for i, (length, further) in enumerate(zip(lengths, more, strict=True)):
+            code = first_error(got.row(i))
             if code:
                 out[i] = error(code, names[i])
-            else:
+            elif length is None or further is None:
+                out[i] = error(errno.EIO, names[i])  # (a chain that never stops ran whole)
+            elif further > 0:
                 out[i] = None
                 larger.append(i)  # a byte beyond SMALL_READ: the rest in more reads
-        elif max_size is not None and length > max_size:
-            out[i] = error(errno.EFBIG, names[i])
+    if max_size is not None:
+        known = lengths if usual else [n for n in lengths if n is not None]
+        if max(known, default=0) > max_size:
+            for i, (length, value) in enumerate(zip(lengths, out, strict=True)):
+                if type(value) is bytes and length > max_size:
+                    out[i] = error(errno.EFBIG, names[i])
     if larger:
         yield from _read_larger(reads, names, larger, out, max_size)
     return outcome(out, errors)
