@@ -333,8 +333,9 @@ class Columns:
         ``AsyncEngine.run_many`` gives, whatever the tags)."""
         self = object.__new__(cls)
         n = self.n = len(completions)
-        self.results = [[c.results[i] for c in completions] for i in range(len(program.atoms))]
-        self.values = [None] * n if ref is None else [c[ref] for c in completions]
+        rows = [c.results for c in completions]
+        self.results = list(map(list, zip(*rows))) if n else [[] for _ in program.atoms]  # noqa: B905
+        self.values = [None] * n if ref is None else Completion.column(completions, ref)
         return self
 
     def row(self, k: int) -> tuple[int | None, ...]:
