@@ -13,6 +13,7 @@
 #                    --sysctl kernel.io_uring_disabled=2; a missing sysctl fails
 #   --user USER      run pytest/the command as USER (setpriv; HOME=/tmp), e.g.
 #                    nobody for kernel.io_uring_disabled=1; sysctls are set as root
+#   --env NAME=VALUE an environment variable for pytest/the command (repeatable)
 #   --cmd 'SHELL CMD'  run this with bash -c instead of pytest (no PYTEST ARGS)
 #   --results DIR    where results land (default .kernel-results/LABEL/)
 #   --append KARG    extra kernel command line argument (repeatable)
@@ -65,9 +66,10 @@ caller=$PWD
 cd "$(dirname "$0")/.."
 checkout=$PWD
 
-usage() { sed -n '5,20s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '5,21s/^# \{0,1\}//p' "$0"; }
 
 sysctls=()
+envs=()
 user=""
 cmd=""
 results=""
@@ -77,6 +79,8 @@ while (($#)); do
     case $1 in
         --sysctl) sysctls+=("$2"); shift 2 ;;
         --sysctl=*) sysctls+=("${1#*=}"); shift ;;
+        --env) envs+=("$2"); shift 2 ;;
+        --env=*) envs+=("${1#*=}"); shift ;;
         --user) user=$2; shift 2 ;;
         --user=*) user=${1#*=}; shift ;;
         --cmd) cmd=$2; shift 2 ;;
@@ -104,6 +108,9 @@ if [[ -n $cmd ]] && (($#)); then
 fi
 for s in "${sysctls[@]}"; do
     [[ $s == ?*=* ]] || { echo "test-kernel: --sysctl wants NAME=VALUE, got $s" >&2; exit 2; }
+done
+for e in "${envs[@]}"; do
+    [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || { echo "test-kernel: --env wants NAME=VALUE, got $e" >&2; exit 2; }
 done
 
 # Which kernel: a file, or a Debian package.
@@ -199,6 +206,9 @@ fi
         echo '[[ -e $f ]] || fail "no sysctl $n in this kernel"'
         echo 'echo "$v" > "$f" || fail "cannot set $n"'
         echo 'echo "test-kernel: sysctl $n = $(cat "$f")"'
+    done
+    for e in "${envs[@]}"; do
+        printf 'export %s=%q\n' "${e%%=*}" "${e#*=}"
     done
     if [[ -n $user ]]; then
         printf 'u=%q\n' "$user"

@@ -7,6 +7,8 @@ in the notification ring."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -156,3 +158,45 @@ def test_clean_runs_become_columns_without_completions(make_engine, sandbox, mon
     made.update(runs=0, completions=0)
     eng.run_many(prog, params=params)  # (and run_many still makes completions)
     assert made["runs"] == 0 and made["completions"] >= 1
+
+
+def test_endings_that_come_out_of_order_keep_their_places(make_engine):
+    """Executions of one batch that end in reverse order (each reads a pipe
+    that another thread fills last to first) reach the columns out of order:
+    all in one run (the pipes filled by one submit of another engine) or in
+    many (filled one by one).  Each result and value lands in its place."""
+    s = ul.Syslet()
+    data = s.read(ul.Param("fd"), 64, stop=ul.NEVER_STOP)  # (hard-linked: its CQE is posted)
+    s.nop()
+    prog = s.compile()
+    w = ul.Syslet()
+    w.write(ul.Param("fd"), ul.Param("data"))
+    write = w.compile()
+    n = 24
+    eng = make_engine()
+
+    def fill(pipes: list[tuple[int, int]], at_once: bool) -> None:
+        time.sleep(0.02)  # (the reads are waiting by then)
+        backwards = [{"fd": pipes[i][1], "data": b"%d" % i * (i + 1)} for i in reversed(range(n))]
+        if at_once:
+            with ul.Engine() as other:
+                assert all(c.ok for c in other.run_many(write, params=backwards))
+        else:
+            for p in backwards:
+                os.write(p["fd"], p["data"])
+                time.sleep(0.002)
+
+    for at_once in (True, True, False):
+        pipes = [os.pipe() for _ in range(n)]
+        try:
+            writer = threading.Thread(target=fill, args=(pipes, at_once))
+            writer.start()
+            columns = eng._run_columns(prog, [{"fd": r} for r, _ in pipes], data)
+            writer.join()
+            assert columns.values == [b"%d" % i * (i + 1) for i in range(n)]
+            assert columns.results[0] == [len(b"%d" % i * (i + 1)) for i in range(n)]
+            assert columns.results[1] == [0] * n
+        finally:
+            for ends in pipes:
+                for end in ends:
+                    os.close(end)

@@ -14,24 +14,36 @@ import pytest
 
 import uringlets as ul
 
+from .conftest import ENGINES, EXPECT_NO_IO_URING
+
 CHILD = Path(__file__).with_name("seccomp_child.py")
 
 
 def test_auto_picks_uring_here():
+    """io_uring where the run expects it (everywhere but the kernels that
+    scripts/test-kernel.sh boots with kernel.io_uring_disabled); threads, and
+    the reason why, where it does not."""
     features = ul.probe()
+    if EXPECT_NO_IO_URING:
+        assert not features.available and EXPECT_NO_IO_URING in (features.reason or "")
+        with ul.Engine() as eng:
+            assert eng.kind == "threads" and EXPECT_NO_IO_URING in (eng.fallback_reason or "")
+        with pytest.raises(OSError, match="io_uring"):
+            ul.Engine("uring")
+        return
     assert features.available, features.reason
     with ul.Engine() as eng:
         assert eng.kind == "uring" and eng.fallback_reason is None
 
 
-@pytest.mark.parametrize("kind", ["uring", "threads"])
+@pytest.mark.parametrize("kind", ENGINES)
 def test_the_environment_variable_forces_an_engine(monkeypatch, kind):
     monkeypatch.setenv("URINGLETS_ENGINE", kind)
     with ul.Engine() as eng:
         assert eng.kind == kind
         assert (eng.fallback_reason is not None) == (kind == "threads")
-    with ul.Engine("uring") as eng:  # an explicit choice wins over the variable
-        assert eng.kind == "uring"
+    with ul.Engine(ENGINES[0]) as eng:  # an explicit choice wins over the variable
+        assert eng.kind == ENGINES[0]
 
 
 def test_a_bad_environment_value_is_refused(monkeypatch):

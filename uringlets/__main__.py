@@ -21,8 +21,6 @@ from typing import Any
 from .program import Program
 from .syslet import Syslet
 
-DISABLED_SYSCTL = Path("/proc/sys/kernel/io_uring_disabled")
-
 
 def probe_lines() -> tuple[bool, list[str]]:
     """(io_uring usable, the report's lines)."""
@@ -31,7 +29,7 @@ def probe_lines() -> tuple[bool, list[str]]:
     features = kernel.probe()
     lines = [f"kernel: Linux {platform.release()} ({platform.machine()})"]
     try:
-        disabled = DISABLED_SYSCTL.read_text().strip()
+        disabled = Path(kernel.DISABLED_SYSCTL).read_text().strip()
         meaning = {"0": "enabled", "1": "only for the io_uring_group", "2": "disabled"}
         lines.append(f"kernel.io_uring_disabled: {disabled} ({meaning.get(disabled, '?')})")
     except OSError:

@@ -469,17 +469,7 @@ class Engine:
         binds = executions(count, params, common)
         n = len(binds)
         sink: list[Completion] = []
-        started = 0
-        backend = self._backend
-        while started < n:
-            room = self._capacity - (backend.in_flight - backend.threadlets)
-            if room <= 0:
-                self._pump(1, None)
-                self._check()
-                continue
-            end = min(n, started + room)
-            self._start(program, binds[started:end], range(started, end), True, sink, deadline)
-            started = end
+        self._start_all(program, binds, sink, deadline)
         while len(sink) < n:
             self._pump(n - len(sink), None)
             self._check()
@@ -488,6 +478,32 @@ class Engine:
         for c in sink:
             out[c.tag] = c
         return out
+
+    def _start_all(
+        self,
+        program: Program,
+        binds: Sequence[Mapping[str, Any]],
+        sink: list[Any],
+        deadline: float | None,
+    ) -> None:
+        """Start execution ``k`` of ``binds`` with tag ``k``, into ``sink``,
+        as many at a time as capacity allows.  Past capacity it refills in
+        batches: it waits for as many CQEs as half the executions in flight
+        (each of them posts at least one more, so they come) before it
+        starts more, so that executions ending one by one (a cold page
+        cache) do not make one tiny batch, and one system call, each."""
+        n, started = len(binds), 0
+        backend = self._backend
+        while started < n:
+            executing = backend.in_flight - backend.threadlets
+            room = self._capacity - executing
+            if room * 2 < min(self._capacity, n - started) and executing:
+                self._pump(max(1, executing // 2), None)
+                self._check()
+                continue
+            end = min(n, started + room)
+            self._start(program, binds[started:end], range(started, end), True, sink, deadline)
+            started = end
 
     # -- for helpers that keep their completions apart (ul.aio) -------------------
     def _run_columns(
@@ -504,17 +520,7 @@ class Engine:
         binds = list(params)
         n = len(binds)
         sink = ColumnSink(ref)
-        started = 0
-        backend = self._backend
-        while started < n:
-            room = self._capacity - (backend.in_flight - backend.threadlets)
-            if room <= 0:
-                self._pump(1, None)
-                self._check()
-                continue
-            end = min(n, started + room)
-            self._start(program, binds[started:end], range(started, end), True, sink, None)
-            started = end
+        self._start_all(program, binds, sink, None)
         while (ended := sink.ended()) < n:
             self._pump(n - ended, None)
             self._check()

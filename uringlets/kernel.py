@@ -129,8 +129,10 @@ def probe() -> KernelFeatures:
     try:
         ring, flags, dropped = setup_ring(8)
     except OSError as exc:
-        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        return KernelFeatures(available=False, reason=f"io_uring_setup failed with {name}")
+        code = exc.errno or 0
+        reason = f"io_uring_setup failed with {errno.errorcode.get(code, str(code))}"
+        why = refusal(code)
+        return KernelFeatures(available=False, reason=f"{reason} ({why})" if why else reason)
     try:
         supported = ffi.new("uint8_t[256]")
         n = lib.ur_probe_ops(ring.fd, supported, 256)
@@ -153,6 +155,39 @@ def probe() -> KernelFeatures:
         )
     finally:
         lib.ur_teardown(ring)
+
+
+DISABLED_SYSCTL = "/proc/sys/kernel/io_uring_disabled"
+GROUP_SYSCTL = "/proc/sys/kernel/io_uring_group"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def refusal(code: int) -> str | None:
+    """Who refused ``io_uring_setup`` with ``code``, as far as this process
+    can tell: the ``kernel.io_uring_disabled`` sysctl (6.6+), a seccomp
+    filter, or a kernel built without io_uring.  None: no idea."""
+    disabled = _read(DISABLED_SYSCTL)
+    if code == errno.EPERM and disabled == "2":
+        return "kernel.io_uring_disabled=2: io_uring is disabled for every process"
+    if code == errno.EPERM and disabled == "1":
+        group = _read(GROUP_SYSCTL)
+        return (
+            "kernel.io_uring_disabled=1: only members of kernel.io_uring_group "
+            f"(gid {group}) and CAP_SYS_ADMIN may use io_uring"
+        )
+    status = _read("/proc/self/status") or ""
+    if "\nSeccomp:\t2" in status and code in (errno.EPERM, errno.ENOSYS, errno.EACCES):
+        return "a seccomp filter (as Docker's default profile) blocks io_uring_setup"
+    if code == errno.ENOSYS:
+        return "the kernel has no io_uring (CONFIG_IO_URING off, or older than 5.1)"
+    return None
 
 
 def _try_restrictions() -> bool:

@@ -18,6 +18,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
+from operator import length_hint
 from typing import TYPE_CHECKING, Any
 
 try:  # CPython's C accessor behind namedtuple fields
@@ -255,16 +256,16 @@ class PrivateSink(list["Completion"]):
 
 class ColumnRun:
     """The completions of a run of clean endings, kept as columns instead of
-    ``Completion`` objects (``Engine._run_columns``): executions tagged
-    ``first .. first + n - 1`` ended with ``results[i][j]`` from atom ``i``
-    of the ``j``-th of them, and ``values[j]`` as the value of the sink's
-    Ref (None when the sink asks for none).  Only a ``ColumnSink`` receives
-    one; it is never posted to the notification ring."""
+    ``Completion`` objects (``Engine._run_columns``): the executions tagged
+    ``tags`` (a range, or a list) ended with ``results[i][j]`` from atom
+    ``i`` of the ``j``-th of them, and ``values[j]`` as the value of the
+    sink's Ref (None when the sink asks for none).  Only a ``ColumnSink``
+    receives one; it is never posted to the notification ring."""
 
-    __slots__ = ("first", "n", "results", "values")
+    __slots__ = ("n", "results", "tags", "values")
 
-    def __init__(self, first: int, n: int, results: list[Any], values: Any) -> None:
-        self.first, self.n, self.results, self.values = first, n, results, values
+    def __init__(self, tags: Sequence[int], results: list[Any], values: Any) -> None:
+        self.tags, self.n, self.results, self.values = tags, len(tags), results, values
 
     def __len__(self) -> int:
         return self.n
@@ -310,11 +311,20 @@ class Columns:
         seen = 0
         for part in parts:
             if type(part) is ColumnRun:
-                start, stop = part.first, part.first + part.n
-                for column, got in zip(results, part.results, strict=True):
-                    column[start:stop] = got
-                if part.values is not None:
-                    values[start:stop] = part.values
+                tags = part.tags
+                if any(length_hint(got, -1) != part.n for got in part.results):
+                    raise RuntimeError("a ColumnRun's column has not one result per execution")
+                if type(tags) is range and tags.step == 1:
+                    where: Any = slice(tags.start, tags.stop)
+                    for column, got in zip(results, part.results, strict=True):
+                        column[where] = got
+                    if part.values is not None:
+                        values[where] = part.values
+                else:  # a part of a batch: each value to its place, in C
+                    for column, got in zip(results, part.results, strict=True):
+                        deque(map(column.__setitem__, tags, got), maxlen=0)
+                    if part.values is not None:
+                        deque(map(values.__setitem__, tags, part.values), maxlen=0)
                 seen += part.n
             else:
                 k = part.tag
@@ -323,8 +333,8 @@ class Columns:
                 if ref is not None:
                     values[k] = part[ref]
                 seen += 1
-        if seen != n:
-            raise RuntimeError(f"{seen} endings for {n} executions")  # (a broken invariant)
+        if seen != n or any(len(column) != n for column in results):  # (a broken invariant)
+            raise RuntimeError(f"{seen} endings for {n} executions, or a column lost its place")
         self.n, self.results, self.values = n, results, values
 
     @classmethod

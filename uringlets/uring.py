@@ -438,8 +438,8 @@ class UringBackend:
         stop = clean.stop
         stopping = (lo < 0) if stop == STOP_ON_NEGATIVE else stop_holds_for_any(stop, lo, hi, rs)
         run = None
-        if type(b.sink) is ColumnSink and n == b.n and type(ks) is range and ks.start == 0:
-            run = self._column_run(b, clean, rs, stopping, lo)
+        if type(b.sink) is ColumnSink:
+            run = self._column_run(b, clean, ks, rs, stopping, lo)
         completions: list[Completion] | ColumnRun
         if run is not None:
             completions = run
@@ -488,7 +488,7 @@ class UringBackend:
         # the batch's posted CQEs as one list, taken once (C writes an int32 array)
         everything = ffi.unpack(b.posted, n * len(clean.posted)) if whole and clean.posted else []
         if (clean.posted or clean.from_values) and whole:
-            results = list(zip(*self._result_columns(b, clean, rs, everything)))  # noqa: B905
+            results = list(zip(*self._result_columns(b, clean, ks, rs, True, everything)))  # noqa: B905
         elif clean.posted or clean.from_values:
             results = [self._posted_results(b, k, clean, r) for k, r in zip(ks, rs, strict=True)]
         elif lo == hi:  # the usual case: one tuple, shared (results are immutable)
@@ -583,30 +583,38 @@ class UringBackend:
         return None
 
     def _column_run(
-        self, b: Batch, clean: CleanPath, rs: list[int], stopping: bool, lo: int
+        self, b: Batch, clean: CleanPath, ks: Sequence[int], rs: list[int], stopping: bool, lo: int
     ) -> ColumnRun | None:
-        """The clean endings of all of batch ``b`` (in order) as one
-        ``ColumnRun`` for its ``ColumnSink``: no Completion, no results
-        tuple per execution.  None when they have a shape a ColumnRun does
-        not hold (some stopped; the sink's Ref is not their one value):
+        """The clean endings ``ks`` of batch ``b`` as one ``ColumnRun`` for
+        its ``ColumnSink``: no Completion, no results tuple per execution.
+        (A ColumnSink's batches are tagged first, first + 1, ...:
+        ``Engine._start_all``.)  None when they have a shape a ColumnRun
+        does not hold (some stopped; the sink's Ref is not their one value):
         ``_completions`` makes them instead."""
-        ref, n = b.sink.ref, b.n  # type: ignore[union-attr]
+        ref = b.sink.ref  # type: ignore[union-attr]
         if stopping or b.tags is None:
             return None
-        everything = ffi.unpack(b.posted, n * len(clean.posted)) if clean.posted else []
+        whole = len(ks) == b.n and type(ks) is range and ks.start == 0
+        everything = ffi.unpack(b.posted, b.n * len(clean.posted)) if whole and clean.posted else []
         if clean.posted or clean.from_values:
-            columns = self._result_columns(b, clean, rs, everything)
+            columns = self._result_columns(b, clean, ks, rs, whole, everything)
         else:
-            columns = [*(repeat(r, n) for r in clean.prefix), rs]
+            columns = [*(repeat(r, len(ks)) for r in clean.prefix), rs]
         values = None
         if ref is not None:
             one = None
             if clean.buffers:
-                one = self._value_column(b, clean, range(n), rs, lo, True, everything)
+                one = self._value_column(b, clean, ks, rs, lo, whole, everything)
             if one is None or one[0] is not ref:
                 return None
             values = one[1]
-        return ColumnRun(b.tags[0], n, columns, values)
+        first = b.tags[0]
+        tags: Sequence[int]
+        if type(ks) is range:
+            tags = range(first + ks.start, first + ks.stop, ks.step)
+        else:
+            tags = [first + k for k in ks]
+        return ColumnRun(tags, columns, values)
 
     def _one_completion(
         self, b: Batch, clean: CleanPath, k: int, r: int, stopping: bool
@@ -717,19 +725,35 @@ class UringBackend:
 
     @staticmethod
     def _result_columns(
-        b: Batch, clean: CleanPath, rs: list[int], everything: list[int]
+        b: Batch,
+        clean: CleanPath,
+        ks: Sequence[int],
+        rs: list[int],
+        whole: bool,
+        everything: list[int],
     ) -> list[Any]:
-        """``_posted_results`` of the whole batch, a column per atom (zip
-        makes the tuples): constants repeated, posted CQEs (``everything``:
-        the batch's posted array as a list) and per-execution values sliced
-        out of their columns, the last atoms' results."""
+        """``_posted_results`` of executions ``ks``, a column per atom (zip
+        makes the tuples): constants repeated, posted CQEs and per-execution
+        values sliced out of their columns, the last atoms' results.
+        ``whole``: ``ks`` is ``range(b.n)`` and ``everything`` the batch's
+        posted array as a list."""
         n, flat = b.n, b.flat
         width = len(clean.posted)
-        columns: list[Any] = [repeat(r, n) for r in clean.results[:-1]]
+        columns: list[Any] = [repeat(r, len(ks)) for r in clean.results[:-1]]
         for j, (index, *_) in enumerate(clean.posted):
-            columns[index] = everything[j::width]
+            if whole:
+                columns[index] = everything[j::width]
+            else:
+                posted = b.posted
+                assert posted is not None
+                columns[index] = [posted[k * width + j] for k in ks]
         for index, value in clean.from_values:
-            columns[index] = repeat(0, n) if flat is None else flat[value * n : (value + 1) * n]
+            if flat is None:
+                columns[index] = repeat(0, len(ks))
+            elif whole:
+                columns[index] = flat[value * n : (value + 1) * n]
+            else:
+                columns[index] = [flat[value * n + k] for k in ks]
         columns.append(rs)
         return columns
 
