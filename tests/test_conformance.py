@@ -2,9 +2,9 @@
 per-atom results, stop point, data and sandbox afterwards on the io_uring
 engine, the thread engine and the reference interpreter.
 
-CI runs the ``ci`` hypothesis profile (2,000 programs); the deep profile runs
-100,000: ``HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest
-tests/test_conformance.py``.
+CI runs the ``ci`` hypothesis profile (2,000 programs), and the ``kernel``
+one (150) under each older kernel it boots; the deep profile runs 100,000:
+``HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest tests/test_conformance.py``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ settings.register_profile(
 )
 settings.register_profile(
     "dev", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck)
+)
+# the sample CI runs under other kernels booted with TCG (scripts/ci-kernels.sh)
+settings.register_profile(
+    "kernel", max_examples=150, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -178,10 +178,12 @@ def refusal(code: int) -> str | None:
         return "kernel.io_uring_disabled=2: io_uring is disabled for every process"
     if code == errno.EPERM and disabled == "1":
         group = _read(GROUP_SYSCTL)
-        return (
-            "kernel.io_uring_disabled=1: only members of kernel.io_uring_group "
-            f"(gid {group}) and CAP_SYS_ADMIN may use io_uring"
+        who = (
+            "CAP_SYS_ADMIN (kernel.io_uring_group is not set)"
+            if group in (None, "-1")
+            else f"members of kernel.io_uring_group (gid {group}) and CAP_SYS_ADMIN"
         )
+        return f"kernel.io_uring_disabled=1: only {who} may use io_uring"
     status = _read("/proc/self/status") or ""
     if "\nSeccomp:\t2" in status and code in (errno.EPERM, errno.ENOSYS, errno.EACCES):
         return "a seccomp filter (as Docker's default profile) blocks io_uring_setup"
