@@ -4,6 +4,7 @@ every command), here and under a seccomp filter that blocks io_uring."""
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,19 @@ def test_probe_where_io_uring_works() -> None:
         (line,) = [x for x in lines if x.split()[:1] == [name]]
         in_kernel = op.kernel_op is not None and features.has_op(op.kernel_op)
         assert ("in the kernel" in line) is in_kernel, line
+
+
+def test_probe_json_says_what_the_text_says() -> None:
+    out = cli("probe", "--json")
+    report = json.loads(out.stdout)
+    text = cli("probe")
+    assert out.returncode == text.returncode == (0 if report["usable"] else 1)
+    assert report["kernel"] == platform.release() and report["usable"] == ul.probe().available
+    for name, where in report.get("ops", {}).items():
+        (line,) = [x for x in text.stdout.splitlines() if x.split()[:1] == [name]]
+        assert ("in the kernel" in line) == (where["where"] == "kernel"), line
+    blocked = json.loads(cli("probe", "--json", seccomp=True).stdout)
+    assert not blocked["usable"] and "EPERM" in blocked["reason"] and "ops" not in blocked
 
 
 def test_probe_under_a_seccomp_block() -> None:

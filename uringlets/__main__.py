@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import platform
 import sys
 from collections.abc import Sequence
@@ -22,49 +23,89 @@ from .program import Program
 from .syslet import Syslet
 
 
-def probe_lines() -> tuple[bool, list[str]]:
-    """(io_uring usable, the report's lines)."""
+def probe_report() -> dict[str, Any]:
+    """What ``probe`` says, as data (``probe --json``): the kernel, the
+    io_uring_disabled sysctl (None before 6.6), whether io_uring is usable
+    and why not, the setup flags kept and dropped, restricted rings, and
+    where each op of the catalogue runs: ``"kernel"`` (with the io_uring
+    op) or ``"userspace"`` (with why)."""
     from . import atoms, kernel
 
     features = kernel.probe()
-    lines = [f"kernel: Linux {platform.release()} ({platform.machine()})"]
     try:
-        disabled = Path(kernel.DISABLED_SYSCTL).read_text().strip()
+        disabled: str | None = Path(kernel.DISABLED_SYSCTL).read_text().strip()
+    except OSError:
+        disabled = None
+    report: dict[str, Any] = {
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "io_uring_disabled": disabled,
+        "usable": features.available,
+        "reason": features.reason,
+    }
+    if not features.available:
+        return report
+    kept = [name for name, _ in kernel._SETUP_FLAGS if name not in features.dropped_flags]
+    report["setup_flags"] = {"kept": kept, "dropped": list(features.dropped_flags)}
+    report["restricted_rings"] = "RESTRICTIONS" in features.extras
+    ops: dict[str, dict[str, str]] = {}
+    for name, op in sorted(atoms.CATALOGUE.items()):
+        if op.kernel_op is None:
+            ops[name] = {"where": "userspace", "why": "io_uring has no such op"}
+            continue
+        base = kernel.EXTRA_OPS.get(op.kernel_op)  # a sub-command of an opcode
+        label = f"IORING_OP_{op.kernel_op}" if base is None else f"IORING_OP_{base} command"
+        if features.has_op(op.kernel_op):
+            ops[name] = {"where": "kernel", "op": label}
+        else:
+            ops[name] = {"where": "userspace", "why": f"this kernel lacks {label}"}
+    report["ops"] = ops
+    return report
+
+
+def probe_lines() -> tuple[bool, list[str]]:
+    """(io_uring usable, the report's lines)."""
+    report = probe_report()
+    lines = [f"kernel: Linux {report['kernel']} ({report['machine']})"]
+    disabled = report["io_uring_disabled"]
+    if disabled is None:
+        lines.append("kernel.io_uring_disabled: not present (kernels before 6.6)")
+    else:
         meaning = {"0": "enabled", "1": "only for the io_uring_group", "2": "disabled"}
         lines.append(f"kernel.io_uring_disabled: {disabled} ({meaning.get(disabled, '?')})")
-    except OSError:
-        lines.append("kernel.io_uring_disabled: not present (kernels before 6.6)")
-    if not features.available:
-        lines.append(f"io_uring: not usable: {features.reason}")
+    if not report["usable"]:
+        lines.append(f"io_uring: not usable: {report['reason']}")
         lines.append("engine: Engine('auto') runs programs on the cachemiss threads")
         return False, lines
     lines.append("io_uring: usable")
-    kept = [name for name, _ in kernel._SETUP_FLAGS if name not in features.dropped_flags]
+    flags = report["setup_flags"]
     lines.append(
-        f"setup flags: kept {', '.join(kept) or 'none'}; "
-        f"dropped {', '.join(features.dropped_flags) or 'none'}"
+        f"setup flags: kept {', '.join(flags['kept']) or 'none'}; "
+        f"dropped {', '.join(flags['dropped']) or 'none'}"
     )
-    can = "RESTRICTIONS" in features.extras
     lines.append(
         "restricted rings: "
-        + ("yes" if can else "no (Engine(restrict=...) checks programs at submit only)")
+        + (
+            "yes"
+            if report["restricted_rings"]
+            else "no (Engine(restrict=...) checks programs at submit only)"
+        )
     )
     lines.append("ops:")
-    for name, op in sorted(atoms.CATALOGUE.items()):
-        if op.kernel_op is None:
-            where = "userspace step (io_uring has no such op)"
+    for name, where in report["ops"].items():
+        if where["where"] == "kernel":
+            text = f"in the kernel ({where['op']})"
         else:
-            base = kernel.EXTRA_OPS.get(op.kernel_op)  # a sub-command of an opcode
-            label = f"IORING_OP_{op.kernel_op}" if base is None else f"IORING_OP_{base} command"
-            if features.has_op(op.kernel_op):
-                where = f"in the kernel ({label})"
-            else:
-                where = f"userspace step (this kernel lacks {label})"
-        lines.append(f"  {name:<11} {where}")
+            text = f"userspace step ({where['why']})"
+        lines.append(f"  {name:<11} {text}")
     return True, lines
 
 
 def _probe(args: argparse.Namespace) -> int:
+    if args.json:
+        report = probe_report()
+        print(json.dumps(report, indent=2))
+        return 0 if report["usable"] else 1
     usable, lines = probe_lines()
     print("\n".join(lines))
     return 0 if usable else 1
@@ -142,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
         "kernel.io_uring_disabled, kernel version), which setup flags the kernel kept, "
         "whether rings can be restricted, and which ops run in the kernel or as "
         "userspace steps. Exit status 0 only when io_uring is usable.",
+    )
+    probe.add_argument(
+        "--json", action="store_true", help="the same, as JSON (scripts/kernel-features.py)"
     )
     probe.set_defaults(run=_probe)
     explain = commands.add_parser(
