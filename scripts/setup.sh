@@ -20,17 +20,7 @@ if [[ "$extras" == *bench* ]]; then
     packages+=(wrk nginx-light)
 fi
 
-if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    missing=()
-    for p in "${packages[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    fi
-fi
+bash scripts/apt-install.sh "${packages[@]}"
 
 python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

@@ -126,20 +126,10 @@ case $kernel in
     *) pkg=linux-image-$kernel-amd64 ;;
 esac
 
-# System packages (as root), like setup.sh.
+# System packages (as root).
 packages=(qemu-system-x86 busybox-static file python3-venv)
 [[ -n $pkg ]] && packages+=("$pkg")
-if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    missing=()
-    for p in "${packages[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    fi
-fi
+bash scripts/apt-install.sh "${packages[@]}"
 if [[ -n $pkg ]]; then
     # A metapackage (linux-image-amd64, linux-image-6.12-amd64) depends on
     # the image package linux-image-VERSION, whose kernel is /boot/vmlinuz-VERSION.
