@@ -80,6 +80,14 @@ def table(columns: list[tuple[str, dict[str, Any]]]) -> str:
         "restricted rings",
         lambda r: ("yes" if r["restricted_rings"] else "no") if r["usable"] else "-",
     )
+    row(
+        "exported descriptors",
+        lambda r: (
+            ("slot, installed by the kernel" if r["fixed_fd_install"] else "real fd from the start")
+            if r["usable"]
+            else "-"
+        ),
+    )
     row("`kernel.io_uring_disabled`", lambda r: r["io_uring_disabled"] or "(no sysctl)")
     row("`Engine('auto')`", lambda r: "uring" if r["usable"] else f"threads: {r['reason']}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import platform
 import re
@@ -70,6 +71,16 @@ def kernel_version() -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+def probe_json() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "uringlets", "probe", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
 def probe_report() -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "uringlets", "probe"], capture_output=True, text=True, timeout=60
@@ -105,6 +116,8 @@ def test_ops_follow_the_kernel_versions_that_brought_them():
     assert features.has_op("BIND") == (version >= (6, 11))
     assert features.has_op("LISTEN") == (version >= (6, 11))
     assert features.has_op("FIXED_FD_INSTALL") == (version >= (6, 8))
+    report = json.loads(probe_json())
+    assert report["fixed_fd_install"] == (version >= (6, 8))
     assert features.has_op("URING_CMD_SETSOCKOPT") == (version >= (6, 7))
     assert features.has_op("SOCKET") and features.has_op("OPENAT")  # 5.19, 5.6
 

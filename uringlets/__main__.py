@@ -26,8 +26,9 @@ from .syslet import Syslet
 def probe_report() -> dict[str, Any]:
     """What ``probe`` says, as data (``probe --json``): the kernel, the
     io_uring_disabled sysctl (None before 6.6), whether io_uring is usable
-    and why not, the setup flags kept and dropped, restricted rings, and
-    where each op of the catalogue runs: ``"kernel"`` (with the io_uring
+    and why not, the setup flags kept and dropped, restricted rings,
+    whether the kernel installs exported slots as fds, and where each op
+    of the catalogue runs: ``"kernel"`` (with the io_uring
     op) or ``"userspace"`` (with why)."""
     from . import atoms, kernel
 
@@ -48,6 +49,9 @@ def probe_report() -> dict[str, Any]:
     kept = [name for name, _ in kernel._SETUP_FLAGS if name not in features.dropped_flags]
     report["setup_flags"] = {"kept": kept, "dropped": list(features.dropped_flags)}
     report["restricted_rings"] = "RESTRICTIONS" in features.extras
+    # exported descriptors: a slot installed as a real fd by the kernel (6.8),
+    # else the creator makes a real fd from the start and ends its segment
+    report["fixed_fd_install"] = features.has_op("FIXED_FD_INSTALL")
     ops: dict[str, dict[str, str]] = {}
     for name, op in sorted(atoms.CATALOGUE.items()):
         if op.kernel_op is None:
