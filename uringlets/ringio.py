@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import setitem
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import kernel
 from .errors import EngineClosed
@@ -336,7 +336,7 @@ class RingIO:
         ready = self._notify.ready
         sink: Any = b.sink  # += below: in place, no call
         run = type(completions) is ColumnRun  # (its len() came above)
-        many = cast("list[Completion]", completions)
+        many: list[Completion] = completions  # type: ignore[assignment]  # (read when not run)
         if slow:
             del b.slow[k]
         if done is None:
