@@ -200,3 +200,21 @@ def test_endings_that_come_out_of_order_keep_their_places(make_engine):
             for ends in pipes:
                 for end in ends:
                     os.close(end)
+
+
+def test_endings_that_do_not_add_up_break_the_engine(make_engine, monkeypatch):
+    """Columns that cannot be made whole (an invariant of the engine) mark
+    the engine broken: the call and every later one refuse, saying why."""
+    from uringlets import engine as engine_module
+
+    prog, data = reader(64)
+    eng = make_engine()
+
+    def lost(*args):
+        raise RuntimeError("5 endings for 6 executions, or a column lost its place")
+
+    monkeypatch.setattr(engine_module, "Columns", lost)
+    with pytest.raises(ul.EngineClosed, match="5 endings for 6"):
+        eng._run_columns(prog, [{"path": "/etc/hostname"}] * 6, data)
+    with pytest.raises(ul.EngineClosed, match="broken"):
+        eng.run(prog, path="/etc/hostname")

@@ -33,6 +33,11 @@ class Backend(Protocol):
         """Why the backend disabled itself, if it did."""
         ...
 
+    def disable(self, why: str) -> None:
+        """Mark the backend broken (an invariant the engine checks failed):
+        from then on every call refuses with ``why``."""
+        ...
+
     @property
     def nslots(self) -> int:
         """Its fixed-file table (0: none)."""

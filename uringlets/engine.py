@@ -524,7 +524,11 @@ class Engine:
         while (ended := sink.ended()) < n:
             self._pump(n - ended, None)
             self._check()
-        return Columns(len(program.atoms), n, ref, sink)
+        try:
+            return Columns(len(program.atoms), n, ref, sink)
+        except RuntimeError as exc:  # the endings do not add up: the engine is not to be trusted
+            self._backend.disable(f"_run_columns: {exc}")
+            self._refuse()
 
     def _submit_into(
         self, sink: PrivateSink, program: Program, params: Mapping[str, Any], tag: Any

@@ -471,6 +471,9 @@ class ThreadsBackend:
             done.popleft()
         return n
 
+    def disable(self, why: str) -> None:
+        self.broken = why
+
     def cancel(self, ident: int) -> bool:
         """Cancel an execution: a queued one ends now (nothing ran), a running
         one is interrupted where it waits.  False if it already ended."""

@@ -119,6 +119,9 @@ class UringBackend:
     def broken(self) -> str | None:
         return self.io.broken
 
+    def disable(self, why: str) -> None:
+        self.io.broken = why
+
     @property
     def nslots(self) -> int:
         return self.io.nslots
