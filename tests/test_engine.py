@@ -566,3 +566,29 @@ def test_completion_column_is_each_completions_value(make_engine, sandbox):
     mixed = [*cs, eng.run(prog, path=sandbox / "no-such-file")]  # one without the value
     assert ul.Completion.column(mixed, data) == [*(p.read_bytes() for p in paths), None]
     assert ul.Completion.column([], data) == []
+
+
+@pytest.mark.timeout(60)
+def test_run_many_refills_even_when_executions_wait_for_later_ones(make_engine):
+    """Past capacity run_many refills in batches, but never waits for
+    executions that wait for later ones of the same call: executions 0-2
+    read a pipe that only the last one writes; the others end at once."""
+    s = ul.Syslet()
+    data = s.read(ul.Param("r"), 1, stop=ul.NEVER_STOP)
+    s.write(ul.Param("w"), ul.Param("data"))
+    prog = s.compile()
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.write(b_w, b"b" * 7)
+        blocked = [{"r": a_r, "w": null, "data": b""}] * 3
+        quick = [{"r": b_r, "w": null, "data": b""}] * 6
+        last = [{"r": b_r, "w": a_w, "data": b"aaa"}]
+        eng = make_engine(capacity=4)
+        cs = eng.run_many(prog, params=blocked + quick + last)
+        assert [c[data] for c in cs] == [b"a"] * 3 + [b"b"] * 7
+        assert all(c.ok for c in cs)
+    finally:
+        for fd in (a_r, a_w, b_r, b_w, null):
+            os.close(fd)

@@ -49,6 +49,9 @@ _KINDS = ("auto", "uring", "threads")
 
 
 _MAX_WAIT_NS = 86_400 * 10**9  # one wait of the kernel at most; longer ones loop
+# How long run_many waits for half its executions in flight to end before it
+# refills with whatever room there is (_start_all)
+REFILL_WAIT = 0.001
 
 
 def _until(timeout: float | None) -> float | None:
@@ -487,23 +490,31 @@ class Engine:
         deadline: float | None,
     ) -> None:
         """Start execution ``k`` of ``binds`` with tag ``k``, into ``sink``,
-        as many at a time as capacity allows.  Past capacity it refills in
-        batches: it waits for as many CQEs as half the executions in flight
-        (each of them posts at least one more, so they come) before it
-        starts more, so that executions ending one by one (a cold page
-        cache) do not make one tiny batch, and one system call, each."""
-        n, started = len(binds), 0
+        as many at a time as capacity allows, then more as room frees up.
+        Refills come in batches: with less room than half of what is left
+        to start, it first waits up to ``REFILL_WAIT`` seconds for as many
+        CQEs as half the executions in flight (each of them posts at least
+        one more), so that executions ending one by one (a cold page cache)
+        do not make one tiny batch, and one system call, each; then it
+        starts whatever room there is (executions of one call that wait for
+        each other still get their room)."""
+        n, started, waited = len(binds), 0, False
         backend = self._backend
         while started < n:
             executing = backend.in_flight - backend.threadlets
             room = self._capacity - executing
-            if room * 2 < min(self._capacity, n - started) and executing:
-                self._pump(max(1, executing // 2), None)
+            if executing and not waited and room * 2 < min(self._capacity, n - started):
+                self._pump(max(1, executing // 2), time.monotonic() + REFILL_WAIT)
+                self._check()
+                waited = True
+                continue
+            if room <= 0:  # (then executions are in flight: capacity >= 1)
+                self._pump(1, None)
                 self._check()
                 continue
             end = min(n, started + room)
             self._start(program, binds[started:end], range(started, end), True, sink, deadline)
-            started = end
+            started, waited = end, False
 
     # -- for helpers that keep their completions apart (ul.aio) -------------------
     def _run_columns(
