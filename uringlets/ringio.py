@@ -335,7 +335,9 @@ class RingIO:
             self._break(f"executions {ks} of batch {b.ud_base:#x} would end twice")
         ready = self._notify.ready
         sink: Any = b.sink  # += below: in place, no call
+        # (type() is a call, where a signal handler may run: both before the commit)
         run = type(completions) is ColumnRun  # (its len() came above)
+        public = type(sink) not in PRIVATE_SINKS
         many: list[Completion] = completions  # type: ignore[assignment]  # (read when not run)
         if slow:
             del b.slow[k]
@@ -355,7 +357,7 @@ class RingIO:
         if run:
             sink += (completions,)  # a ColumnSink's: one part for the whole run
         else:
-            if type(sink) not in PRIVATE_SINKS:
+            if public:
                 ready += many
             if sink is not None:
                 sink += many

@@ -458,6 +458,9 @@ class ThreadsBackend:
                 if c is None:
                     c = _cancelled(job)
                 sink = job.sink
+                # (type() is a call, where a signal handler may run: before
+                # the hand-over, never between it and the post)
+                public = type(sink) not in PRIVATE_SINKS
                 job.state = POSTED
                 del jobs[job.ident]
                 self.in_flight -= 1
@@ -465,7 +468,7 @@ class ThreadsBackend:
                     self.threadlets -= 1
                 if sink is not None:
                     sink += (c,)  # an operator, not a call: nothing can land between
-                if type(sink) not in PRIVATE_SINKS:
+                if public:
                     post(c)
                 n += 1
             done.popleft()
