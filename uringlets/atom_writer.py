@@ -160,6 +160,15 @@ class AtomWriter:
         else:
             self.set("fd", value)
 
+    def second_fd(self, field: str, value: Any, flags_field: str, fixed_flag: str) -> None:
+        if isinstance(value, Ref) and value.index in self.layout.slot_of:
+            self._patch(field, V_SLOTS + self.layout.slot_of[value.index])
+            self._or(flags_field, kernel.constant(fixed_flag))
+        elif isinstance(value, Ref):
+            self._patch(field, self.layout.fd_value[value.index])
+        else:
+            self.set(field, value)
+
     def close_target(self, value: Any) -> None:
         if isinstance(value, Ref) and value.index in self.layout.slot_of:
             self._patch("file_index", V_SLOTS + self.layout.slot_of[value.index], addend=1)

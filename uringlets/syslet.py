@@ -214,6 +214,30 @@ class Syslet:
         """``os.fsync(fd)`` (``os.fdatasync`` with ``datasync=True``)."""
         return self._add("fsync", stop, {"fd": fd, "datasync": datasync})
 
+    def splice(
+        self,
+        src: Any,
+        dst: Any,
+        size: int,
+        *,
+        src_offset: Any = None,
+        dst_offset: Any = None,
+        flags: int = 0,
+        stop: int = STOP_ON_NEGATIVE,
+    ) -> Ref:
+        """``os.splice(src, dst, size, src_offset, dst_offset, flags |
+        SPLICE_F_NONBLOCK)``: up to ``size`` bytes from ``src`` to ``dst``
+        inside the kernel, one of them a pipe; result the count.  It never
+        waits for a pipe or socket (EAGAIN instead: io_uring cannot
+        interrupt a splice that waits), so it takes no ``timeout``.  The
+        bytes never reach Python: a splice into a pipe and one out of it
+        move data of a length no atom knows in advance (a file of unknown
+        size copied in one chain)."""
+        return self._add("splice", stop, {
+            "src": src, "dst": dst, "size": size, "src_offset": src_offset,
+            "dst_offset": dst_offset, "flags": flags,
+        })  # fmt: skip
+
     def statx(
         self,
         path: Any,

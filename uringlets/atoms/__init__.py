@@ -6,7 +6,7 @@ SQEs through its ``prep``, the thread engine, the reference interpreter and
 the io_uring engine's userspace steps call its blocking equivalent, and
 ``explain()`` describes it.  ``base`` holds the framework and the kernel's
 failure rule; ``values`` what an argument's value may be (the C types it
-must fit); ``files`` and ``net`` hold the entries; ``sockaddr`` and
+must fit); ``files``, ``pipes`` and ``net`` hold the entries; ``sockaddr`` and
 ``msghdr`` the struct layouts they share with the kernel.
 """
 
@@ -36,9 +36,10 @@ from .base import (
 from .files import LINK_TIMEOUT_OP, decode_statx, prep_link_timeout
 from .files import OPS as FILE_OPS
 from .net import OPS as NET_OPS
+from .pipes import OPS as PIPE_OPS
 from .values import MAX_SECONDS, ArgError, check_int, check_limit, check_value
 
-CATALOGUE: dict[str, Op] = {op.name: op for op in (*FILE_OPS, *NET_OPS)}
+CATALOGUE: dict[str, Op] = {op.name: op for op in (*FILE_OPS, *PIPE_OPS, *NET_OPS)}
 
 
 def data_of(value: object) -> bytes:
