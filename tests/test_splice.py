@@ -89,7 +89,7 @@ def os_splice_errno(*args: object, **kwargs: object) -> int:
 
 
 def test_errors_equal_os_splice(run, sandbox, pipe):
-    r, w = pipe
+    _r, w = pipe
     a = os.open(sandbox / "ten", os.O_RDONLY | os.O_CLOEXEC)
     b = os.open(sandbox / "copy", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
