@@ -20,6 +20,7 @@ import pytest
 
 import uringlets as ul
 from uringlets import aio
+from uringlets.aio import copying
 
 from .conftest import ENGINES, open_fds
 from .servers import free_port, memcached, redis
@@ -340,6 +341,52 @@ def test_copy_file_copies_as_shutil_does(helpers: Helpers, tmp_path: Path, size:
     shutil.copyfile(src, ref)
     assert dst.read_bytes() == ref.read_bytes() == src.read_bytes()
     assert dst.stat().st_mode == ref.stat().st_mode
+
+
+def test_copy_file_larger_than_one_chain_of_pipes(helpers: Helpers, tmp_path: Path) -> None:
+    # more than MAX_PAIRS pipes' worth: chains of pairs on exported descriptors
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    size = (copying.MAX_PAIRS + 1) * copying.PIPE_SIZE + 3
+    src.write_bytes(os.urandom(size))
+    assert helpers.call("copy_file", src, dst) == dst
+    assert dst.read_bytes() == src.read_bytes()
+
+
+def test_copy_file_of_a_file_larger_than_its_stat_said(
+    helpers: Helpers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chain is sized from the stat; a file that grew since (here: a stat
+    # that says 0 bytes) does not end in it, and is copied again whole.
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(3 * copying.PIPE_SIZE + 5))
+    checked = copying._checked
+
+    def stale(a: Any, b: Any) -> os.stat_result | None:
+        st = checked(a, b)
+        assert st is not None
+        return os.stat_result((*st[:6], 0, *st[7:]))
+
+    monkeypatch.setattr(copying, "_checked", stale)
+    assert helpers.call("copy_file", src, dst) == dst
+    assert dst.read_bytes() == src.read_bytes()
+
+
+def test_copy_file_of_what_the_kernel_cannot_splice_reads_and_writes(
+    helpers: Helpers, tmp_path: Path
+) -> None:
+    # as shutil falls back from sendfile to read/write
+    src, dst, ref = Path("/proc/self/limits"), tmp_path / "dst", tmp_path / "ref"
+    r, w = os.pipe()
+    try:
+        with open(src, "rb") as f, pytest.raises(OSError) as info:
+            os.splice(f.fileno(), w, 4096)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert info.value.errno == errno.EINVAL  # (the premise)
+    assert helpers.call("copy_file", src, dst) == dst
+    shutil.copyfile(src, ref)
+    assert dst.read_bytes() == ref.read_bytes() != b""
 
 
 @pytest.mark.parametrize(
