@@ -187,3 +187,20 @@ def test_progress_owner_defers_the_kernels_part_until_the_owner_calls_in() -> No
     finally:
         for fd in (efd, r, w):
             os.close(fd)
+
+
+def test_the_default_engine_of_requests_announces_while_the_thread_sleeps() -> None:
+    """``aio_read`` without ``engine=`` runs on ``aio.request_engine()``
+    (progress="kernel"): the eventfd is written while the thread sleeps in
+    select(), with no call into the engine."""
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    r, w = os.pipe()
+    try:
+        request = aio.aio_read(r, 5, notify=aio.Eventfd(efd))
+        os.write(w, b"hello")
+        assert select.select([efd], [], [], 5)[0] == [efd]
+        assert os.eventfd_read(efd) == 1
+        assert request.result(5) == b"hello"
+    finally:
+        for fd in (efd, r, w):
+            os.close(fd)
