@@ -190,7 +190,7 @@ def test_progress_owner_defers_the_kernels_part_until_the_owner_calls_in() -> No
 
 
 def test_the_default_engine_of_requests_announces_while_the_thread_sleeps() -> None:
-    """``aio_read`` without ``engine=`` runs on ``aio.request_engine()``
+    """``aio_read`` without ``engine=`` runs on ``aio.kernel_progress_engine()``
     (progress="kernel"): the eventfd is written while the thread sleeps in
     select(), with no call into the engine."""
     efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)

@@ -193,6 +193,19 @@ class Plan:
         return self.atoms[first.last].sqe_end if first.in_kernel else 0
 
     @cached_property
+    def first_run_cqes(self) -> int:
+        """CQEs an execution's first segment posts at least, whatever its
+        atoms return: one for each SQE without CQE_SKIP_SUCCESS, and the
+        last one (ur_push clears its flag).  A failure or a cancel only adds
+        CQEs (a skipped SQE that fails posts; the link's rest posts
+        -ECANCELED), so the sum over executions started is a lower bound of
+        what they will post: what a wait for all of them may ask for."""
+        n = self.first_sqes
+        flags = ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS["flags"][0] :: SQE_SIZE]
+        skip = lib.IOSQE_CQE_SKIP_SUCCESS
+        return sum(1 for f in flags[: n - 1] if not f & skip) + (1 if n else 0)
+
+    @cached_property
     def posted_place(self) -> Any:
         """The clean path's atom -> place map as C sees it (struct
         ur_posted.place), made once; the bytes it points into live as long

@@ -478,7 +478,9 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
  * Python sees a return value, so a Python signal handler that raises after
  * this call returns cannot make anyone forget CQEs already taken from the
  * CQ ring.  Refuses (returns 0, copies nothing) while the box still holds
- * CQEs not routed.  Returns the number copied. */
+ * CQEs not routed.  inbox->taken counts every CQE ever taken (the waits'
+ * lower bound of CQEs still to come is what was promised less this).
+ * Returns the number copied. */
 int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
 {
     unsigned *box = inbox->box;
@@ -496,6 +498,7 @@ int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
     box[UR_BOX_CLEAN] = nclean;
     box[UR_BOX_RUNS] = nruns;
     box[UR_BOX_RUNS_DONE] = 0;
+    inbox->taken += (uint64_t)n;
     return n;
 }
 

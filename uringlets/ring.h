@@ -96,6 +96,7 @@ struct ur_inbox {
     int32_t *clean_res;
     int32_t *clean_runs;      /* UR_RUN_FIELDS per run */
     unsigned *box;            /* UR_BOX_FIELDS */
+    uint64_t taken;           /* CQEs ever taken from the CQ ring (ur_reap_box) */
 };
 
 /* cold: set up and tear down */

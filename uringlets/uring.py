@@ -176,6 +176,7 @@ class UringBackend(CleanEndings):
         io._batches[index] = batch
         io.in_flight += n
         if whole:
+            io.promised += n * plan.first_run_cqes
             pushed = lib.ur_push(
                 io._ring, plan.images_c, 0, plan.first_sqes, plan.patches, plan.npatches,
                 values, n, n, LAST_CLEAR, ud_base, _K_STEP,

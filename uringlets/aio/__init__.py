@@ -9,10 +9,11 @@ params)`` requests and is sent back the completions, in order
 same bytes and the same errors.
 
 Engines.  A helper runs on the ``engine=`` it is given or on the calling
-thread's (``engine()``; ``request_engine()`` for ``aio_read`` and
-``aio_write``, whose eventfd notifications need progress="kernel"; for the
-async forms, the running loop's: ``async_engine()``), made at first use and
-kept for the thread (or loop).
+thread's: ``engine()`` (progress by its owner) for the helpers that read,
+``kernel_progress_engine()`` (progress="kernel") for copy_file, write_file,
+aio_read and aio_write; for the async forms, the running loop's
+(``async_engine()``).  Each is made at first use and kept for the thread
+(or loop).
 It takes only its own completions (``Engine.run_many``), so it can share an
 engine with the caller's own executions.
 
@@ -22,7 +23,7 @@ opens are closed on every path, exceptions included.
 """
 
 from .copying import COPY_CHUNK, acopy_file, copy_file
-from .driving import async_engine, engine, request_engine
+from .driving import async_engine, engine, kernel_progress_engine
 from .files import (
     LARGE_READ,
     SMALL_READ,
@@ -56,9 +57,9 @@ __all__ = [
     "awrite_file",
     "copy_file",
     "engine",
+    "kernel_progress_engine",
     "read_file",
     "read_files",
-    "request_engine",
     "tcp_request",
     "tcp_requests",
     "write_file",

@@ -37,7 +37,7 @@ from typing import Any
 from ..async_engine import AsyncEngine
 from ..engine import Engine
 from ..syslet import NEVER_STOP, Param, Ref, Syslet
-from .driving import Helper, PathArg, adrive, drive, error
+from .driving import Helper, PathArg, adrive, drive, error, kernel_progress_engine
 
 PIPE_SIZE = 1024 * 1024  # the most a pipe is asked to hold (fs.pipe-max-size's default)
 MAX_PAIRS = 30  # splice pairs in one chain (2 opens + 60 splices + 2 closes = 64 atoms)
@@ -276,7 +276,7 @@ def _read_and_write(src: Name, dst: Name) -> Helper[None]:
 def copy_file(src: PathArg, dst: PathArg, *, engine: Engine | None = None) -> Any:
     """``shutil.copyfile(src, dst)`` in the kernel (see the module
     docstring); returns ``dst``.  Errors name the path they concern."""
-    return drive(_copy_file(src, dst), engine)
+    return drive(_copy_file(src, dst), engine, kernel_progress_engine)
 
 
 async def acopy_file(src: PathArg, dst: PathArg, *, engine: AsyncEngine | None = None) -> Any:

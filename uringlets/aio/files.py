@@ -30,6 +30,7 @@ from .driving import (
     drive,
     error,
     first_error,
+    kernel_progress_engine,
     outcome,
 )
 
@@ -348,7 +349,7 @@ def write_file(
     may leave the temporary file behind, never a partial ``path``.
     ``fsync=False`` skips both fsyncs (atomic, not durable).  On failure
     the temporary file is removed and the ``OSError`` names ``path``."""
-    drive(_write_file(path, _as_bytes(data), fsync), engine)
+    drive(_write_file(path, _as_bytes(data), fsync), engine, kernel_progress_engine)
 
 
 async def awrite_file(

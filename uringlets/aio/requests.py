@@ -43,7 +43,7 @@ from ..handles import Handle
 from ..notify import Completion, PrivateSink
 from ..program import Program
 from ..syslet import Param, Ref, Syslet
-from .driving import request_engine as default_engine
+from .driving import kernel_progress_engine as default_engine
 
 _ONE = struct.pack("=Q", 1)  # what a write to an eventfd adds
 
