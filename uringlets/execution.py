@@ -15,12 +15,12 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .kernel import ffi
+from .kernel import ffi, lib
 from .notify import Completion
 from .plan import UD_K_SHIFT, Plan
 from .program import Program
 
-NOT_POSTED = -(2**31)  # a posted CQE that has not come (no kernel result is this low)
+NOT_POSTED = lib.UR_NOT_POSTED_BITS - 2**32  # a posted CQE that has not come (ring.h)
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 

@@ -502,6 +502,29 @@ int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox)
     return n;
 }
 
+/* The posted CQEs of executions ks[0..n) of one batch (`width` int32 per
+ * execution in the batch's array, ur_reap_split writes them): how many
+ * have not come.  Read by the owner thread that also writes them, so no
+ * ordering is needed. */
+unsigned ur_posted_missing(const int32_t *posted, unsigned width, const uint32_t *ks,
+                           unsigned n)
+{
+    unsigned missing = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = 0; j < width; j++)
+            missing += (uint32_t)posted[(size_t)ks[i] * width + j] == UR_NOT_POSTED_BITS;
+    return missing;
+}
+
+/* Column j of those posted CQEs: out[i] = posted[ks[i] * width + j]. */
+void ur_posted_column(const int32_t *posted, unsigned width, unsigned j, const uint32_t *ks,
+                      unsigned n, int32_t *out)
+{
+    for (unsigned i = 0; i < n; i++)
+        out[i] = posted[(size_t)ks[i] * width + j];
+}
+
 /* One trip of the reaper, in one call from Python: submit what is pending
  * and wait for min_complete CQEs for at most timeout_ns (ur_enter), then
  * move what the CQ ring holds into the inbox (ur_reap_box).  The system

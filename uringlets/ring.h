@@ -55,6 +55,9 @@ struct ur_patch {
 /* ur_reap_split's description of a run of clean endings: batch, end, lowest
  * res, highest res, first k (or -1) */
 #define UR_RUN_FIELDS 5
+/* A posted CQE that has not come, as the bits of its int32 slot (INT32_MIN:
+ * no kernel result is this low). */
+#define UR_NOT_POSTED_BITS 0x80000000
 
 /* The inbox of ur_reap_box: the fields of its box (unsigned each).
  * UR_BOX_MORE: set by ur_cycle when the reaper must go round again (SQEs
@@ -122,6 +125,10 @@ int ur_reap_split(struct ur_ring *ring, const uint64_t *fast_ud,
                   unsigned *nclean, int32_t *clean_runs, unsigned *nruns,
                   unsigned *nposted);
 int ur_reap_box(struct ur_ring *ring, struct ur_inbox *inbox);
+unsigned ur_posted_missing(const int32_t *posted, unsigned width, const uint32_t *ks,
+                           unsigned n);
+void ur_posted_column(const int32_t *posted, unsigned width, unsigned j, const uint32_t *ks,
+                      unsigned n, int32_t *out);
 int ur_cycle(struct ur_ring *ring, struct ur_inbox *inbox, unsigned min_complete,
              int64_t timeout_ns, unsigned in_flight, unsigned watched);
 unsigned ur_cq_ready(struct ur_ring *ring);

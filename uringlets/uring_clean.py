@@ -60,6 +60,20 @@ def _clean_values(
     return values
 
 
+def _ks_array(ks: Sequence[int]) -> Any:
+    """Executions ``ks`` of a batch as a C array, for the gathers below."""
+    return ffi.new("uint32_t[]", ks if type(ks) is list else list(ks))
+
+
+def _posted_column(b: Batch, width: int, j: int, ks: Sequence[int]) -> list[int]:
+    """Posted CQE ``j`` of executions ``ks`` of batch ``b`` (not in order of
+    k: a cold cache's endings), gathered in C."""
+    n = len(ks)
+    out = ffi.new("int32_t[]", n)
+    lib.ur_posted_column(b.posted, width, j, _ks_array(ks), n, out)
+    return ffi.unpack(out, n)
+
+
 class CleanEndings:
     """The clean-path half of ``UringBackend``: it owns nothing; ``io`` and
     ``follow`` are the backend's."""
@@ -244,9 +258,8 @@ class CleanEndings:
             if len(clean.posted_outs) != 1 or clean.outs or clean.last_out is not None:
                 return None
             i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
-            posted, width = b.posted, len(clean.posted)
-            assert posted is not None
-            got = everything[j::width] if whole else [posted[k * width + j] for k in ks]
+            width = len(clean.posted)
+            got = everything[j::width] if whole else _posted_column(b, width, j, ks)
             return refs[i], [
                 None if r < 0 else view[s : s + r]
                 for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
@@ -383,7 +396,7 @@ class CleanEndings:
         width, posted = len(clean.posted), b.posted
         if type(ks) is range and ks.step == 1:  # consecutive (the usual run): one C pass
             return NOT_POSTED not in ffi.unpack(posted + ks.start * width, len(ks) * width)
-        return all(posted[k * width + j] != NOT_POSTED for k in ks for j in range(width))
+        return lib.ur_posted_missing(posted, width, _ks_array(ks), len(ks)) == 0
 
     @staticmethod
     def _posted_ok(b: Batch, k: int, clean: CleanPath) -> bool:
@@ -423,9 +436,7 @@ class CleanEndings:
             if whole:
                 columns[index] = everything[j::width]
             else:
-                posted = b.posted
-                assert posted is not None
-                columns[index] = [posted[k * width + j] for k in ks]
+                columns[index] = _posted_column(b, width, j, ks)
         for index, value in clean.from_values:
             if flat is None:
                 columns[index] = repeat(0, len(ks))
