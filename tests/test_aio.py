@@ -8,6 +8,7 @@ import asyncio
 import errno
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -524,3 +525,38 @@ def test_copy_file_enospc_as_shutil(helpers: Helpers, tiny_tmpfs: Path, tmp_path
         assert ours.value.errno == plain.value.errno == errno.ENOSPC
         assert type(ours.value) is type(plain.value)
         (tiny_tmpfs / "ours").unlink()
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_an_interrupted_copy_leaves_nothing_behind(kind: str, tmp_path: Path) -> None:
+    """A Ctrl-C while copy_file's chains are in flight: the helper's
+    executions are cancelled and waited for before it closes the pipe and
+    the descriptors they use, none of their completions reaches the
+    notification ring, nothing stays open, and the engine goes on."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(48 * copying.PIPE_SIZE))
+    before = open_fds()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    try:
+        with ul.Engine(kind) as eng:
+            for delay in (0.002, 0.005, 0.01):
+                signal.setitimer(signal.ITIMER_REAL, delay)  # one shot, mid-copy
+                try:
+                    aio.copy_file(src, dst, engine=eng)
+                except KeyboardInterrupt:
+                    interrupted += 1
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                assert eng.in_flight == 0
+                assert eng.wait(0) == []  # no helper completion left for the caller
+            assert aio.copy_file(src, dst, engine=eng) == dst
+            assert dst.read_bytes() == src.read_bytes()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert interrupted >= 2, "the copies must really be interrupted"
+    assert open_fds() == before

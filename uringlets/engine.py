@@ -52,6 +52,8 @@ _MAX_WAIT_NS = 86_400 * 10**9  # one wait of the kernel at most; longer ones loo
 # How long run_many waits for half its executions in flight to end before it
 # refills with whatever room there is (_start_all)
 REFILL_WAIT = 0.001
+# The longest _run_private waits, after an interrupt, for its executions to end.
+PRIVATE_DRAIN = 5.0
 
 
 def _until(timeout: float | None) -> float | None:
@@ -488,8 +490,10 @@ class Engine:
         binds: Sequence[Mapping[str, Any]],
         sink: list[Any],
         deadline: float | None,
+        ids: list[int] | None = None,
     ) -> None:
-        """Start execution ``k`` of ``binds`` with tag ``k``, into ``sink``,
+        """Start execution ``k`` of ``binds`` with tag ``k``, into ``sink``
+        (their ids appended to ``ids``, if given),
         as many at a time as capacity allows, then more as room frees up.
         Refills come in batches: with less room than half of what is left
         to start, it first waits up to ``REFILL_WAIT`` seconds for as many
@@ -513,10 +517,58 @@ class Engine:
                 self._check()
                 continue
             end = min(n, started + room)
-            self._start(program, binds[started:end], range(started, end), True, sink, deadline)
+            began = self._start(
+                program, binds[started:end], range(started, end), True, sink, deadline
+            )
+            if ids is not None:
+                ids.extend(began)
             started, waited = end, False
 
     # -- for helpers that keep their completions apart (ul.aio) -------------------
+    def _run_private(
+        self, program: Program, params: Sequence[Mapping[str, Any]]
+    ) -> list[Completion]:
+        """``run_many(program, params=params)`` for a helper that owns what
+        its executions use (descriptors, a pipe, passed as parameters): the
+        completions go to a ``PrivateSink``, never the notification ring,
+        and an interrupt (any exception) cancels the executions it started
+        and waits for every one to end (``PRIVATE_DRAIN`` seconds at most)
+        before it propagates, closing the descriptors they exported, so
+        that the helper may close what they used.  A second interrupt
+        during that wait propagates at once."""
+        binds = list(params)
+        n = len(binds)
+        sink = PrivateSink()
+        ids: list[int] = []
+        try:
+            self._start_all(program, binds, sink, None, ids)
+            while len(sink) < n:
+                self._pump(n - len(sink), None)
+                self._check()
+        except BaseException:
+            if not self._closed and not self._backend.broken:
+                self._drain_private(program, ids, sink)
+            raise
+        out: list[Any] = [None] * n
+        for c in sink:
+            out[c.tag] = c
+        return out
+
+    def _drain_private(self, program: Program, ids: list[int], sink: PrivateSink) -> None:
+        """``_run_private``'s way out: cancel ``ids``, wait for them all to
+        end, close what they exported (the helper never sees them)."""
+        for ident in ids:
+            self._backend.cancel(ident)
+        until = time.monotonic() + PRIVATE_DRAIN
+        while len(sink) < len(ids) and self._backend.in_flight:
+            if not self._pump(len(ids) - len(sink), until):
+                break  # (left in flight: the engine's close waits for them)
+        for c in sink:
+            for index in program.exports:
+                fd = c[program.refs[index]]
+                if isinstance(fd, int) and fd >= 0:
+                    os.close(fd)
+
     def _run_columns(
         self, program: Program, params: Sequence[Mapping[str, Any]], ref: Any = None
     ) -> Columns:

@@ -109,7 +109,7 @@ def drive(helper: Helper[T], eng: Engine | None, default: Callable[[], Engine] =
                 reply: Any = eng._run_columns(*request)
             else:
                 program, params = request
-                reply = eng.run_many(program, params=params)
+                reply = eng._run_private(program, params)
             request = helper.send(reply)
     except StopIteration as end:
         return end.value
