@@ -102,3 +102,41 @@ def test_a_promise_too_high_costs_time_not_a_hang(monkeypatch: pytest.MonkeyPatc
         c = eng.run(_sleeps(2, 0.001))
         assert c.results == (0, 0)
         assert time.monotonic() - t0 < 5
+
+
+def _taken(eng: ul.Engine) -> int:
+    return int(eng._backend.io._inbox.taken)  # type: ignore[attr-defined]
+
+
+def test_the_promise_is_a_lower_bound_whatever_the_atoms_return(tmp_path: Any) -> None:
+    """Plan.first_run_cqes never exceeds the CQEs an execution posts: on
+    success, and when an atom whose success is skipped fails and silences
+    the rest of its link (an open that fails before reads: 1 CQE)."""
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    s.read(fd, 4096, stop=ul.NEVER_STOP)
+    s.read(fd, 1, stop=ul.NEVER_STOP)
+    s.close(fd)
+    reads = s.compile()
+    s = ul.Syslet()
+    for _ in range(4):
+        s.nop()
+    s.read(ul.Param("fd"), 10, stop=ul.NEVER_STOP)
+    nops = s.compile()
+    r, w = os.pipe()
+    os.write(w, b"y" * 100)
+    try:
+        with ul.Engine("uring") as eng:
+            for prog, params in (
+                (reads, {"path": str(tmp_path / "f")}),
+                (reads, {"path": str(tmp_path / "missing")}),
+                (nops, {"fd": r}),
+                (nops, {"fd": 987_654}),
+            ):
+                before = _taken(eng)
+                eng.run(prog, **params)
+                assert _taken(eng) - before >= prog.plan.first_run_cqes, (prog, params)
+    finally:
+        os.close(r)
+        os.close(w)

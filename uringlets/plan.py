@@ -195,15 +195,24 @@ class Plan:
     @cached_property
     def first_run_cqes(self) -> int:
         """CQEs an execution's first segment posts at least, whatever its
-        atoms return: one for each SQE without CQE_SKIP_SUCCESS, and the
-        last one (ur_push clears its flag).  A failure or a cancel only adds
-        CQEs (a skipped SQE that fails posts; the link's rest posts
-        -ECANCELED), so the sum over executions started is a lower bound of
-        what they will post: what a wait for all of them may ask for."""
+        atoms return: a lower bound of what the executions started will
+        post, which a wait for all of them may ask for.  Each SQE without
+        CQE_SKIP_SUCCESS posts (a cancelled one too), and the last one does
+        (ur_push clears its flag), but a skip-flagged SQE that fails with a
+        soft link after it cancels the rest of the link without their CQEs
+        (the kernel's REQ_F_SKIP_LINK_CQES): the count stops there, at its
+        own CQE."""
         n = self.first_sqes
         flags = ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS["flags"][0] :: SQE_SIZE]
-        skip = lib.IOSQE_CQE_SKIP_SUCCESS
-        return sum(1 for f in flags[: n - 1] if not f & skip) + (1 if n else 0)
+        skip, link = lib.IOSQE_CQE_SKIP_SUCCESS, lib.IOSQE_IO_LINK
+        posts = 0
+        for f in flags[: n - 1]:
+            if f & skip:
+                if f & link:  # (IO_LINK, not IO_HARDLINK: the plan sets one of them)
+                    break
+            else:
+                posts += 1
+        return posts + 1 if n else 0
 
     @cached_property
     def posted_place(self) -> Any:
