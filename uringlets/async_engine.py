@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from .engine import Engine, Handle, executions
+from .engine import PRIVATE_DRAIN, Engine, Handle, close_exports, executions
 from .errors import EngineClosed, ParamError, RingFull
 from .notify import CallCompletion, Completion
 from .program import Program
@@ -91,6 +91,9 @@ class AsyncEngine:
         self._tickets: set[_Ticket] = set()  # started, completion not yet arrived
         self._stream: asyncio.Queue[Completion | None] = asyncio.Queue()
         self._drained = asyncio.Event()  # set when nothing is in flight (aclose)
+        # abandoned tickets someone waits to see end (_run_private): _route
+        # hands their completions over
+        self._settling: dict[_Ticket, asyncio.Future[Completion]] = {}
         self._closed = False
         self._broken: BaseException | None = None
         try:
@@ -164,6 +167,37 @@ class AsyncEngine:
         except BaseException:
             for ticket in tickets:
                 self._abandon(ticket)
+            raise
+
+    async def _run_private(
+        self, program: Program, params: Sequence[Mapping[str, Any]]
+    ) -> list[Completion]:
+        """``run_many(program, params=params)`` for a helper that owns what
+        its executions use (descriptors, a pipe): when the awaiting task is
+        cancelled (or anything else escapes), the executions are cancelled
+        and awaited (``PRIVATE_DRAIN`` seconds at most) before it
+        propagates, so that the helper may close what they used.  A second
+        cancel during that wait propagates at once."""
+        tickets = [self._queue(program, bind, None, None) for bind in params]
+        try:
+            futures = [t.future for t in tickets if t.future is not None]
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            ended = [t.future for t in tickets if t.future is not None and t.future.done()]
+            waits = []
+            for ticket in tickets:
+                self._abandon(ticket)
+                if ticket in self._tickets:  # started, not ended
+                    waits.append(self._settling.setdefault(ticket, self._loop.create_future()))
+            try:
+                if waits and self._broken is None and not self._closed:
+                    await asyncio.wait(waits, timeout=PRIVATE_DRAIN)
+            finally:
+                for ticket in tickets:
+                    self._settling.pop(ticket, None)
+                for done in (*ended, *waits):  # what they exported is nobody's now
+                    if done.done() and not done.cancelled() and done.exception() is None:
+                        close_exports(program, done.result())
             raise
 
     async def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -433,6 +467,9 @@ class AsyncEngine:
         if type(ticket) is not _Ticket:  # pragma: no cover - every start here tags
             return
         self._tickets.discard(ticket)
+        settled = self._settling.pop(ticket, None)
+        if settled is not None and not settled.done():
+            settled.set_result(c)
         future = ticket.future
         if future is None:
             self._stream.put_nowait(c._retagged(ticket.tag))

@@ -56,6 +56,15 @@ REFILL_WAIT = 0.001
 PRIVATE_DRAIN = 5.0
 
 
+def close_exports(program: Program, c: Completion) -> None:
+    """Close the descriptors completion ``c`` exported, which nobody will
+    take (a helper's execution cancelled under it)."""
+    for index in program.exports:
+        fd = c[program.refs[index]]
+        if isinstance(fd, int) and fd >= 0:
+            os.close(fd)
+
+
 def _until(timeout: float | None) -> float | None:
     """The monotonic time a ``timeout`` in seconds ends (None or inf: never)."""
     if timeout is None:
@@ -564,10 +573,7 @@ class Engine:
             if not self._pump(len(ids) - len(sink), until):
                 break  # (left in flight: the engine's close waits for them)
         for c in sink:
-            for index in program.exports:
-                fd = c[program.refs[index]]
-                if isinstance(fd, int) and fd >= 0:
-                    os.close(fd)
+            close_exports(program, c)
 
     def _run_columns(
         self, program: Program, params: Sequence[Mapping[str, Any]], ref: Any = None

@@ -123,7 +123,7 @@ async def adrive(helper: Helper[T], eng: AsyncEngine | None) -> T:
         request = next(helper)
         while True:
             program, params = request[:2]
-            reply: Any = await eng.run_many(program, params=params)
+            reply: Any = await eng._run_private(program, params)
             if isinstance(request, Columnar):
                 reply = Columns.of(program, reply, request.value)
             request = helper.send(reply)
