@@ -19,7 +19,10 @@ engine with the caller's own executions.
 
 Errors are those of the plain calls: ``OSError`` (its subclass by errno)
 with ``filename`` the path as given (``os.fspath``).  Descriptors a helper
-opens are closed on every path, exceptions included.
+opens are closed on every path, exceptions included: an interrupt (or
+the cancel of the awaiting task) cancels the helper's executions and waits
+for them to end first (``Engine._run_private``), so nothing the kernel
+still uses is closed under it.
 """
 
 from .copying import COPY_CHUNK, acopy_file, copy_file
