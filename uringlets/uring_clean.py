@@ -245,10 +245,13 @@ class CleanEndings:
         lo: int,
         whole: bool,
         everything: list[int],
+        results: list[Any] | None = None,
     ) -> tuple[Any, list[Any]] | None:
         """``(ref, values)`` when the clean endings ``ks`` hold one typed
         value each (a read's bytes), copied out of the batch's scratch block
-        a column at a time; None when they hold more (``_clean_values``)."""
+        a column at a time; None when they hold more (``_clean_values``).
+        ``results``: their result columns, if made already (a posted read's
+        lengths are one of them)."""
         block = b.scratch
         assert block is not None
         view, stride, refs, n = block.view, block.size, b.program.refs, len(ks)
@@ -259,7 +262,10 @@ class CleanEndings:
                 return None
             i, off, _, j = clean.posted_outs[0]  # one posted read: read_files' first
             width = len(clean.posted)
-            got = everything[j::width] if whole else _posted_column(b, width, j, ks)
+            if results is not None:
+                got = results[i]
+            else:
+                got = everything[j::width] if whole else _posted_column(b, width, j, ks)
             return refs[i], [
                 None if r < 0 else view[s : s + r]
                 for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
@@ -296,7 +302,7 @@ class CleanEndings:
         if ref is not None:
             one = None
             if clean.buffers:
-                one = self._value_column(b, clean, ks, rs, lo, whole, everything)
+                one = self._value_column(b, clean, ks, rs, lo, whole, everything, columns)
             if one is None or one[0] is not ref:
                 return None
             values = one[1]
