@@ -334,8 +334,10 @@ def test_default_engines_are_per_thread_and_per_loop(tmp_path: Path) -> None:
 
 # -- copy_file ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "size", [0, 1, 4096, aio.COPY_CHUNK - 1, aio.COPY_CHUNK, 3 * aio.COPY_CHUNK + 7]
-)
+    "size",
+    [0, 1, 4096, copying.SMALL_COPY, copying.SMALL_COPY + 1, aio.COPY_CHUNK - 1, aio.COPY_CHUNK,
+     3 * aio.COPY_CHUNK + 7],
+)  # fmt: skip
 def test_copy_file_copies_as_shutil_does(helpers: Helpers, tmp_path: Path, size: int) -> None:
     src, dst, ref = tmp_path / "src", tmp_path / "dst", tmp_path / "ref"
     src.write_bytes(os.urandom(size))
@@ -374,10 +376,36 @@ def test_copy_file_of_a_file_larger_than_its_stat_said(
     assert dst.read_bytes() == src.read_bytes()
 
 
-def test_copy_file_of_what_the_kernel_cannot_splice_reads_and_writes(
-    helpers: Helpers, tmp_path: Path
+@pytest.mark.parametrize(("real", "said"), [(100_000, 10), (1000, 5000), (0, 3)])
+def test_copy_file_of_a_small_file_that_changed_since_its_stat(
+    helpers: Helpers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real: int, said: int
 ) -> None:
-    # as shutil falls back from sendfile to read/write
+    """The small chain reads the stat's size: a file that grew is copied
+    again the general way; one that shrank writes what the read got."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(real))
+    dst.write_bytes(b"x" * 200_000)
+    checked = copying._checked
+
+    def stale(a: Any, b: Any) -> os.stat_result | None:
+        st = checked(a, b)
+        assert st is not None
+        return os.stat_result((*st[:6], said, *st[7:]))
+
+    monkeypatch.setattr(copying, "_checked", stale)
+    if real <= said:  # it ends in the small chain: no pipe is made
+        monkeypatch.setattr(copying, "_Pipe", None)
+    assert helpers.call("copy_file", src, dst) == dst
+    assert dst.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("way", ["small", "splice"])
+def test_copy_file_of_what_the_kernel_cannot_splice_reads_and_writes(
+    helpers: Helpers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    # A procfs file's stat says 0 bytes: the small chain reads it whole.  Said
+    # to be larger, it goes to the splices, which fail: then it reads and
+    # writes, as shutil falls back from sendfile to read/write.
     src, dst, ref = Path("/proc/self/limits"), tmp_path / "dst", tmp_path / "ref"
     r, w = os.pipe()
     try:
@@ -387,6 +415,15 @@ def test_copy_file_of_what_the_kernel_cannot_splice_reads_and_writes(
         os.close(r)
         os.close(w)
     assert info.value.errno == errno.EINVAL  # (the premise)
+    if way == "splice":
+        checked = copying._checked
+
+        def large(a: Any, b: Any) -> os.stat_result | None:
+            st = checked(a, b)
+            assert st is not None
+            return os.stat_result((*st[:6], copying.SMALL_COPY + 1, *st[7:]))
+
+        monkeypatch.setattr(copying, "_checked", large)
     assert helpers.call("copy_file", src, dst) == dst
     shutil.copyfile(src, ref)
     assert dst.read_bytes() == ref.read_bytes() != b""
@@ -515,7 +552,8 @@ def test_copy_file_enospc_as_shutil(helpers: Helpers, tiny_tmpfs: Path, tmp_path
     """A copy that does not fit: the write comes back short, then fails;
     copy_file must say so as shutil does, never return a cut copy."""
     src = tmp_path / "big"
-    for size in (100 * 1024, 3 * aio.COPY_CHUNK):
+    (tiny_tmpfs / "filler").write_bytes(b"f" * 24 * 1024)  # 40 KiB left
+    for size in (60 * 1024, 100 * 1024, 3 * aio.COPY_CHUNK):  # (60: a small file's chain)
         src.write_bytes(os.urandom(size))
         with pytest.raises(OSError) as plain:
             shutil.copyfile(src, tiny_tmpfs / "plain")

@@ -60,7 +60,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # An atom spec: (op, args) with paths as indexes into PATHS, descriptors as
-# "ref k" (the k-th openat so far) or BAD_FD, data as bytes or "read k".
+# "ref k" (the k-th openat so far) or BAD_FD, data as bytes or "read k", a
+# read's size as an int or ("size", n, at_most): Param "n<atom>" bound to n.
 AtomSpec = tuple[str, dict[str, Any], int]
 
 
@@ -90,7 +91,10 @@ def programs(draw: st.DrawFn) -> list[AtomSpec]:
         elif op in ("close", "fsync", "fstat"):
             args = {"fd": fd()}
         elif op == "read":
-            args = {"fd": fd(), "size": draw(st.sampled_from(SIZES)),
+            size: Any = draw(st.sampled_from(SIZES))
+            if size and draw(st.booleans()):  # a size Param: (bound to, at_most)
+                size = ("size", size, draw(st.sampled_from([size, size + 7, 8192])))
+            args = {"fd": fd(), "size": size,
                     "offset": draw(st.sampled_from([None, None, 0, 3]))}  # fmt: skip
             reads.append(i)
         elif op == "write":
@@ -124,20 +128,31 @@ def build(specs: list[AtomSpec], missing: tuple[str, ...] = ()) -> tuple[ul.Prog
     s = ul.Syslet()
     refs: list[ul.Ref] = []
 
-    def value(v: Any, kind: str) -> Any:
+    def value(v: Any, kind: str, index: int) -> Any:
+        if isinstance(v, tuple) and v[0] == "size":
+            return ul.Param(f"n{index}", at_most=v[2])
         if isinstance(v, tuple):
             return refs[v[1]]
         if kind == "path":
             return ul.Param(f"p{v}")
         return v
 
-    for op, args, rule in specs:
+    for i, (op, args, rule) in enumerate(specs):
         call = {
-            name: value(v, "path" if name in ("path", "src", "dst") else "")
+            name: value(v, "path" if name in ("path", "src", "dst") else "", i)
             for name, v in args.items()
         }
         refs.append(getattr(s, op)(**call, stop=rule))
     return s.compile(ul.probe().without_ops(missing)), refs
+
+
+def size_params(specs: list[AtomSpec]) -> dict[str, int]:
+    """The values the size Params of ``build``'s program are bound to."""
+    return {
+        f"n{i}": args["size"][1]
+        for i, (op, args, _) in enumerate(specs)
+        if op == "read" and isinstance(args["size"], tuple)
+    }
 
 
 def make_sandbox(root: Path, salt: int = 0) -> Path:
@@ -207,8 +222,9 @@ def test_uring_threads_and_reference_agree(engines, workdir, specs, missing):
         if root.exists():
             shutil.rmtree(root)
         make_sandbox(root)
-        params = {f"p{i}": str(root / p) for i, p in enumerate(PATHS)}
+        params: dict[str, Any] = {f"p{i}": str(root / p) for i, p in enumerate(PATHS)}
         params = {k: v for k, v in params.items() if k in prog.param_kinds}
+        params.update(size_params(specs))
         if kind == "reference":
             c = run_reference(prog, **params)
         else:
@@ -242,9 +258,12 @@ def test_batches_agree_with_the_reference(batch_engines, workdir, specs):
     prog, refs = build(specs, ())
     fds_before = open_fds()
 
-    def params_for(root: Path) -> dict[str, str]:
-        params = {f"p{i}": str(root / p) for i, p in enumerate(PATHS)}
-        return {k: v for k, v in params.items() if k in prog.param_kinds}
+    def params_for(root: Path, k: int) -> dict[str, Any]:
+        """Execution k's: its sandbox, and its sizes (each its own)."""
+        params: dict[str, Any] = {f"p{i}": str(root / p) for i, p in enumerate(PATHS)}
+        params = {k: v for k, v in params.items() if k in prog.param_kinds}
+        sizes = {name: max(1, n - k) for name, n in size_params(specs).items()}
+        return {**params, **sizes}
 
     expected = []
     for k in range(BATCH):  # sandbox k has its own bytes (salt k)
@@ -252,7 +271,7 @@ def test_batches_agree_with_the_reference(batch_engines, workdir, specs):
         if root.exists():
             shutil.rmtree(root)
         make_sandbox(root, salt=k)
-        c = run_reference(prog, **params_for(root))
+        c = run_reference(prog, **params_for(root, k))
         expected.append((observe(c, specs, refs), snapshot(root)))
     for kind in ("uring", "threads"):
         roots = [workdir / f"batch-{kind}-{k}" for k in range(BATCH)]
@@ -261,7 +280,8 @@ def test_batches_agree_with_the_reference(batch_engines, workdir, specs):
                 shutil.rmtree(r)
             make_sandbox(r, salt=k)
         eng = batch_engines[kind]
-        eng.submit_many(prog, params=[params_for(r) for r in roots], tags=range(BATCH))
+        params = [params_for(r, k) for k, r in enumerate(roots)]
+        eng.submit_many(prog, params=params, tags=range(BATCH))
         done = sorted(eng.wait(BATCH, timeout=30), key=lambda c: c.tag)
         assert [c.tag for c in done] == list(range(BATCH))
         for c, r, want in zip(done, roots, expected, strict=True):

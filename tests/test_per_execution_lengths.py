@@ -12,8 +12,11 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import uringlets as ul
 from tests.conftest import Runner
+from uringlets.threads import run_reference
 
 
 def send_then_recv() -> tuple[ul.Program, ul.Ref, ul.Ref]:
@@ -122,3 +125,112 @@ def test_a_hard_linked_first_transfer_posts_and_is_checked(
         assert c.results == (-errno.EPIPE, 0) and c.stopped_at is None
     finally:
         a.close()
+
+
+# -- reads of a size Param (Param("n", at_most=...)) --------------------------------
+def sized_read(stop: int = ul.STOP_ON_NEGATIVE, keep: bool = True) -> tuple[ul.Program, ul.Ref]:
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    data = s.read(fd, ul.Param("n", at_most=8192), ul.Param("offset"), stop=stop, keep=keep)
+    s.close(fd)
+    return s.compile(), data
+
+
+def test_a_size_param_sizes_the_buffer_once_and_each_read() -> None:
+    prog, _ = sized_read()
+    text = prog.explain()
+    assert "8192 scratch byte(s) per execution" in text.splitlines()[0]
+    assert "size=$n<=8192" in text
+    if ul.probe().available:
+        assert "CQE_SKIP_SUCCESS (success=its full length)" in text
+
+
+SIZES = [(1, 0), (100, 0), (8192, 0), (4000, 5000), (8192, 9000), (50, 9990), (10, 20000)]
+
+
+def test_a_batch_of_different_sizes(make_engine: Callable[..., ul.Engine], tmp_path: Path) -> None:
+    """Full, short (near the end) and empty (past it) reads of one batch,
+    each execution its own size: results and bytes as os.pread's and as the
+    reference interpreter's."""
+    path = tmp_path / "f"
+    content = os.urandom(10_000)
+    path.write_bytes(content)
+    for stop in (ul.STOP_ON_NEGATIVE, ul.NEVER_STOP):
+        prog, data = sized_read(stop)
+        params = [{"path": bytes(path), "n": n, "offset": o} for n, o in SIZES]
+        with make_engine() as eng:
+            done = eng.run_many(prog, params=params)
+        for c, p in zip(done, params, strict=True):
+            want = content[p["offset"] : p["offset"] + p["n"]]
+            ref = run_reference(prog, **p)
+            assert c.results == ref.results == (0, len(want), 0), p
+            assert c[data] == ref[data] == want and c.ok
+
+
+def test_a_read_feeds_its_size_or_what_it_got_to_a_write(
+    make_engine: Callable[..., ul.Engine], tmp_path: Path
+) -> None:
+    """open, open, read n, write what was read, close, close: one link in
+    the kernel; the write takes the execution's size, or (a short read
+    breaks the link) the length read, as the reference does."""
+    src = tmp_path / "src"
+    content = os.urandom(5000)
+    src.write_bytes(content)
+    s = ul.Syslet()
+    inp = s.openat(ul.Param("src"))
+    out = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    got = s.read(inp, ul.Param("n", at_most=65536), stop=ul.NEVER_STOP, keep=False)
+    s.write(out, got)
+    s.close(out)
+    s.close(inp)
+    prog = s.compile()
+    assert len(prog.plan.segments) == 1
+    sizes = [5000, 4096, 1, 6000, 65536]
+    params = [{"src": bytes(src), "dst": bytes(tmp_path / f"d{n}"), "n": n} for n in sizes]
+    with make_engine() as eng:
+        done = eng.run_many(prog, params=params)
+    for c, p, n in zip(done, params, sizes, strict=True):
+        length = min(n, 5000)
+        assert c.results == (0, 0, length, length, 0, 0) and c.ok
+        assert Path(os.fsdecode(p["dst"])).read_bytes() == content[:length]
+        ref = run_reference(prog, **{**p, "dst": p["dst"] + b".ref"})
+        assert ref.results == c.results
+
+
+@pytest.mark.parametrize("bad", [0, -1, 8193, True, 1.5, "10", None])
+def test_a_size_param_binds_to_1_to_at_most(run: Runner, tmp_path: Path, bad: object) -> None:
+    """A size of 0 is refused too: io_uring answers a 0-byte read without
+    asking the file, read(2) does not (EISDIR)."""
+    prog, _ = sized_read()
+    (tmp_path / "f").write_bytes(b"x")
+    with pytest.raises(ul.ParamError, match=r"parameter 'n': expected an int in 1\.\.8192"):
+        run(prog, path=bytes(tmp_path / "f"), n=bad, offset=0)
+
+
+def test_a_size_param_used_twice_binds_to_the_smaller_at_most(run: Runner, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"abcdef")
+    s = ul.Syslet()
+    fd = s.openat(ul.Param("path"))
+    first = s.read(fd, ul.Param("n", at_most=4), 0)
+    second = s.read(fd, ul.Param("n", at_most=2), 1)
+    s.close(fd)
+    prog = s.compile()
+    c = run(prog, path=bytes(tmp_path / "f"), n=2)
+    assert c.results == (0, 2, 2, 0) and c[first] == b"ab" and c[second] == b"bc"
+    with pytest.raises(ul.ParamError, match=r"1\.\.2"):
+        run(prog, path=bytes(tmp_path / "f"), n=3)
+
+
+def test_size_params_the_builder_refuses() -> None:
+    s = ul.Syslet()
+    fd = s.openat("/etc/hosts")
+    with pytest.raises(ul.TranslateError, match=r"atom 1.*read.*size.*needs at_most="):
+        s.read(fd, ul.Param("n"))
+    with pytest.raises(ul.TranslateError, match=r"recv.*bufsize.*cannot be a Param"):
+        s.recv(ul.Param("sock"), ul.Param("n", at_most=10))
+    with pytest.raises(ul.TranslateError, match=r"read.*offset.*at_most= is for a size Param"):
+        s.read(fd, 10, ul.Param("offset", at_most=10))
+    for at_most in (0, -1, True, 1 << 40, "8"):
+        with pytest.raises(ValueError, match=r"at_most must be an int in 1\.\."):
+            ul.Param("n", at_most=at_most)  # type: ignore[arg-type]
+    assert repr(ul.Param("n", at_most=5)) == "Param('n', at_most=5)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .atoms import Op
+from .atoms import MAX_TRANSFER, Op
 
 # Stop rules, as in the 2007 syslet patches; combine with |.
 NEVER_STOP = 0
@@ -54,11 +54,15 @@ RESERVED_PARAM_NAMES = frozenset(
 class Param:
     """A value bound per execution: ``eng.submit(prog, name=value)``.  The
     name is an identifier and none of the submit keywords
-    (``RESERVED_PARAM_NAMES``)."""
+    (``RESERVED_PARAM_NAMES``).
 
-    __slots__ = ("name",)
+    ``at_most`` is for a size (a read's): the buffer the program gives the
+    atom is ``at_most`` bytes, fixed when it is compiled, and an execution
+    binds the Param to a size in 1..at_most."""
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("at_most", "name")
+
+    def __init__(self, name: str, *, at_most: int | None = None) -> None:
         if not isinstance(name, str) or not name.isidentifier():
             raise TypeError(f"Param name must be an identifier, not {name!r}")
         if name in RESERVED_PARAM_NAMES:
@@ -66,10 +70,21 @@ class Param:
                 f"Param name {name!r} is a keyword of Engine.submit/submit_many/run "
                 f"and could never be bound; reserved: {', '.join(sorted(RESERVED_PARAM_NAMES))}"
             )
+        if at_most is not None and (
+            isinstance(at_most, bool)
+            or not isinstance(at_most, int)
+            or not 1 <= at_most <= MAX_TRANSFER
+        ):
+            raise ValueError(
+                f"Param {name!r}: at_most must be an int in 1..{MAX_TRANSFER}, not {at_most!r}"
+            )
         self.name = name
+        self.at_most = at_most
 
     def __repr__(self) -> str:
-        return f"Param({self.name!r})"
+        if self.at_most is None:
+            return f"Param({self.name!r})"
+        return f"Param({self.name!r}, at_most={self.at_most})"
 
 
 class Ref:

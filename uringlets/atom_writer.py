@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from . import kernel
@@ -52,17 +53,18 @@ class Layout:
         ``arg`` of ``atom``; an int Param used twice must fit both."""
         spec = next(s for s in atom.op.args if s.name == arg)
         kind = spec.kind
-        lo, hi = spec.bounds if kind in ("int", "offset", "fd") else (0, 0)
+        if kind == "size":
+            assert param.at_most is not None  # (Syslet checked)
+            lo, hi = 1, param.at_most
+        else:
+            lo, hi = spec.bounds if kind in ("int", "offset", "fd") else (0, 0)
         known = self.params.get(param.name)
         if known is not None:
             if known.kind != kind:
                 raise TranslateError(
                     atom.index, atom.op.name, arg, f"{param!r} is used as {known.kind} elsewhere"
                 )
-            self.params[param.name] = ParamUse(
-                known.name, kind, known.value, known.length_value, max(lo, known.lo),
-                min(hi, known.hi),
-            )  # fmt: skip
+            self.params[param.name] = replace(known, lo=max(lo, known.lo), hi=min(hi, known.hi))
             return
         value = self.new_value()
         length = self.new_value() if kind == "data" else None
@@ -94,9 +96,14 @@ class Layout:
 
     def feed(self, source: int, size: int) -> int:
         """A value holding the length of what atom ``source`` received
-        (``size`` until it is known)."""
+        (``size`` until it is known; a size Param's value, when the source
+        is a read of one: the value starts as a copy of it)."""
         length = self.new_value(size)
         self.feeds.setdefault(source, []).append(length)
+        asked = self.length_value.get(source)
+        if asked is not None:
+            use = next(u for u in self.params.values() if u.value == asked)
+            self.params[use.name] = replace(use, copies=(*use.copies, length))
         return length
 
 
@@ -195,8 +202,16 @@ class AtomWriter:
         else:
             self._const(field, self.layout.const_buffer(value + b"\0"))
 
-    def out_buffer(self, field: str, size: int) -> None:
-        offset = self.layout.scratch(self.index, size)
+    def out_buffer(self, field: str, size: Any) -> None:
+        """The atom's output buffer; a size Param gets one of its
+        ``at_most`` bytes, and its value is the length the kernel must
+        transfer (``Layout.length_value``: a shorter one fails the link)."""
+        if isinstance(size, Param):
+            assert size.at_most is not None  # (Syslet checked)
+            offset = self.layout.scratch(self.index, size.at_most)
+            self.layout.length_value[self.index] = self.layout.param_value(size)
+        else:
+            offset = self.layout.scratch(self.index, size)
         self._patch(field, V_SCRATCH, addend=offset)
 
     def const_buffer(self, field: str, data: bytes) -> None:

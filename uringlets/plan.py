@@ -63,8 +63,10 @@ LINK_END = "end"
 class ParamUse:
     """Where a Param goes: ``value`` holds its address (path, data) or value;
     ``length_value`` the length of a data param; ``lo``..``hi`` the values
-    an int-like one (int, offset, fd) may be bound to (what every argument it
-    is used as fits: ``atoms.Arg.bounds``)."""
+    an int-like one (int, offset, fd, size) may be bound to (what every
+    argument it is used as fits: ``atoms.Arg.bounds``; a size: 1..at_most);
+    ``copies`` more values that start each execution with its value (a
+    size Param's read feeds its length to a later atom there)."""
 
     name: str
     kind: str
@@ -72,6 +74,7 @@ class ParamUse:
     length_value: int | None
     lo: int = 0
     hi: int = 0
+    copies: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,8 @@ def clean_path(
         posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD, per_execution))
     if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
         return None  # only plain bytes are copied out without decoding
+    if any(pa.keep and pa.out is not None and pa.success_value is not None for pa in before):
+        return None  # a size Param's read: its bytes are as long as the execution's value
     closed = {creator for _, creator in closers}
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None

@@ -202,7 +202,7 @@ def _show(value: Any, plan: Plan) -> str:
         slot = plan.atoms[value.index].slot
         return f"slot {slot}" if slot is not None else f"atom {value.index}"
     if isinstance(value, Param):
-        return f"${value.name}"
+        return f"${value.name}" if value.at_most is None else f"${value.name}<={value.at_most}"
     if isinstance(value, bytes) and len(value) > 24:
         return repr(value[:24]) + "..."
     return repr(value)

@@ -80,8 +80,16 @@ class Syslet:
     def _check_arg(self, op: str, spec: atoms.Arg, value: Any) -> Any:
         kind, name = spec.kind, spec.name
         if isinstance(value, Param):
+            if kind == "size" and spec.bindable:
+                if value.at_most is None:
+                    raise self._error(
+                        op, name, f"a size Param needs at_most= (the buffer's size): {value!r}"
+                    )
+                return value
             if kind not in _PARAM_KINDS:
                 raise self._error(op, name, f"a {kind} argument cannot be a Param")
+            if value.at_most is not None:
+                raise self._error(op, name, f"at_most= is for a size Param, not a {kind}")
             return value
         if isinstance(value, Ref):
             if kind not in ("fd", "data"):
@@ -184,7 +192,7 @@ class Syslet:
     def read(
         self,
         fd: Any,
-        size: int,
+        size: int | Param,
         offset: Any = None,
         *,
         stop: int = STOP_ON_NEGATIVE,
@@ -192,8 +200,10 @@ class Syslet:
         keep: bool = True,
     ) -> Ref:
         """``os.read(fd, size)``, or ``os.pread`` with an offset; result the
-        byte count, ``completion[ref]`` the bytes.  ``keep=False``: the bytes
-        only feed later atoms (a write of this Ref) and never reach Python;
+        byte count, ``completion[ref]`` the bytes.  ``size`` may be a
+        ``Param("n", at_most=N)``: the buffer is N bytes, each execution
+        reads its own size in 1..N.  ``keep=False``: the bytes only feed
+        later atoms (a write of this Ref) and never reach Python;
         ``completion[ref]`` raises KeyError."""
         return self._add("read", stop, {"fd": fd, "size": size, "offset": offset}, timeout, keep)
 

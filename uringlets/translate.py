@@ -135,7 +135,7 @@ class _Translator:
             for spec in later.op.args
             for v in (later.args[spec.name],)
         )
-        if fed and op.success_result(args) is None:
+        if fed and op.success_result(args) is None and not _length_bound(atom):
             return LINK_END  # the next atoms need a length only userspace learns
         if atom.index in self.layout.fd_value:
             return LINK_END  # the next atoms need the fd number it returns
@@ -260,6 +260,16 @@ class _Translator:
                 segments.append(Segment(first, pa.index, pa.in_kernel))
                 first = pa.index + 1
         return plan_atoms, segments, bytes(images)
+
+
+def _length_bound(atom: Atom) -> bool:
+    """Whether the atom's transfer length is a size Param: known per
+    execution when its SQE is written, so the atoms it feeds may go in the
+    same link, with that length, and are resumed with the length it did
+    transfer when it comes short (the kernel breaks the link then)."""
+    return any(
+        spec.kind == "size" and isinstance(atom.args[spec.name], Param) for spec in atom.op.args
+    )
 
 
 def _replace_feeds(pa: PlanAtom, feeds: tuple[int, ...]) -> PlanAtom:

@@ -290,6 +290,8 @@ class UringBackend(CleanEndings):
                         flat[use.length_value] = len(value)
                 else:
                     flat[use.value] = value
+                    for copy in use.copies:
+                        flat[copy] = value
             if plan.scratch_init and scratch is not None:
                 init_scratch(plan, scratch.base, flat.__getitem__)
         except BaseException:
@@ -354,6 +356,8 @@ class UringBackend(CleanEndings):
                     columns[use.length_value] = array("q", map(len, items))
             else:
                 columns[use.value] = array("q", items)
+                for copy in use.copies:
+                    columns[copy] = array("q", items)
         return keep
 
     # -- cancel and close -------------------------------------------------------

@@ -7,7 +7,15 @@ and named pipes (``SpecialFileError``) after a stat of each path, makes the
 destination with mode 0o666 less the umask, truncates it, and copies the
 content only (no metadata).
 
-The chain: open both, then *pairs* of splices, source -> pipe -> target,
+A file of up to ``SMALL_COPY`` bytes (by its stat) goes in one chain of
+reads and writes through the engine's buffer: open both, read the stat's
+size (a size Param), write what was read, read one byte more (0: the end,
+as a plain read loop's last read), close both.  One trip, no pipe, and no
+splice (io_uring hands every splice to its workers).  A file that shrank
+meanwhile writes what the read got (the engine resumes the link with that
+length); one that grew, or a short write, goes the general way below.
+
+The general chain: open both, then *pairs* of splices, source -> pipe -> target,
 each at the descriptors' positions and hard-linked (a pair that moves less
 than the pipe holds, or nothing, does not stop the chain), then close both.
 Because the pipe carries the length, no atom needs to know it in advance: a
@@ -39,6 +47,7 @@ from ..engine import Engine
 from ..syslet import NEVER_STOP, Param, Ref, Syslet
 from .driving import Helper, PathArg, adrive, drive, error, kernel_progress_engine
 
+SMALL_COPY = 64 * 1024  # the largest file copied by one read and one write
 PIPE_SIZE = 1024 * 1024  # the most a pipe is asked to hold (fs.pipe-max-size's default)
 MAX_PAIRS = 30  # splice pairs in one chain (2 opens + 60 splices + 2 closes = 64 atoms)
 COPY_CHUNK = 1024 * 1024  # bytes one chain moves on the read/write fallback
@@ -78,6 +87,27 @@ class _Pairs:
 @cache
 def _pairs(pairs: int, opens: bool, exports: bool = False) -> _Pairs:
     return _Pairs(pairs, opens, exports)
+
+
+class _Small:
+    """A small file's chain (atoms: 0-1 open both, 2 read, 3 write, 4 the
+    read at the end, 5-6 close both)."""
+
+    def __init__(self) -> None:
+        s = Syslet()
+        src = s.openat(Param("src_path"), OPEN_SOURCE)
+        dst = s.openat(Param("dst_path"), OPEN_TARGET, 0o666)
+        got = s.read(src, Param("size", at_most=SMALL_COPY), stop=NEVER_STOP, keep=False)
+        s.write(dst, got)
+        s.read(src, 1, stop=NEVER_STOP, keep=False)
+        s.close(dst)
+        s.close(src)
+        self.program = s.compile()
+
+
+@cache
+def _small() -> _Small:
+    return _Small()
 
 
 class _Reads:
@@ -186,6 +216,12 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
     src, dst = os.fspath(src_path), os.fspath(dst_path)
     first = _checked(src_path, dst_path)  # (shutil names them as given)
     size = first.st_size if first is not None else 0
+    if first is not None and size <= SMALL_COPY:
+        # (a size of 0 may be a procfs file's: it reads SMALL_COPY)
+        params = {"src_path": src, "dst_path": dst, "size": size or SMALL_COPY}
+        (c,) = yield _small().program, [params]
+        if _copied_small(c.results, src, dst):
+            return dst_path
     pipe = _Pipe(size)
     try:
         pairs = -(-size // pipe.capacity) + 1  # to move it all and see the end
@@ -209,6 +245,20 @@ def _copy_file(src_path: PathArg, dst_path: PathArg) -> Helper[Any]:
         pipe.close()
     yield from _read_and_write(src, dst)  # (shutil's fallback from sendfile)
     return dst_path
+
+
+def _copied_small(results: Sequence[int | None], src: Name, dst: Name) -> bool:
+    """Whether the small chain copied the file whole; raises its errors as
+    shutil would.  False: it grew, or the target took less than was read
+    (the general way copies it again, and meets the error if there is one)."""
+    _raise_open_errors(results, src, dst)
+    read, wrote, more, closed_dst, closed_src = results[2:]
+    for r, name in ((read, src), (wrote, dst), (more, src), (closed_dst, dst), (closed_src, src)):
+        if r is not None and r < 0:
+            raise error(-r, name)
+    if read is None or more is None:
+        raise AssertionError(f"an atom the chain never stops at did not run: {results!r}")
+    return wrote == read and more == 0
 
 
 def _raise_open_errors(results: Sequence[int | None], src: Name, dst: Name) -> None:

@@ -78,7 +78,9 @@ class Arg:
     position, or >= 0), ``data`` (bytes, a Ref to a bytes-result atom, or a
     Param), ``seconds``, ``bool``, ``address``, ``optval``.  Kinds ``path``,
     ``int``, ``offset``, ``data`` and ``fd`` also take a Param, bound per
-    execution.
+    execution; a ``size`` with ``bindable`` takes a Param with ``at_most``
+    (the buffer's size; bound to 1..at_most), and the op's ``length`` is
+    then None (known per execution: ``SqeWriter.out_buffer`` records it).
 
     ``fits``: for ``int`` and ``flags``, the C types the value passes
     through, as (the kernel's, Python's call's); the value must fit both
@@ -91,6 +93,7 @@ class Arg:
     kind: str
     default: Any = REQUIRED
     fits: tuple[CType, ...] = ()
+    bindable: bool = False
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -135,7 +138,7 @@ class SqeWriter(Protocol):
         ...
 
     def path(self, field: str, value: Any) -> None: ...
-    def out_buffer(self, field: str, size: int) -> None: ...
+    def out_buffer(self, field: str, size: Any) -> None: ...
     def const_buffer(self, field: str, data: bytes) -> None: ...
     def data(self, addr_field: str, len_field: str, value: Any) -> None: ...
     def kernel_flag(self, field: str, name: str) -> None: ...

@@ -163,6 +163,11 @@ def _call_write(a: Mapping[str, Any]) -> int:
     return os.pwrite(a["fd"], a["data"], a["offset"])
 
 
+def _size_length(a: Mapping[str, Any]) -> int | None:
+    size = a["size"]
+    return size if isinstance(size, int) else None  # (a Param: per execution)
+
+
 def _data_length(a: Mapping[str, Any]) -> int | None:
     data = a["data"]
     return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
@@ -303,16 +308,17 @@ OPS: tuple[Op, ...] = (
     ),
     Op(
         "read",
-        (Arg("fd", "fd"), Arg("size", "size"), Arg("offset", "offset", None)),
+        (Arg("fd", "fd"), Arg("size", "size", bindable=True), Arg("offset", "offset", None)),
         BYTES,
         _call_read,
         "READ",
         _prep_read,
-        length=lambda a: a["size"],
+        length=_size_length,
         short_fails=lambda a: True,
         # io_uring answers a zero-length read with 0 without asking the file;
-        # read(2) reports EISDIR for a directory, so those run in userspace.
-        kernel_when=lambda a: a["size"] > 0,
+        # read(2) reports EISDIR for a directory, so those run in userspace
+        # (a size Param is never bound to 0).
+        kernel_when=lambda a: _size_length(a) != 0,
         waits_for=select.POLLIN,
     ),
     Op(
