@@ -53,7 +53,33 @@ def test_results_are_those_of_pread_and_pwrite(eng: ul.Engine, data_fd: int) -> 
         assert info.value.errno == errno.EBADF
     with pytest.raises(TypeError, match="notify"):
         aio.aio_read(data_fd, 1, 0, notify=42, engine=eng)  # type: ignore[arg-type]
+    for size in (-1, 1 << 40, 1.0, True, "10"):
+        with pytest.raises(ValueError, match=r"aio_read: size must be an int in 0\.\."):
+            aio.aio_read(data_fd, size, 0, engine=eng)  # type: ignore[arg-type]
     assert eng.wait(0) == []  # nothing of theirs is left in the engine's ring
+
+
+def test_reads_of_any_size_share_a_few_programs(eng: ul.Engine, data_fd: int) -> None:
+    """A read's size is a Param: one program per power of two of buffer,
+    each size read exactly (full, short at the end, past it), notified by
+    an eventfd or not."""
+    from uringlets.aio import requests
+
+    requests._program.cache_clear()
+    efd = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        sizes = [1, 2, 3, 100, 4095, 4096, 4097, 5000, 8191, 8192, 16_000]
+        for size in sizes:
+            for offset in (0, 16_384 - 4000, 16_384 + 10):
+                for notify in (None, aio.Eventfd(efd)):
+                    want = os.pread(data_fd, size, offset)
+                    got = aio.aio_read(data_fd, size, offset, notify=notify, engine=eng)
+                    assert got.result(5) == want, (size, offset, notify)
+        assert os.eventfd_read(efd) == len(sizes) * 3  # one write of 1 per notified request
+    finally:
+        os.close(efd)
+    # 4 KiB, 8 KiB, 16 KiB buffers, each with and without the eventfd
+    assert requests._program.cache_info().currsize == 6
 
 
 def test_callbacks_run_once_per_request_on_the_owner_thread(eng: ul.Engine, data_fd: int) -> None:

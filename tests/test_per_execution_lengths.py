@@ -137,12 +137,15 @@ def sized_read(stop: int = ul.STOP_ON_NEGATIVE, keep: bool = True) -> tuple[ul.P
 
 
 def test_a_size_param_sizes_the_buffer_once_and_each_read() -> None:
-    prog, _ = sized_read()
-    text = prog.explain()
-    assert "8192 scratch byte(s) per execution" in text.splitlines()[0]
-    assert "size=$n<=8192" in text
-    if ul.probe().available:
-        assert "CQE_SKIP_SUCCESS (success=its full length)" in text
+    """Its CQE is skipped on success only where its bytes are not kept:
+    kept, the CQE carries their length."""
+    for keep in (True, False):
+        prog, _ = sized_read(keep=keep)
+        text = prog.explain()
+        assert "8192 scratch byte(s) per execution" in text.splitlines()[0]
+        (line,) = [line for line in text.splitlines() if "size=$n<=8192" in line]
+        if ul.probe().available:
+            assert ("CQE_SKIP_SUCCESS (success=its full length)" in line) is not keep
 
 
 SIZES = [(1, 0), (100, 0), (8192, 0), (4000, 5000), (8192, 9000), (50, 9990), (10, 20000)]

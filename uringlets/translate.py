@@ -196,8 +196,11 @@ class _Translator:
                 writer = AtomWriter(lay, atom.index, sqe, op.kernel_op, op.sqe_fields)
                 op.prep(writer, atom.args)
                 # A transfer whose full length is a per-execution value (a
-                # data Param, bytes fed by a Ref) that the kernel fails when
-                # short: a skipped CQE means it moved exactly that many bytes.
+                # data Param, bytes fed by a Ref, a size Param) that the
+                # kernel fails when short: a skipped CQE means it moved
+                # exactly that many bytes.  (Not a read of a size Param whose
+                # bytes are kept: its CQE carries their length to the clean
+                # path, which cuts them out of the buffer.)
                 length_value = lay.length_value.get(atom.index)
                 if (
                     may_skip
@@ -205,6 +208,7 @@ class _Translator:
                     and length_value is not None
                     and op.error_breaks_link
                     and op.short_fails(atom.args)
+                    and not (atom.keep and atom.index in lay.out)
                 ):
                     skip, success_value = True, length_value
                 if atom.timeout is None:

@@ -38,6 +38,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..atom import NEVER_STOP
+from ..atoms import MAX_TRANSFER
 from ..engine import Engine
 from ..handles import Handle
 from ..notify import Completion, PrivateSink
@@ -66,22 +67,33 @@ class Signal:
 Notify = Eventfd | Signal | Callable[["AioRequest"], Any] | None
 
 
+SMALLEST_BUFFER = 4096  # a read's buffer: the size's power of two, at least this
+
+
+def _buffer_for(size: int) -> int:
+    """The buffer (a size Param's ``at_most``) of a read of ``size`` > 0
+    bytes: programs go by powers of two, so a few serve every size, and
+    none holds more than twice the bytes asked for."""
+    return min(max(SMALLEST_BUFFER, 1 << (size - 1).bit_length()), MAX_TRANSFER)
+
+
 @lru_cache(maxsize=64)
-def _program(kind: str, size: int, eventfd: int | None, positioned: bool) -> tuple[Program, Ref]:
-    """read(fd, size, offset) or write(fd, data, offset) (``positioned``
-    False: at the file position, without an offset), then the eventfd's
-    write when there is one (hard-linked: it runs whatever the transfer's
-    result).  A size or an eventfd is a constant of a program: one each, in
-    a bounded cache."""
+def _program(kind: str, buffer: int, notified: bool, positioned: bool) -> tuple[Program, Ref]:
+    """read(fd, size, offset) of a size Param with a ``buffer``-byte buffer
+    (0: a read of 0 bytes, a constant), or write(fd, data, offset)
+    (``positioned`` False: at the file position, without an offset), then,
+    when ``notified``, the write of 1 to the eventfd Param (hard-linked: it
+    runs whatever the transfer's result)."""
     s = Syslet()
-    stop = NEVER_STOP if eventfd is not None else 0
+    stop = NEVER_STOP if notified else 0
     offset = Param("offset") if positioned else None
     if kind == "read":
+        size = Param("size", at_most=buffer) if buffer else 0
         transfer = s.read(Param("fd"), size, offset, stop=stop)
     else:
         transfer = s.write(Param("fd"), Param("data"), offset, stop=stop)
-    if eventfd is not None:
-        s.write(eventfd, _ONE, stop=NEVER_STOP)
+    if notified:
+        s.write(Param("eventfd"), _ONE, stop=NEVER_STOP)
     return s.compile(), transfer
 
 
@@ -145,11 +157,18 @@ def _start(
     if not (notify is None or isinstance(notify, (Eventfd, Signal)) or callable(notify)):
         raise TypeError(f"notify must be None, Eventfd, Signal or a callable, not {notify!r}")
     eng = default_engine() if eng is None else eng
-    eventfd = notify.fd if isinstance(notify, Eventfd) else None
     positioned = params["offset"] is not None
     if not positioned:
         del params["offset"]
-    program, transfer = _program(kind, size, eventfd, positioned)
+    if isinstance(notify, Eventfd):
+        params["eventfd"] = notify.fd
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TRANSFER:
+        raise ValueError(f"aio_read: size must be an int in 0..{MAX_TRANSFER}, not {size!r}")
+    buffer = 0
+    if kind == "read" and size:
+        buffer = _buffer_for(size)
+        params["size"] = size
+    program, transfer = _program(kind, buffer, isinstance(notify, Eventfd), positioned)
     request = AioRequest(eng, kind, notify, transfer)
     request.handle = eng._submit_into(request._sink, program, {"fd": fd, **params}, request)
     _in_flight.setdefault(eng, set()).add(request)
