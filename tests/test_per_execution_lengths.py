@@ -237,3 +237,28 @@ def test_size_params_the_builder_refuses() -> None:
         with pytest.raises(ValueError, match=r"at_most must be an int in 1\.\."):
             ul.Param("n", at_most=at_most)  # type: ignore[arg-type]
     assert repr(ul.Param("n", at_most=5)) == "Param('n', at_most=5)"
+
+
+def test_a_size_param_read_as_a_userspace_step_feeds_a_kernel_write(
+    make_engine: Callable[..., ul.Engine], tmp_path: Path
+) -> None:
+    """Compiled as if the kernel lacked READ: the blocking read lands its
+    bytes in a home of at_most bytes, which the write takes from there."""
+    src = tmp_path / "src"
+    content = os.urandom(9000)
+    src.write_bytes(content)
+    s = ul.Syslet()
+    inp = s.openat(ul.Param("src"))
+    out = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    s.write(out, s.read(inp, ul.Param("n", at_most=8192), keep=False))
+    s.close(out)
+    s.close(inp)
+    prog = s.compile(ul.probe().without_ops(("READ",)))
+    assert "userspace" in prog.explain()
+    sizes = [8192, 1, 5000]
+    params = [{"src": bytes(src), "dst": bytes(tmp_path / f"d{n}"), "n": n} for n in sizes]
+    with make_engine() as eng:
+        done = eng.run_many(prog, params=params)
+    for c, p, n in zip(done, params, sizes, strict=True):
+        assert c.results == (0, 0, n, n, 0, 0) and c.ok
+        assert Path(os.fsdecode(p["dst"])).read_bytes() == content[:n]

@@ -305,7 +305,9 @@ class PlanFollower:
             row[v] = r if r > 0 else 0
         if pa.data_at is not None and r > 0:
             data = atoms.data_of((ex.values or {}).get(pa.index))
-            offset, _ = pa.data_at
+            offset, size = pa.data_at
+            if len(data) > size:  # never: the step received at most its size
+                self.io._break(f"atom {pa.index} received {len(data)} bytes into {size}")
             ffi.memmove(ffi.cast("char *", ex.scratch[1] + offset), data, len(data))
 
     def _continue(self, ex: Execution, i: int) -> None:

@@ -170,8 +170,11 @@ class _Translator:
             link = self.link(atom) if in_kernel else LINK_END
             if not in_kernel and op.result in (atoms.BYTES, atoms.MESSAGE):
                 # Its bytes may feed a kernel atom later: they get a home in
-                # scratch, where the userspace step copies them.
-                size = op.length(atom.args) or 0
+                # scratch, where the userspace step copies them (as many as
+                # it may receive: a size Param's at_most).
+                size = op.length(atom.args)
+                if size is None:
+                    size = _size_bound(atom)
                 lay.data_at[atom.index] = (lay.reserve(size), size)
             # A timed atom always posts its CQE: the run may end with it.
             may_skip = in_kernel and can_skip and link != LINK_END and atom.timeout is None
@@ -264,6 +267,16 @@ class _Translator:
                 segments.append(Segment(first, pa.index, pa.in_kernel))
                 first = pa.index + 1
         return plan_atoms, segments, bytes(images)
+
+
+def _size_bound(atom: Atom) -> int:
+    """The most bytes an atom whose length is not a constant may receive:
+    its size Param's at_most (0: it has none)."""
+    for spec in atom.op.args:
+        value = atom.args[spec.name]
+        if spec.kind == "size" and isinstance(value, Param) and value.at_most is not None:
+            return value.at_most
+    return 0
 
 
 def _length_bound(atom: Atom) -> bool:
