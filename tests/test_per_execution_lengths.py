@@ -170,6 +170,18 @@ def test_a_batch_of_different_sizes(make_engine: Callable[..., ul.Engine], tmp_p
             assert c[data] == ref[data] == want and c.ok
 
 
+def sized_copy(at_most: int, stop: int, missing: tuple[str, ...] = ()) -> ul.Program:
+    """open src, open dst, read n (at most ``at_most``), write what was
+    read, close both; compiled as if the kernel lacked ``missing``."""
+    s = ul.Syslet()
+    inp = s.openat(ul.Param("src"))
+    out = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    s.write(out, s.read(inp, ul.Param("n", at_most=at_most), stop=stop, keep=False))
+    s.close(out)
+    s.close(inp)
+    return s.compile(ul.probe().without_ops(missing))
+
+
 def test_a_read_feeds_its_size_or_what_it_got_to_a_write(
     make_engine: Callable[..., ul.Engine], tmp_path: Path
 ) -> None:
@@ -179,14 +191,7 @@ def test_a_read_feeds_its_size_or_what_it_got_to_a_write(
     src = tmp_path / "src"
     content = os.urandom(5000)
     src.write_bytes(content)
-    s = ul.Syslet()
-    inp = s.openat(ul.Param("src"))
-    out = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    got = s.read(inp, ul.Param("n", at_most=65536), stop=ul.NEVER_STOP, keep=False)
-    s.write(out, got)
-    s.close(out)
-    s.close(inp)
-    prog = s.compile()
+    prog = sized_copy(65536, ul.NEVER_STOP)
     assert len(prog.plan.segments) == 1
     sizes = [5000, 4096, 1, 6000, 65536]
     params = [{"src": bytes(src), "dst": bytes(tmp_path / f"d{n}"), "n": n} for n in sizes]
@@ -247,13 +252,7 @@ def test_a_size_param_read_as_a_userspace_step_feeds_a_kernel_write(
     src = tmp_path / "src"
     content = os.urandom(9000)
     src.write_bytes(content)
-    s = ul.Syslet()
-    inp = s.openat(ul.Param("src"))
-    out = s.openat(ul.Param("dst"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    s.write(out, s.read(inp, ul.Param("n", at_most=8192), keep=False))
-    s.close(out)
-    s.close(inp)
-    prog = s.compile(ul.probe().without_ops(("READ",)))
+    prog = sized_copy(8192, ul.STOP_ON_NEGATIVE, ("READ",))
     assert "userspace" in prog.explain()
     sizes = [8192, 1, 5000]
     params = [{"src": bytes(src), "dst": bytes(tmp_path / f"d{n}"), "n": n} for n in sizes]
