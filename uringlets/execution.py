@@ -21,6 +21,9 @@ from .plan import UD_K_SHIFT, Plan
 from .program import Program
 
 NOT_POSTED = lib.UR_NOT_POSTED_BITS - 2**32  # a posted CQE that has not come (ring.h)
+_NOT_POSTED_ONE = array("i", [NOT_POSTED])  # (times n: a batch's posted array, made in C)
+if _NOT_POSTED_ONE.itemsize != ffi.sizeof("int32_t"):
+    raise ImportError("array('i') is not an int32 here")
 
 _SQE = struct.Struct("=BBHiQQIIQHHiQQ")
 
@@ -123,7 +126,9 @@ class Batch:
         # (an int32 array: ur_reap_split writes into it, see ring.h's ur_posted)
         self.posted: Any = None
         if clean is not None and clean.posted:
-            self.posted = ffi.new("int32_t[]", [NOT_POSTED] * (n * len(clean.posted)))
+            count = n * len(clean.posted)
+            self.posted = ffi.new("int32_t[]", count)
+            ffi.memmove(self.posted, _NOT_POSTED_ONE * count, ffi.sizeof(self.posted))
 
 
 class Execution:
