@@ -37,16 +37,23 @@ FILE_SIZE = 4096
 REQUESTS = 256
 
 
-def best(passes: int, run: Callable[[], Any], before: Callable[[], None] | None = None) -> float:
-    """The fastest of ``passes`` timed runs (``before`` runs untimed first)."""
-    times = []
-    for _ in range(passes):
-        if before is not None:
-            before()
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def best(
+    passes: int, *runs: Callable[[], Any], before: Callable[[], None] | None = None
+) -> list[float]:
+    """The fastest of ``passes`` timed runs of each of ``runs``, taken in
+    turns (a pass of each, the order alternating), so that a machine that
+    speeds up or slows down meanwhile does so for all of them; ``before``
+    runs untimed before each."""
+    times: list[list[float]] = [[] for _ in runs]
+    for p in range(passes):
+        order = list(enumerate(runs))
+        for i, run in order if p % 2 == 0 else reversed(order):
+            if before is not None:
+                before()
+            t0 = time.perf_counter()
+            run()
+            times[i].append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def row(what: str, ours: float, theirs: float, peer: str, unit: str, count: int) -> None:
@@ -82,15 +89,20 @@ def files_section(root: Path) -> None:
     eng = aio.engine()
     assert aio.read_files(paths, engine=eng) == plain_read_files(paths)  # same bytes
     print(f"\nreading {FILES:,} files of {FILE_SIZE // 1024} KiB (read_files vs the plain os loop)")
-    ours = best(5, lambda: aio.read_files(paths, engine=eng))
-    theirs = best(5, lambda: plain_read_files(paths))
+    ours, theirs = best(
+        5, lambda: aio.read_files(paths, engine=eng), lambda: plain_read_files(paths)
+    )
     row("read_files, warm cache", ours, theirs, "plain os loop", "file", FILES)
     why_not = can_drop_caches()
     if why_not is not None:
         print(f"  cold cache: skipped ({why_not}; run as root to see it)")
         return
-    ours = best(3, lambda: aio.read_files(paths, engine=eng), drop_caches)
-    theirs = best(3, lambda: plain_read_files(paths), drop_caches)
+    ours, theirs = best(
+        3,
+        lambda: aio.read_files(paths, engine=eng),
+        lambda: plain_read_files(paths),
+        before=drop_caches,
+    )
     row("read_files, cold cache", ours, theirs, "plain os loop", "file", FILES)
 
 
@@ -149,12 +161,15 @@ def tcp_section() -> None:
         assert plain_requests(address, payloads) == want
         print(f"\n{REQUESTS} TCP exchanges with a local asyncio server (connect, send, receive "
               "until closed; the one-process server bounds all three)")  # fmt: skip
-        ours = best(5, lambda: aio.tcp_requests(requests, timeout=10, engine=eng))
-        theirs = best(5, lambda: plain_requests(address, payloads))
-        row("tcp_requests, one batch", ours, theirs, "plain sockets, in turn", "request",
+        ours, plain, gathered = best(
+            5,
+            lambda: aio.tcp_requests(requests, timeout=10, engine=eng),
+            lambda: plain_requests(address, payloads),
+            lambda: asyncio.run(asyncio_requests(address, payloads)),
+        )
+        row("tcp_requests, one batch", ours, plain, "plain sockets, in turn", "request",
             REQUESTS)  # fmt: skip
-        theirs = best(5, lambda: asyncio.run(asyncio_requests(address, payloads)))
-        row("tcp_requests, one batch", ours, theirs, "asyncio streams, gathered", "request",
+        row("tcp_requests, one batch", ours, gathered, "asyncio streams, gathered", "request",
             REQUESTS)  # fmt: skip
     finally:
         server.kill()
