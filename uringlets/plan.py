@@ -276,9 +276,6 @@ def clean_path(
         posted.append((pa.index, pa.stop, full, pa.link == LINK_HARD, per_execution))
     if any(pa.out is not None and pa.op.result != atoms.BYTES for pa in before):
         return None  # only plain bytes are copied out without decoding
-    if any(pa.keep and pa.out is not None and pa.success_value is not None for pa in before):
-        # (translate posts the CQE of such a read: never so today)
-        return None  # bytes as long as a per-execution value: not in the outs' columns
     closed = {creator for _, creator in closers}
     if any(pa.slot is not None and pa.index not in closed for pa in plan_atoms):
         return None

@@ -135,7 +135,7 @@ class _Translator:
             for spec in later.op.args
             for v in (later.args[spec.name],)
         )
-        if fed and op.success_result(args) is None and not _length_bound(atom):
+        if fed and op.success_result(args) is None and not _size_bound(atom):
             return LINK_END  # the next atoms need a length only userspace learns
         if atom.index in self.layout.fd_value:
             return LINK_END  # the next atoms need the fd number it returns
@@ -270,23 +270,17 @@ class _Translator:
 
 
 def _size_bound(atom: Atom) -> int:
-    """The most bytes an atom whose length is not a constant may receive:
-    its size Param's at_most (0: it has none)."""
+    """The ``at_most`` of the atom's size Param (0: its size is none).
+    Such a length is known per execution when the SQE is written, so the
+    atoms it feeds may go in the same link, with that length, and are
+    resumed with the length it did transfer when it comes short (the
+    kernel breaks the link then); and as a userspace step it receives at
+    most that many bytes."""
     for spec in atom.op.args:
         value = atom.args[spec.name]
         if spec.kind == "size" and isinstance(value, Param) and value.at_most is not None:
             return value.at_most
     return 0
-
-
-def _length_bound(atom: Atom) -> bool:
-    """Whether the atom's transfer length is a size Param: known per
-    execution when its SQE is written, so the atoms it feeds may go in the
-    same link, with that length, and are resumed with the length it did
-    transfer when it comes short (the kernel breaks the link then)."""
-    return any(
-        spec.kind == "size" and isinstance(atom.args[spec.name], Param) for spec in atom.op.args
-    )
 
 
 def _replace_feeds(pa: PlanAtom, feeds: tuple[int, ...]) -> PlanAtom:
