@@ -11,10 +11,12 @@ bystander execution in flight at the same time must complete.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +99,30 @@ def test_a_kernel_refused_atom_is_its_own_error(eng: ul.Engine) -> None:
     prog = s.compile()
     c = _same_as_reference(eng, prog)
     assert c.results == (0, -errno.EINVAL, None)
+
+
+def test_a_failed_head_a_silent_success_and_a_failure_is_no_refusal(
+    eng: ul.Engine, tmp_path: Path
+) -> None:
+    """A hard-linked first atom that fails (mkdir of what exists), a
+    skip-flagged one that succeeds and posts nothing (an O_EXCL create), a
+    posting one that fails and cancels the last: the run ran, it was not
+    refused at submission, so nothing runs twice (the create again would say
+    EEXIST).  Found by the deep differential conformance with size Params
+    (a kept read of one posts its CQE)."""
+    (tmp_path / "exists").write_bytes(b"x")
+    s = ul.Syslet()
+    s.mkdirat(ul.Param("exists"), stop=ul.NEVER_STOP)
+    s.openat(ul.Param("new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, stop=ul.NEVER_STOP)
+    s.read(1 << 20, ul.Param("n", at_most=1))  # (a bad fd: EBADF)
+    s.openat(ul.Param("exists"), stop=ul.NEVER_STOP)
+    prog = s.compile()
+    params = {"exists": bytes(tmp_path / "exists"), "new": bytes(tmp_path / "new"), "n": 1}
+    c = eng.run(prog, **params)
+    assert c.results == (-errno.EEXIST, 0, -errno.EBADF, None) and c.stopped_at == 2
+    (tmp_path / "new").unlink()
+    ref = run_reference(prog, **params)
+    assert (ref.results, ref.stopped_at) == (c.results, c.stopped_at)
 
 
 class _ResettingServer:

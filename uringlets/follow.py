@@ -286,15 +286,22 @@ class PlanFollower:
         ex: Execution, first: int, posted: int, raw: dict[int, int] | None, res: int
     ) -> bool:
         """Whether a hard-linked run ended as a link refused at submission
-        does: its first atom failed, and the kernel cancelled the atoms
+        does: its first atom failed, and the kernel cancelled every atom
         after it but (at most) the refused one, which reports its own
-        error.  (A hard link that ran goes on after a failure: its atoms
-        report their own results.)"""
+        error; each of them posted (a failed request posts even when
+        skip-flagged).  A hard link that ran goes on after a failure: its
+        atoms report their own results, and a skip-flagged one that
+        succeeded posts nothing, so a run with an atom that posted nothing
+        before the end ran.  (The first atom ran and failed, a skipped
+        atom succeeded, a later one failed and cancelled the rest: that run
+        must not be pushed again.)"""
         if ex.program.plan.atoms[first].link != LINK_HARD or raw is None:
             return False
         if raw.get(first, 0) >= 0 or res != -errno.ECANCELED:
             return False
-        results = [raw[i] for i in range(first + 1, posted) if i in raw] + [res]
+        if any(i not in raw for i in range(first + 1, posted)):
+            return False
+        results = [raw[i] for i in range(first + 1, posted)] + [res]
         return sum(r != -errno.ECANCELED for r in results) <= 1
 
     def _feed(self, ex: Execution, pa: PlanAtom, r: int) -> None:
