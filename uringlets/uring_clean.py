@@ -65,13 +65,17 @@ def _ks_array(ks: Sequence[int]) -> Any:
     return ffi.new("uint32_t[]", ks if type(ks) is list else list(ks))
 
 
-def _posted_column(b: Batch, width: int, j: int, ks: Sequence[int]) -> list[int]:
-    """Posted CQE ``j`` of executions ``ks`` of batch ``b`` (not in order of
-    k: a cold cache's endings), gathered in C."""
+def _posted_columns(b: Batch, width: int, ks: Sequence[int]) -> list[list[int]]:
+    """The posted CQEs of executions ``ks`` of batch ``b`` (not in order of
+    k: a cold cache's endings), a column per posted atom, gathered in C
+    from one array of ``ks``."""
     n = len(ks)
-    out = ffi.new("int32_t[]", n)
-    lib.ur_posted_column(b.posted, width, j, _ks_array(ks), n, out)
-    return ffi.unpack(out, n)
+    ks_c, out = _ks_array(ks), ffi.new("int32_t[]", n)
+    columns = []
+    for j in range(width):
+        lib.ur_posted_column(b.posted, width, j, ks_c, n, out)
+        columns.append(ffi.unpack(out, n))
+    return columns
 
 
 class CleanEndings:
@@ -265,7 +269,7 @@ class CleanEndings:
             if results is not None:
                 got = results[i]
             else:
-                got = everything[j::width] if whole else _posted_column(b, width, j, ks)
+                got = everything[j::width] if whole else _posted_columns(b, width, ks)[j]
             return refs[i], [
                 None if r < 0 else view[s : s + r]
                 for s, r in zip(map(off.__add__, starts), got)  # noqa: B905
@@ -438,11 +442,9 @@ class CleanEndings:
         n, flat = b.n, b.flat
         width = len(clean.posted)
         columns: list[Any] = [repeat(r, len(ks)) for r in clean.results[:-1]]
+        gathered = None if whole else _posted_columns(b, width, ks)
         for j, (index, *_) in enumerate(clean.posted):
-            if whole:
-                columns[index] = everything[j::width]
-            else:
-                columns[index] = _posted_column(b, width, j, ks)
+            columns[index] = everything[j::width] if gathered is None else gathered[j]
         for index, value in clean.from_values:
             if flat is None:
                 columns[index] = repeat(0, len(ks))
