@@ -118,3 +118,23 @@ def test_one_path_with_a_nul_among_many_is_named(shared_engine):
     with pytest.raises(ul.ParamError, match="'path': embedded null byte"):
         shared_engine.submit_many(prog, params=params)
     assert shared_engine.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"path": "/tmp/x", "offset": 0},
+        {"path": "/tmp/\udcff-undecodable", "offset": 2**63 - 1},  # (surrogateescape)
+        {"path": b"/tmp/x", "offset": 7},
+        {"path": "/tmp/é", "offset": 1},
+    ],
+)
+def test_one_execution_binds_as_bind_does(params, tmp_path):
+    """``Engine.run`` binds its one execution by a shorter road
+    (``Program._bind_row``); what it gives must be ``bind``'s, value for
+    value, whatever the path's type."""
+    prog, _ = reader()
+    for p in (params, {**params, "path": tmp_path / "named"}):
+        expected = {name: [value] for name, value in prog.bind(p).items()}
+        assert prog.bind_columns([p]) == expected
+        assert all(type(v[0]) is type(expected[k][0]) for k, v in prog.bind_columns([p]).items())

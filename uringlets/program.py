@@ -4,7 +4,9 @@ and the parameter binding every engine shares."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from .atom import (
@@ -19,6 +21,9 @@ from .atom import (
 from .atoms import MAX_TRANSFER
 from .errors import ParamError
 from .plan import LINK_END, ParamUse, Plan
+
+_MISSING = object()  # (no value is this object)
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 _STOP_NAMES = (
     (STOP_ON_NEGATIVE, "NEGATIVE"),
@@ -124,9 +129,11 @@ class Program:
                 for b in binds:
                     self.bind(b)
             return {}
+        if len(binds) == 1:
+            return self._bind_row(binds[0])
         nkeys = len(kinds)
         try:
-            columns = {name: [b[name] for b in binds] for name in kinds}
+            columns = {name: list(map(itemgetter(name), binds)) for name in kinds}
         except KeyError:
             columns = {}
         if columns and {*map(len, binds)} == {nkeys}:
@@ -137,6 +144,33 @@ class Program:
                 return columns
         bound = [self.bind(b) for b in binds]
         return {name: [b[name] for b in bound] for name in kinds}
+
+    def _bind_row(self, params: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """``bind_columns`` of one execution (``Engine.run``, one
+        ``submit``): each value checked where it stands, a str path encoded
+        as ``os.fsencode`` would; anything unusual goes through ``bind``,
+        which names the culprit."""
+        row: dict[str, list[Any]] = {}
+        if len(params) == len(self.param_uses):
+            for name, use in self.param_uses.items():
+                value = params.get(name, _MISSING)
+                kind, vtype = use.kind, type(value)
+                if kind == "path":
+                    if vtype is str:
+                        value = value.encode(_FS_ENCODING, _FS_ERRORS)
+                    elif vtype is not bytes:
+                        break
+                    if b"\0" in value:
+                        break
+                elif kind == "data":
+                    if vtype is not bytes or len(value) > MAX_TRANSFER:
+                        break
+                elif vtype is not int or not use.lo <= value <= use.hi:
+                    break
+                row[name] = [value]
+            else:
+                return row
+        return {name: [value] for name, value in self.bind(params).items()}
 
     def explain(self) -> str:
         """How the program runs: segments, link flags, slots, userspace steps."""
