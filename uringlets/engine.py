@@ -277,7 +277,8 @@ class Engine:
         """Start one execution (async_exec).  ``deadline``: seconds after
         which the execution is cancelled, at the latest in the next ``wait``
         or ``run`` (its completion then says ``cancelled``).  Raises
-        ``ParamError``, ``RingFull`` when the notification ring is full (see
+        ``ParamError``, ``RingFull`` when ``block=False`` and there is no
+        room (``capacity`` executions in flight, or too few free slots: see
         the module docstring), ``EngineClosed``."""
         tags = None if tag is None else (tag,)
         return Handle(self, self._start(program, (params,), tags, block, None, deadline)[0], tag)
