@@ -205,7 +205,7 @@ def test_endings_that_come_out_of_order_keep_their_places(make_engine):
 def test_endings_that_do_not_add_up_break_the_engine(make_engine, monkeypatch):
     """Columns that cannot be made whole (an invariant of the engine) mark
     the engine broken: the call and every later one refuse, saying why."""
-    from uringlets import engine as engine_module
+    from uringlets import private_runs
 
     prog, data = reader(64)
     eng = make_engine()
@@ -213,7 +213,7 @@ def test_endings_that_do_not_add_up_break_the_engine(make_engine, monkeypatch):
     def lost(*args):
         raise RuntimeError("5 endings for 6 executions, or a column lost its place")
 
-    monkeypatch.setattr(engine_module, "Columns", lost)
+    monkeypatch.setattr(private_runs, "Columns", lost)
     with pytest.raises(ul.EngineClosed, match="5 endings for 6"):
         eng._run_columns(prog, [{"path": "/etc/hostname"}] * 6, data)
     with pytest.raises(ul.EngineClosed, match="broken"):

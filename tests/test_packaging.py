@@ -20,3 +20,12 @@ def test_every_subpackage_is_in_the_wheel() -> None:
         if "__pycache__" not in init.parts
     }
     assert found == listed
+
+
+def test_every_c_source_and_header_is_in_the_package_data() -> None:
+    """The extension is built from these on the installing machine (an sdist
+    without one of them fails to compile there)."""
+    data = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+               ["package-data"]["uringlets"])  # fmt: skip
+    sources = {p.name for p in (ROOT / "uringlets").glob("*.[ch]")}
+    assert sources and sources <= data

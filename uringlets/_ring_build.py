@@ -1,9 +1,11 @@
 """cffi (API mode) build of ``uringlets._ring``: the io_uring ring layer.
 
-Inputs: ``ring.c`` and ``ring.h`` beside this file, and the kernel's uapi
-header ``linux/io_uring.h`` (Debian/Ubuntu package ``linux-libc-dev``, 6.1 or
-newer).  Values newer than that header come from ``ring_compat.h``.  Needs
-only gcc and the Python headers (``python3-dev``); no liburing.
+Inputs: ``ring.c`` (the hot path), ``ring_setup.c`` (the cold half),
+``ring.h`` (the interface cffi sees) and ``ring_sys.h`` (what the two share)
+beside this file, and the kernel's uapi header ``linux/io_uring.h``
+(Debian/Ubuntu package ``linux-libc-dev``, 6.1 or newer).  Values newer than
+that header come from ``ring_compat.h``.  Needs only gcc and the Python
+headers (``python3-dev``); no liburing.
 
 Environment switches:
   URINGLETS_CFLAGS   extra compiler flags (e.g. ``-O0 -g`` to debug)
@@ -108,9 +110,9 @@ ffibuilder.set_source(
     "uringlets._ring",
     '#include "ring_compat.h"\n#include "ring.h"\n',
     # Relative to the project root, where setuptools runs cffi_modules.
-    sources=["uringlets/ring.c"],
+    sources=["uringlets/ring.c", "uringlets/ring_setup.c"],
     include_dirs=["uringlets"],
-    depends=["uringlets/ring.h", "uringlets/ring_compat.h"],
+    depends=["uringlets/ring.h", "uringlets/ring_compat.h", "uringlets/ring_sys.h"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", *EXTRA_CFLAGS],
 )
 

@@ -39,9 +39,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from .engine import PRIVATE_DRAIN, Engine, Handle, close_exports, executions
+from .engine import Engine, Handle, executions
 from .errors import EngineClosed, ParamError, RingFull
 from .notify import CallCompletion, Completion
+from .private_runs import PRIVATE_DRAIN, close_exports
 from .program import Program
 
 CLOSE_GIVE_UP = 5.0  # seconds aclose() waits for executions to end

@@ -1,11 +1,12 @@
 """What the running kernel offers io_uring users, probed once per process.
 
-Only this module and ``engine.py`` import the ``_ring`` extension.  This one
-reads its ABI constants (``lib.IORING_*``) for the translator and owns ring
-setup with fallback: we ask for ``SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL |
-COOP_TASKRUN``, and on ``-EINVAL`` drop the newest flag and retry, recording
-what was dropped so ``explain()`` can say so.  Features are probed
-(``IORING_REGISTER_PROBE``), never assumed from the kernel version.
+Only this module imports the ``_ring`` extension (the others take its
+``ffi`` and ``lib`` from here).  It reads the ABI constants
+(``lib.IORING_*``) for the translator and owns ring setup with fallback: we
+ask for ``SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL | COOP_TASKRUN``, and
+on ``-EINVAL`` drop the newest flag and retry, recording what was dropped so
+``explain()`` can say so.  Features are probed (``IORING_REGISTER_PROBE``),
+never assumed from the kernel version.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from . import kernel
-from ._ring import ffi, lib
 from .errors import TranslateError
+from .kernel import ffi, lib
 from .plan import FIELDS, SQE_SIZE
 from .program import Program
 

@@ -141,7 +141,7 @@ long ur_string_starts(const char *blob, size_t len, int64_t base,
 int64_t ur_address(const char *bytes);
 
 /* Restrict a ring created with IORING_SETUP_R_DISABLED to these SQE
- * opcodes and flags (and the register opcodes ring.c itself uses), then
+ * opcodes and flags (and the register opcodes the ring layer itself uses), then
  * enable it.  0 or -errno. */
 int ur_restrict(struct ur_ring *ring, const uint8_t *sqe_ops, unsigned nops, uint8_t sqe_flags);
 

@@ -14,8 +14,9 @@ thread's: ``engine()`` (progress by its owner) for the helpers that read,
 aio_read and aio_write; for the async forms, the running loop's
 (``async_engine()``).  Each is made at first use and kept for the thread
 (or loop).
-It takes only its own completions (``Engine.run_many``), so it can share an
-engine with the caller's own executions.
+It takes only its own completions (they never reach the notification ring:
+``Engine._run_private``), so it can share an engine with the caller's own
+executions.
 
 Errors are those of the plain calls: ``OSError`` (its subclass by errno)
 with ``filename`` the path as given (``os.fspath``).  Descriptors a helper

@@ -3,17 +3,18 @@ sans-I/O generators.
 
 A helper is a generator that yields ``(program, params)`` requests and is
 sent back the completions, in order (or yields a ``Columnar`` and is sent
-``Columns``); ``drive`` runs one on an ``Engine`` (``Engine.run_many``,
-``Engine._run_columns``), ``adrive`` on an ``AsyncEngine``, so the sync and
-async forms share every decision.  The generator's ``finally`` blocks close
-what it opened: the drivers close it on every path.
+``Columns``); ``drive`` runs one on an ``Engine`` (``Engine._run_private``,
+``Engine._run_columns``: private_runs.py), ``adrive`` on an ``AsyncEngine``,
+so the sync and async forms share every decision.  The generator's
+``finally`` blocks close what it opened: the drivers close it on every path.
 
-One limit: an interrupt (KeyboardInterrupt, a signal handler's exception)
-while ``Engine.run_many`` waits leaves the executions it started to end in
-the engine's notification ring (``run_many``'s rule), where the helper
-never sees them: a descriptor such an execution exported (copy_file's and
-read_files' larger files, tcp_request's sockets) stays open until the
-process ends.  Without an interrupt nothing is left.
+Interrupts.  An exception while a request runs (KeyboardInterrupt, a signal
+handler's, the cancel of the awaiting task) first cancels the executions
+the request started and waits for them to end, closing what they exported;
+only then does it reach the helper, whose ``finally`` blocks so never close
+a descriptor or pipe the kernel still uses.  A ``Columnar`` request (its
+program exports nothing and uses nothing of the helper's) just loses its
+columns with the call.
 """
 
 from __future__ import annotations
