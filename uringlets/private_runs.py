@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .handles import Handle
@@ -44,28 +44,12 @@ class PrivateRuns:
 
     _backend: Backend
     _closed: bool
-    if TYPE_CHECKING:
-
-        def _check(self) -> None: ...
-        def _refuse(self) -> NoReturn: ...
-        def _pump(self, need: int, until: float | None) -> bool: ...
-        def _start(
-            self,
-            program: Program,
-            binds: Sequence[Mapping[str, Any]],
-            tags: Sequence[Any] | None,
-            block: bool,
-            sink: list[Completion] | None,
-            deadline: float | None,
-        ) -> Sequence[int]: ...
-        def _start_all(
-            self,
-            program: Program,
-            binds: Sequence[Mapping[str, Any]],
-            sink: list[Any],
-            deadline: float | None,
-            ids: list[int] | None = None,
-        ) -> None: ...
+    # (the engine's methods these runs are made of)
+    _check: Callable[[], None]
+    _refuse: Callable[[], NoReturn]
+    _pump: Callable[[int, float | None], bool]
+    _start: Callable[..., Sequence[int]]  # (program, binds, tags, block, sink, deadline)
+    _start_all: Callable[..., None]  # (program, binds, sink, deadline, ids)
 
     def _run_private(
         self, program: Program, params: Sequence[Mapping[str, Any]]
