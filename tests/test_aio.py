@@ -501,6 +501,7 @@ def test_tcp_request_answers_as_plain_sockets_do(helpers: Helpers, reply_port: i
         (b"LINES", b"line\r\n"),
         (b"ECHO short", 1000),  # closed before the count: what came
         (b"ECHO no delimiter", b"\n"),
+        (b"QUIT", None),  # closed with no answer: both recvs of the chain see the close
     ):
         want = plain_request(address, payload, 5, until)
         assert helpers.call("tcp_request", address, payload, timeout=5, until=until) == want
@@ -528,6 +529,10 @@ def test_tcp_request_errors_as_plain_sockets(helpers: Helpers, reply_port: int) 
     silent = ("127.0.0.1", reply_port)
     want = plain_error(lambda: plain_request(silent, b"SILENT", 0.2))
     got = plain_error(lambda: helpers.call("tcp_request", silent, b"SILENT", timeout=0.2))
+    assert type(got) is type(want) is TimeoutError and str(got) == str(want) == "timed out"
+    # an answer, then nothing and no close: the recv after it times out, as a socket's does
+    want = plain_error(lambda: plain_request(silent, b"LINES", 0.2))
+    got = plain_error(lambda: helpers.call("tcp_request", silent, b"LINES", timeout=0.2))
     assert type(got) is type(want) is TimeoutError and str(got) == str(want) == "timed out"
     for bad in (0, -1, b"", "text", True):
         with pytest.raises(ValueError, match="until"):

@@ -7,8 +7,11 @@
 
 One chain per request (socket, connect, send all, the first recv; the
 socket exported), then further recvs only for answers that need more,
-all requests of a round in one batch.  ``timeout`` bounds each step, as a
-socket timeout does: connect, the send, each recv.
+all requests of a round in one batch.  Read until the peer closes (no
+``until``), the chain has a second recv, as the plain loop's next one: an
+answer that came whole ends with it in the same trip (0: closed), as
+read_files' chain reads the end of a file.  ``timeout`` bounds each step,
+as a socket timeout does: connect, the send, each recv.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..syslet import Param, Ref, Syslet
 from .driving import Helper, adrive, check_errors, drive, first_error, outcome
 
 RECV_SIZE = 64 * 1024  # bytes one recv asks for
+END_RECV_SIZE = 4 * 1024  # the first chain's second recv (usually 0: the peer closed)
 SEND_FLAGS = socket.MSG_NOSIGNAL | socket.MSG_WAITALL
 Address = tuple[Any, ...] | str | bytes
 Until = int | bytes | None
@@ -35,15 +39,19 @@ Until = int | bytes | None
 class _Chains:
     """The programs of one address and timeout (an address is a constant
     of a program: compiled once each, in a bounded cache): ``first``
-    (socket, connect, send, recv, the socket exported)."""
+    (socket, connect, send, recv, the socket exported); ``to_close``: the
+    answer ends when the peer closes, and ``first`` receives once more
+    (``end_recv``: after a first recv that saw the close already, it sees
+    it again)."""
 
-    def __init__(self, address: Address, timeout: float | None) -> None:
+    def __init__(self, address: Address, timeout: float | None, to_close: bool) -> None:
         s = Syslet()
         self.sock = s.socket(_family(address), socket.SOCK_STREAM)
         s.export(self.sock)
         s.connect(self.sock, address, timeout=timeout)
         s.send(self.sock, Param("payload"), SEND_FLAGS, timeout=timeout)
         self.first_recv = s.recv(self.sock, RECV_SIZE, timeout=timeout)
+        self.end_recv = s.recv(self.sock, END_RECV_SIZE, timeout=timeout) if to_close else None
         self.first: Program = s.compile()
 
 
@@ -56,8 +64,8 @@ def _more(timeout: float | None) -> tuple[Program, Ref]:
 
 
 @lru_cache(maxsize=64)
-def _chains(address: Address, timeout: float | None) -> _Chains:
-    return _Chains(address, timeout)
+def _chains(address: Address, timeout: float | None, to_close: bool) -> _Chains:
+    return _Chains(address, timeout, to_close)
 
 
 def _family(address: Address) -> int:
@@ -124,8 +132,9 @@ def _tcp_requests(
             by_address.setdefault((_resolved(address), timeout), []).append(i)
         waiting: list[int] = []  # the requests still receiving
         for key, which in by_address.items():
-            chains = _chains(*key)
+            chains = _chains(*key, until is None)
             done = yield chains.first, [{"payload": bytes(requests[i][1])} for i in which]
+            end = chains.end_recv
             for i, c in zip(which, done, strict=True):
                 fd = c[chains.sock]
                 if fd is not None:
@@ -133,7 +142,9 @@ def _tcp_requests(
                 failed = first_error(c.results)
                 if failed:
                     out[i] = _failure(failed)
-                elif _received(got, out, i, c[chains.first_recv], until):
+                elif _received(got, out, i, c[chains.first_recv], until) and (
+                    end is None or _received(got, out, i, c[end], until)
+                ):
                     waiting.append(i)
         more, data = _more(timeout)
         while waiting:  # the answers that need more: one recv each per round
