@@ -138,3 +138,16 @@ def test_one_execution_binds_as_bind_does(params, tmp_path):
         expected = {name: [value] for name, value in prog.bind(p).items()}
         assert prog.bind_columns([p]) == expected
         assert all(type(v[0]) is type(expected[k][0]) for k, v in prog.bind_columns([p]).items())
+
+
+def test_a_column_of_str_paths_binds_as_bind_does(tmp_path):
+    """Many executions' str paths are encoded a column at a time; each must
+    come out as ``bind`` (``os.fsencode``) makes it, and a column of str and
+    bytes together still binds, one execution at a time."""
+    prog, _ = reader()
+    names = ["/tmp/a", "/tmp/\udcff-undecodable", "/tmp/é", str(tmp_path / "x")]
+    rows = [{"path": n, "offset": i} for i, n in enumerate(names)]
+    expected = [prog.bind(r)["path"] for r in rows]
+    assert prog.bind_columns(rows)["path"] == expected == [os.fsencode(n) for n in names]
+    mixed = [*rows, {"path": b"/tmp/b", "offset": 0}]
+    assert prog.bind_columns(mixed)["path"] == [*expected, b"/tmp/b"]

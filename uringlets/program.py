@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -31,6 +32,15 @@ _STOP_NAMES = (
     (STOP_ON_ZERO, "ZERO"),
     (STOP_ON_NON_POSITIVE, "NON_POSITIVE"),
 )
+
+
+def _str_paths_encoded(column: list[Any]) -> list[Any]:
+    """A column of str paths as ``os.fsencode`` makes them, a pass in C;
+    any other column as it is (``_column_ok`` then judges it)."""
+    if {*map(type, column)} != {str}:
+        return column
+    n = len(column)
+    return list(map(str.encode, column, repeat(_FS_ENCODING, n), repeat(_FS_ERRORS, n)))
 
 
 def _column_ok(use: ParamUse, column: list[Any]) -> bool:
@@ -120,9 +130,10 @@ class Program:
 
     def bind_columns(self, binds: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         """Validate the parameters of many executions at once; returns
-        ``{name: [value per execution]}``.  The common case (exact types, no
-        stray keys) costs a few list passes; anything else goes through
-        ``bind`` one execution at a time, which names the culprit."""
+        ``{name: [value per execution]}``.  The common case (exact types, a
+        column of paths all str or all bytes, no stray keys) costs a few
+        list passes; anything else goes through ``bind`` one execution at a
+        time, which names the culprit."""
         kinds = self.param_kinds
         if not kinds:
             if any(binds):
@@ -138,6 +149,8 @@ class Program:
             columns = {}
         if columns and {*map(len, binds)} == {nkeys}:
             for name, use in self.param_uses.items():
+                if use.kind == "path":
+                    columns[name] = _str_paths_encoded(columns[name])
                 if not _column_ok(use, columns[name]):
                     break
             else:

@@ -8,10 +8,8 @@ import contextlib
 import errno
 import os
 import secrets
-import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
-from itertools import repeat
 from typing import Any, Literal, overload
 
 from ..async_engine import AsyncEngine
@@ -119,21 +117,6 @@ def _writes() -> _Writes:
 
 
 # -- reading ----------------------------------------------------------------------------
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-
-
-def _encoded(names: list[Any]) -> list[bytes]:
-    """``os.fsencode`` of each name, a list at a time when all are str or
-    all bytes (paths bind as bytes a column at a time)."""
-    kinds = set(map(type, names))
-    if kinds == {str}:
-        n = len(names)
-        return list(map(str.encode, names, repeat(_FS_ENCODING, n), repeat(_FS_ERRORS, n)))
-    if kinds <= {bytes}:
-        return names
-    return list(map(os.fsencode, names))
-
-
 def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> Helper[list[Any]]:
     check_errors(errors)
     larger: list[int] = []
@@ -143,7 +126,8 @@ def _read_files(paths: Sequence[PathArg], max_size: int | None, errors: str) -> 
         raise ValueError(f"max_size must be None or an int >= 0, not {max_size!r}")
     reads = _reads()
     names: list[Any] = list(map(os.fspath, paths))  # type: ignore[arg-type]
-    got: Columns = yield Columnar(reads.small, [{"path": n} for n in _encoded(names)], reads.data)
+    # (a column of str paths is encoded by the binding, a pass in C)
+    got: Columns = yield Columnar(reads.small, [{"path": n} for n in names], reads.data)
     out = got.values
     opened, lengths, more, closed = got.results
     # The usual result of every file: (0, length, 0, 0): opened, read, at the
