@@ -148,13 +148,18 @@ class _Translator:
             return LINK_SOFT
         return LINK_END
 
-    def link_timeout(self, atom: Atom, sqe: int, link_flag: int) -> bytes:
-        """The LINK_TIMEOUT SQE that follows a timed atom (``atoms``); the
-        engine only notes whether it fired."""
+    def link_timeout(self, atom: Atom, sqe: int, link_flag: int, can_skip: bool) -> bytes:
+        """The LINK_TIMEOUT SQE that follows a timed atom (``atoms``).
+        Skip-flagged where the kernel can skip CQEs: it then posts nothing,
+        neither when its atom ends first (-ECANCELED) nor when it fires
+        (-ETIME; its atom's -ECANCELED says so: ``follow._run_over``), unless
+        it ends a run (ur_push clears the flag of a run's last SQE)."""
         assert atom.timeout is not None
         writer = AtomWriter(self.layout, atom.index, sqe, atoms.LINK_TIMEOUT_OP)
         atoms.prep_link_timeout(writer, atom.timeout)
         writer.flags = link_flag
+        if can_skip:
+            writer.flags |= kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
         return writer.finish(UD_LINK_TIMEOUT + atom.index)
 
     # -- the plan -------------------------------------------------------------
@@ -222,7 +227,7 @@ class _Translator:
                     writer.flags |= kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
                 images += writer.finish(atom.index)
                 if atom.timeout is not None:
-                    images += self.link_timeout(atom, sqe + 1, link_flag)
+                    images += self.link_timeout(atom, sqe + 1, link_flag, can_skip)
             fd_refs = [
                 (spec.name, v.index)
                 for spec in op.args
