@@ -40,6 +40,7 @@ run() {
 run 6.1 --env HYPOTHESIS_PROFILE=kernel 6.1 -q -rs \
     tests/test_kernel_probe.py tests/test_stop_rules.py tests/test_links.py \
     tests/test_params.py tests/test_edges.py tests/test_engine.py tests/test_net.py \
+    tests/test_net_timeouts.py \
     tests/test_ops.py tests/test_splice.py tests/test_per_execution_lengths.py \
     tests/test_conformance.py -k "not ring_wrap_100k"
 

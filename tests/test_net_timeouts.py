@@ -165,3 +165,34 @@ def test_without_fixed_fd_install_descriptors_that_reach_userspace_are_real_fds(
     assert c.ok and c.results == (0, 0, 4, 0, 2, 0)
     assert c[st].st_size == 10 and c[data] == b"0123" and c[more] == b"01"
     assert open_fds() == before
+
+
+def test_timeouts_that_do_not_fire_post_nothing():
+    """On io_uring a LINK_TIMEOUT is skip-flagged: one that its atom beats
+    posts no CQE (only the run's last SQE, which ends the run, may post
+    whatever it is).  Socket, connect and two sends, all three timed: the
+    timed atoms post, and at most the last LINK_TIMEOUT; without the flag
+    each timeout posted its -ECANCELED too (5-6 CQEs a run)."""
+    if not ul.kernel.probe().available:
+        pytest.skip("no io_uring here (the tests of the fallback say why)")
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(8)
+    s = ul.Syslet()
+    fd = s.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(fd, lst.getsockname(), timeout=5)
+    s.send(fd, b"pi", timeout=5)
+    s.send(fd, b"ng", timeout=5)
+    prog = s.compile()
+    with ul.Engine("uring") as eng:
+        inbox = eng._backend.io._inbox
+        for _ in range(5):
+            before = inbox.taken
+            c = eng.run(prog)
+            assert c.ok and c.results == (0, 0, 2, 2)
+            eng.wait(0)  # (a late CQE of the run would be taken here)
+            assert inbox.taken - before <= 4
+            conn, _ = lst.accept()
+            assert conn.recv(10) == b"ping"
+            conn.close()
+    lst.close()
