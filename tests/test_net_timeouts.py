@@ -170,8 +170,8 @@ def test_without_fixed_fd_install_descriptors_that_reach_userspace_are_real_fds(
 def test_timeouts_that_do_not_fire_post_nothing():
     """On io_uring a LINK_TIMEOUT is skip-flagged: one that its atom beats
     posts no CQE (only the run's last SQE, which ends the run, may post
-    whatever it is).  Socket, connect and two sends, all three timed: the
-    timed atoms post, and at most the last LINK_TIMEOUT; without the flag
+    whatever it is).  Socket, connect and two sends, all three timed: at
+    most the three atoms and the last LINK_TIMEOUT post; without the flag
     each timeout posted its -ECANCELED too (5-6 CQEs a run)."""
     if not ul.kernel.probe().available:
         pytest.skip("no io_uring here (the tests of the fallback say why)")

@@ -181,8 +181,9 @@ class _Translator:
                 if size is None:
                     size = _size_bound(atom)
                 lay.data_at[atom.index] = (lay.reserve(size), size)
-            # A timed atom always posts its CQE: the run may end with it.
-            may_skip = in_kernel and can_skip and link != LINK_END and atom.timeout is None
+            # (A timed atom that its LINK_TIMEOUT cancels fails, -ECANCELED:
+            # that CQE posts, skip flag or not, and says the timeout fired.)
+            may_skip = in_kernel and can_skip and link != LINK_END
             skip = may_skip and op.skippable(atom.args)
             success = op.success_result(atom.args)
             if link == LINK_HARD and op.full_length(atom.args) is not None:
