@@ -184,6 +184,7 @@ def test_timeouts_that_do_not_fire_post_nothing():
     s.send(fd, b"pi", timeout=5)
     s.send(fd, b"ng", timeout=5)
     prog = s.compile()
+    assert prog.explain().count("(LINK_TIMEOUT, posts no CQE)") == 2  # (not the run's last SQE)
     with ul.Engine("uring") as eng:
         inbox = eng._backend.io._inbox
         for _ in range(5):

@@ -196,6 +196,14 @@ class Plan:
         return self.atoms[first.last].sqe_end if first.in_kernel else 0
 
     @cached_property
+    def sqe_flags(self) -> bytes:
+        """The IOSQE_* flags byte of each SQE image, in order."""
+        n = max((pa.sqe_end for pa in self.atoms), default=0)  # (-1: a userspace step)
+        if n <= 0:
+            return b""
+        return ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS["flags"][0] :: SQE_SIZE]
+
+    @cached_property
     def first_run_cqes(self) -> int:
         """CQEs an execution's first segment posts at least, whatever its
         atoms return: a lower bound of what the executions started will
@@ -206,7 +214,7 @@ class Plan:
         (the kernel's REQ_F_SKIP_LINK_CQES): the count stops there, at its
         own CQE."""
         n = self.first_sqes
-        flags = ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS["flags"][0] :: SQE_SIZE]
+        flags = self.sqe_flags[:n]
         skip, link = lib.IOSQE_CQE_SKIP_SUCCESS, lib.IOSQE_IO_LINK
         posts = 0
         for f in flags[: n - 1]:

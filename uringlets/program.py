@@ -10,6 +10,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from . import kernel
 from .atom import (
     STOP_ON_NEGATIVE,
     STOP_ON_NON_POSITIVE,
@@ -229,8 +230,14 @@ class Program:
                     else:
                         reason = "kernel lacks op"
                     notes.append(f"userspace: {reason}")
-                if pa.timeout is not None:
-                    how = "LINK_TIMEOUT" if pa.in_kernel else "poll"
+                if pa.timeout is not None and not pa.in_kernel:
+                    notes.append(f"timeout {pa.timeout:g}s (poll)")
+                elif pa.timeout is not None:
+                    # Its LINK_TIMEOUT is the SQE after the atom's; the last
+                    # SQE of a segment posts whatever its flags (ur_push).
+                    skip = kernel.constant("IOSQE_CQE_SKIP_SUCCESS")
+                    silent = pa.link != LINK_END and plan.sqe_flags[pa.sqe + 1] & skip
+                    how = "LINK_TIMEOUT, posts no CQE" if silent else "LINK_TIMEOUT"
                     notes.append(f"timeout {pa.timeout:g}s ({how})")
                 if pa.slot is not None:
                     notes.append(f"-> slot {pa.slot}")
