@@ -5,7 +5,9 @@ costs at most ``SURE_WAIT_NS``, never a hang."""
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -111,7 +113,9 @@ def _taken(eng: ul.Engine) -> int:
 def test_the_promise_is_a_lower_bound_whatever_the_atoms_return(tmp_path: Any) -> None:
     """Plan.first_run_cqes never exceeds the CQEs an execution posts: on
     success, and when an atom whose success is skipped fails and silences
-    the rest of its link (an open that fails before reads: 1 CQE)."""
+    the rest of its link (an open that fails before reads: 1 CQE); and
+    with timed atoms, whose silent LINK_TIMEOUTs neither count nor stop
+    the count, when none fires and when the first does."""
     (tmp_path / "f").write_bytes(b"x" * 100)
     s = ul.Syslet()
     fd = s.openat(ul.Param("path"))
@@ -124,19 +128,40 @@ def test_the_promise_is_a_lower_bound_whatever_the_atoms_return(tmp_path: Any) -
         s.nop()
     s.read(ul.Param("fd"), 10, stop=ul.NEVER_STOP)
     nops = s.compile()
+    s = ul.Syslet()
+    for _ in range(3):
+        s.recv(ul.Param("fd"), 1, timeout=0.05)
+    timed = s.compile()
+    assert timed.plan.first_run_cqes == 4  # the three recvs and the last SQE
+    s = ul.Syslet()
+    s.nop()
+    nop = s.compile()
     r, w = os.pipe()
     os.write(w, b"y" * 100)
+    a, b = socket.socketpair()
     try:
         with ul.Engine("uring") as eng:
-            for prog, params in (
-                (reads, {"path": str(tmp_path / "f")}),
-                (reads, {"path": str(tmp_path / "missing")}),
-                (nops, {"fd": r}),
-                (nops, {"fd": 987_654}),
+            for prog, params, sent in (
+                (reads, {"path": str(tmp_path / "f")}, b""),
+                (reads, {"path": str(tmp_path / "missing")}, b""),
+                (nops, {"fd": r}, b""),
+                (nops, {"fd": 987_654}, b""),
+                (timed, {"fd": a.fileno()}, b"abc"),  # no timeout fires
+                (timed, {"fd": a.fileno()}, b""),  # the first one fires
             ):
+                b.send(sent)
                 before = _taken(eng)
-                eng.run(prog, **params)
-                assert _taken(eng) - before >= prog.plan.first_run_cqes, (prog, params)
+                c = eng.run(prog, **params)
+                # The run's last LINK_TIMEOUT may post after its atom ended the
+                # execution, as work the next entry into the kernel runs: a
+                # NOP's run (its own one CQE) takes it.
+                eng.run(nop)
+                taken = _taken(eng) - before - 1
+                assert taken >= prog.plan.first_run_cqes, (prog, params)
+                if prog is timed:
+                    assert c.results == ((1, 1, 1) if sent else (-errno.ETIME, None, None))
     finally:
-        os.close(r)
-        os.close(w)
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()

@@ -198,10 +198,18 @@ class Plan:
     @cached_property
     def sqe_flags(self) -> bytes:
         """The IOSQE_* flags byte of each SQE image, in order."""
+        return self._sqe_byte("flags")
+
+    @cached_property
+    def sqe_opcodes(self) -> bytes:
+        """The opcode byte of each SQE image, in order."""
+        return self._sqe_byte("opcode")
+
+    def _sqe_byte(self, field: str) -> bytes:
         n = max((pa.sqe_end for pa in self.atoms), default=0)  # (-1: a userspace step)
         if n <= 0:
             return b""
-        return ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS["flags"][0] :: SQE_SIZE]
+        return ffi.buffer(self.images_c, n * SQE_SIZE)[:][FIELDS[field][0] :: SQE_SIZE]
 
     @cached_property
     def first_run_cqes(self) -> int:
@@ -212,12 +220,18 @@ class Plan:
         (ur_push clears its flag), but a skip-flagged SQE that fails with a
         soft link after it cancels the rest of the link without their CQEs
         (the kernel's REQ_F_SKIP_LINK_CQES): the count stops there, at its
-        own CQE."""
+        own CQE.  A skip-flagged LINK_TIMEOUT never fails so (a fired one's
+        -ETIME is no failure to the kernel: its atom's -ECANCELED posts
+        instead): it neither counts nor stops the count."""
         n = self.first_sqes
         flags = self.sqe_flags[:n]
+        opcodes = self.sqe_opcodes[:n]
         skip, link = lib.IOSQE_CQE_SKIP_SUCCESS, lib.IOSQE_IO_LINK
+        timeout = lib.IORING_OP_LINK_TIMEOUT
         posts = 0
-        for f in flags[: n - 1]:
+        for f, op in zip(flags[: n - 1], opcodes[: n - 1], strict=True):
+            if f & skip and op == timeout:
+                continue
             if f & skip:
                 if f & link:  # (IO_LINK, not IO_HARDLINK: the plan sets one of them)
                     break
