@@ -15,6 +15,20 @@
  * Setup and teardown (cold).
  * ---------------------------------------------------------------------- */
 
+/* Map one of the ring's regions into *map (left NULL on failure, so that
+ * ur_teardown unmaps only what was mapped).  Returns 0 or -errno. */
+static int map_region(int fd, size_t size, off_t offset, void **map)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, offset);
+
+    if (p == MAP_FAILED) {
+        *map = NULL;
+        return -errno;
+    }
+    *map = p;
+    return 0;
+}
+
 /* Create a ring of `entries` SQEs and `cq_entries` CQEs (0: kernel default)
  * with `flags` (IORING_SETUP_*; CQSIZE is added when cq_entries is given).
  * Returns 0, or -errno with the ring left empty (fd == -1).  Falling back to
@@ -48,32 +62,18 @@ int ur_setup(struct ur_ring *ring, unsigned entries, unsigned cq_entries,
     ring->cq_map_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
     if ((p.features & IORING_FEAT_SINGLE_MMAP) && ring->cq_map_size > ring->sq_map_size)
         ring->sq_map_size = ring->cq_map_size;
-    ring->sq_map = mmap(NULL, ring->sq_map_size, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_SQ_RING);
-    if (ring->sq_map == MAP_FAILED) {
-        ring->sq_map = NULL;
-        err = -errno;
+    err = map_region(ring->fd, ring->sq_map_size, IORING_OFF_SQ_RING, &ring->sq_map);
+    if (err < 0)
         goto fail;
-    }
-    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+    if (p.features & IORING_FEAT_SINGLE_MMAP)
         ring->cq_map = ring->sq_map;
-    } else {
-        ring->cq_map = mmap(NULL, ring->cq_map_size, PROT_READ | PROT_WRITE,
-                            MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_CQ_RING);
-        if (ring->cq_map == MAP_FAILED) {
-            ring->cq_map = NULL;
-            err = -errno;
-            goto fail;
-        }
-    }
-    ring->sqe_map_size = p.sq_entries * sizeof(struct io_uring_sqe);
-    ring->sqe_map = mmap(NULL, ring->sqe_map_size, PROT_READ | PROT_WRITE,
-                         MAP_SHARED | MAP_POPULATE, ring->fd, IORING_OFF_SQES);
-    if (ring->sqe_map == MAP_FAILED) {
-        ring->sqe_map = NULL;
-        err = -errno;
+    else if ((err = map_region(ring->fd, ring->cq_map_size, IORING_OFF_CQ_RING,
+                               &ring->cq_map)) < 0)
         goto fail;
-    }
+    ring->sqe_map_size = p.sq_entries * sizeof(struct io_uring_sqe);
+    err = map_region(ring->fd, ring->sqe_map_size, IORING_OFF_SQES, &ring->sqe_map);
+    if (err < 0)
+        goto fail;
 
     ring->sq_head = (unsigned *)((char *)ring->sq_map + p.sq_off.head);
     ring->sq_tail = (unsigned *)((char *)ring->sq_map + p.sq_off.tail);
